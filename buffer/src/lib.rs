@@ -1,0 +1,1 @@
+//! barrage: a durable FIFO intake buffer for one-shot request floods.

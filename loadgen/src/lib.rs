@@ -1,0 +1,2 @@
+//! landrush: replays landrush scenarios against an intake buffer and verifies the contract of
+//! DESIGN.md (FIFO, zero loss, one ack per request).

@@ -1,0 +1,315 @@
+//! The run-record files of a landrush run folder, and how they are read and written.
+//!
+//! These names are a public format (DESIGN.md "Run records"): other tools read them, so fields may
+//! be added but never renamed. Every file is JSON Lines, one record per line, so a run of a million
+//! requests streams to and from disk without being held in memory.
+//!
+//! | file             | one line per                                   | written by                     |
+//! |------------------|------------------------------------------------|--------------------------------|
+//! | `sent.jsonl`     | transmission of a request by a driver          | `landrush run` (SMTP/HTTP)     |
+//! | `handed.jsonl`   | request the registration side received         | fake registry / SMTP / Maildir |
+//! | `acks.jsonl`     | acknowledgement mail the ack sink received     | ack sink                       |
+//! | `stats.jsonl`    | sample of the buffer's `/v1/stats`             | `landrush rehearse`            |
+//! | `faults.jsonl`   | fault injected during the run                  | `landrush rehearse`            |
+//! | `run.json`       | (one JSON object) what was run, where, when    | `landrush run` / `rehearse`    |
+//!
+//! Times are UTC RFC 3339 strings with microseconds (`2026-12-01T09:00:00.123456Z`), see [`Stamp`].
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub const SENT: &str = "sent.jsonl";
+pub const HANDED: &str = "handed.jsonl";
+pub const ACKS: &str = "acks.jsonl";
+pub const STATS: &str = "stats.jsonl";
+pub const FAULTS: &str = "faults.jsonl";
+pub const RUN: &str = "run.json";
+
+/// A UTC instant, serialized as RFC 3339 with exactly six fractional digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Stamp(pub OffsetDateTime);
+
+impl Stamp {
+    pub fn now() -> Self {
+        Stamp(OffsetDateTime::now_utc())
+    }
+
+    /// Microseconds since the Unix epoch: the unit every checker compares in.
+    pub fn micros(&self) -> i64 {
+        (self.0.unix_timestamp_nanos() / 1_000) as i64
+    }
+
+    pub fn from_micros(micros: i64) -> Self {
+        Stamp(
+            OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1_000)
+                .expect("micros within OffsetDateTime's range"),
+        )
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let parsed = OffsetDateTime::parse(text, &Rfc3339)
+            .with_context(|| format!("`{text}` is not an RFC 3339 instant"))?;
+        Ok(Stamp(parsed.to_offset(time::UtcOffset::UTC)))
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = self.0.to_offset(time::UtcOffset::UTC);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            t.month() as u8,
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.microsecond()
+        )
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Stamp::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What became of one transmission, as the client saw it (DESIGN.md rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The buffer answered success (SMTP 250 after DATA, HTTP 202).
+    Accepted,
+    /// The buffer answered an error (4xx/5xx, HTTP 4xx/5xx).
+    Refused,
+    /// No reply: connection cut, timeout, or dropped on purpose (RFC 1047 retransmission test).
+    Indeterminate,
+}
+
+/// One transmission of a request by a driver: a line of `sent.jsonl`.
+///
+/// A request is identified by `id` (its `X-Landrush-Id`). An RFC 1047 retransmission sends the same
+/// message again, so it shares `id` and `message_id` with the first attempt and has `attempt` 2, 3…
+/// A resubmission ("hitting Submit") is a new request with a new `id` and a new Message-ID.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub id: String,
+    /// Which simulated client (connection slot or web user) sent it.
+    pub client: u32,
+    pub message_id: String,
+    pub domain: String,
+    /// Envelope sender / requester address (where the ack should go).
+    #[serde(default)]
+    pub sender: String,
+    /// `smtp` or `http`.
+    #[serde(default = "default_intake")]
+    pub intake: String,
+    /// `normal`, `resubmission`, `retransmission`, `malformed`, `oversize`, … (scenario's words).
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// 1 for the first transmission of this `id`, 2 for its first retransmission, …
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// When the schedule wanted it sent.
+    pub intended_at: Stamp,
+    /// When the driver finished sending it (end of DATA / end of the HTTP body); null if never sent.
+    pub sent_at: Option<Stamp>,
+    /// When the final reply arrived; null if none did.
+    pub replied_at: Option<Stamp>,
+    /// SMTP reply code or HTTP status; null if none.
+    pub code: Option<u16>,
+    /// The reply text as received (first line for SMTP multi-line replies is enough).
+    pub reply: Option<String>,
+    /// The ticket (seq) named in a success reply, if any.
+    pub ticket: Option<u64>,
+    pub outcome: Outcome,
+}
+
+fn default_intake() -> String {
+    "smtp".into()
+}
+fn default_kind() -> String {
+    "normal".into()
+}
+fn one() -> u32 {
+    1
+}
+
+/// One request received by the registration side: a line of `handed.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandedRecord {
+    /// The buffer's sequence number. For sources without one (SMTP relay, Maildir) the 1-based
+    /// order of delivery stands in for it, and `seq_is_order` is true.
+    pub seq: u64,
+    #[serde(default)]
+    pub seq_is_order: bool,
+    /// The buffer's accepted-at time, where the source tells it.
+    pub accepted_at: Option<Stamp>,
+    pub message_id: Option<String>,
+    /// The request's `X-Landrush-Id`, where the source gives it.
+    pub landrush_id: Option<String>,
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// When the registration side received it.
+    pub handed_at: Stamp,
+    /// `api`, `smtp` or `maildir`.
+    pub source: String,
+}
+
+/// One acknowledgement mail received by the ack sink: a line of `acks.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRecord {
+    /// The ack's own Message-ID (a resend after a crash carries the same one).
+    pub message_id: Option<String>,
+    /// The request's Message-ID, from `In-Reply-To`.
+    pub in_reply_to: Option<String>,
+    /// The ticket (seq) the ack names.
+    pub ticket: Option<u64>,
+    /// Envelope recipient(s) of the ack.
+    pub to: Vec<String>,
+    pub received_at: Stamp,
+}
+
+/// One sample of the buffer's `/v1/stats`: a line of `stats.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsSample {
+    pub at: Stamp,
+    pub accepted: u64,
+    pub cursor: u64,
+    pub queue_depth: u64,
+    #[serde(default)]
+    pub acks_pending: Option<u64>,
+}
+
+/// One injected fault: a line of `faults.jsonl` (and an entry of report.json's `faults`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// `kill`, `registry`, `ack-relay`, `disk-full`, `power-loss`, `connections`.
+    pub kind: String,
+    pub at: Stamp,
+    /// When the fault ended (restart, relay back, …), if it did.
+    #[serde(default)]
+    pub until: Option<Stamp>,
+    #[serde(default)]
+    pub detail: serde_json::Value,
+}
+
+/// Appends records to a JSON Lines file, one line each.
+pub struct JsonlWriter<T> {
+    out: BufWriter<File>,
+    _record: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> JsonlWriter<T> {
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let file =
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(JsonlWriter {
+            out: BufWriter::new(file),
+            _record: std::marker::PhantomData,
+        })
+    }
+
+    pub fn write(&mut self, record: &T) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")?;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Reads a JSON Lines file lazily. A missing file reads as empty (a run without acks has no
+/// `acks.jsonl`); a malformed line is an error naming the file and line.
+pub fn read_jsonl<T: DeserializeOwned>(
+    path: &Path,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<T>>> {
+    let lines = match File::open(path) {
+        Ok(file) => Some(BufReader::new(file).lines()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let name = path.display().to_string();
+    Ok(lines
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, line)| !matches!(line, Ok(l) if l.trim().is_empty()))
+        .map(move |(n, line)| {
+            let line = line.with_context(|| format!("{name}: cannot read line {}", n + 1))?;
+            serde_json::from_str(&line).with_context(|| format!("{name}:{}: bad record", n + 1))
+        }))
+}
+
+/// Reads a whole JSON Lines file into memory (for files bounded by the run's request count).
+pub fn read_all<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    read_jsonl(path)?.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_round_trips_with_microseconds() {
+        let s = Stamp::parse("2026-12-01T09:00:00.123456Z").unwrap();
+        assert_eq!(s.to_string(), "2026-12-01T09:00:00.123456Z");
+        assert_eq!(Stamp::from_micros(s.micros()), s);
+        let offset = Stamp::parse("2026-12-01T10:00:00.5+01:00").unwrap();
+        assert_eq!(offset.to_string(), "2026-12-01T09:00:00.500000Z");
+    }
+
+    #[test]
+    fn jsonl_round_trip_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SENT);
+        let record = SentRecord {
+            id: "r1".into(),
+            client: 3,
+            message_id: "<r1@landrush>".into(),
+            domain: "exemple.fr".into(),
+            sender: "a@b.fr".into(),
+            intake: "smtp".into(),
+            kind: "normal".into(),
+            attempt: 1,
+            intended_at: Stamp::from_micros(1),
+            sent_at: Some(Stamp::from_micros(2)),
+            replied_at: None,
+            code: None,
+            reply: None,
+            ticket: None,
+            outcome: Outcome::Indeterminate,
+        };
+        let mut w = JsonlWriter::create(&path).unwrap();
+        w.write(&record).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let back: Vec<SentRecord> = read_all(&path).unwrap();
+        assert_eq!(back, vec![record]);
+
+        std::fs::write(&path, "{\"id\":1}\n").unwrap();
+        let err = read_all::<SentRecord>(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("sent.jsonl:1"), "{err:#}");
+        assert!(read_all::<AckRecord>(&dir.path().join(ACKS)).unwrap().is_empty());
+    }
+}
