@@ -1,1 +1,13 @@
 //! barrage: a durable FIFO intake buffer for one-shot request floods.
+//!
+//! Requests come in through an intake ([`intake`], on the [`smtp`] server), are validated
+//! ([`form`]), made durable in FIFO order by the [`journal`], and handed to the registration system
+//! through the handover [`api`]. [`server`] wires them together; [`config`] holds the settings.
+
+pub mod api;
+pub mod config;
+pub mod form;
+pub mod intake;
+pub mod journal;
+pub mod server;
+pub mod smtp;

@@ -1,0 +1,165 @@
+//! barrage's settings: the TOML config file (`buffer/barrage.example.toml` documents every key)
+//! and the command-line flags that override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::journal::sqlite::SqliteOptions;
+use crate::smtp::SmtpLimits;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the journal lives; locked by one barrage at a time.
+    pub data_dir: PathBuf,
+    /// The name barrage gives itself in SMTP greetings and generated Message-IDs.
+    pub hostname: String,
+    pub smtp: SmtpConfig,
+    pub http: HttpConfig,
+    pub journal: JournalConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    pub max_message_size: usize,
+    pub max_line_length: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub command_timeout_secs: u64,
+    pub data_timeout_secs: u64,
+    pub max_commands: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub api_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    pub max_batch: usize,
+    pub queue_capacity: usize,
+    pub dedup_window_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./barrage-data"),
+            hostname: SmtpLimits::default().hostname,
+            smtp: SmtpConfig::default(),
+            http: HttpConfig::default(),
+            journal: JournalConfig::default(),
+        }
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        let limits = SmtpLimits::default();
+        SmtpConfig {
+            listen: "127.0.0.1:2525".parse().expect("valid address"),
+            max_message_size: limits.max_message_size,
+            max_line_length: limits.max_line_length,
+            max_recipients: limits.max_recipients,
+            max_connections: limits.max_connections,
+            command_timeout_secs: limits.command_timeout.as_secs(),
+            data_timeout_secs: limits.data_timeout.as_secs(),
+            max_commands: limits.max_commands,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8025".parse().expect("valid address"),
+            api_token: None,
+        }
+    }
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        let options = SqliteOptions::default();
+        JournalConfig {
+            max_batch: options.max_batch,
+            queue_capacity: options.queue_capacity,
+            dedup_window_secs: (options.dedup_window_us / 1_000_000) as u64,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
+    }
+
+    /// Refuses settings that cannot work, with a message saying what to change.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.smtp;
+        anyhow::ensure!(
+            s.max_message_size >= 1024,
+            "smtp.max_message_size must be at least 1024"
+        );
+        anyhow::ensure!(
+            (80..=1_000_000).contains(&s.max_line_length),
+            "smtp.max_line_length must be between 80 and 1000000"
+        );
+        anyhow::ensure!(
+            s.max_recipients >= 1,
+            "smtp.max_recipients must be at least 1"
+        );
+        anyhow::ensure!(
+            s.max_connections >= 1,
+            "smtp.max_connections must be at least 1"
+        );
+        let j = &self.journal;
+        anyhow::ensure!(j.max_batch >= 1, "journal.max_batch must be at least 1");
+        anyhow::ensure!(
+            j.queue_capacity >= j.max_batch,
+            "journal.queue_capacity must be at least journal.max_batch"
+        );
+        if !self.http.listen.ip().is_loopback() && self.http.api_token.is_none() {
+            anyhow::bail!(
+                "the handover API would listen on {} without a token: anyone on the network could \
+                 take requests. Set --api-token (or http.api_token), or listen on 127.0.0.1",
+                self.http.listen
+            );
+        }
+        Ok(())
+    }
+
+    pub fn smtp_limits(&self) -> SmtpLimits {
+        let s = &self.smtp;
+        SmtpLimits {
+            hostname: self.hostname.clone(),
+            max_message_size: s.max_message_size,
+            max_line_length: s.max_line_length,
+            max_recipients: s.max_recipients,
+            max_connections: s.max_connections,
+            command_timeout: Duration::from_secs(s.command_timeout_secs),
+            data_timeout: Duration::from_secs(s.data_timeout_secs),
+            max_commands: s.max_commands,
+        }
+    }
+
+    pub fn journal_options(&self) -> SqliteOptions {
+        SqliteOptions {
+            max_batch: self.journal.max_batch,
+            queue_capacity: self.journal.queue_capacity,
+            dedup_window_us: self.journal.dedup_window_secs as i64 * 1_000_000,
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The SQLite journal: one database file in the data dir (WAL, `synchronous=FULL`), one writer
+//! thread doing group commit, one reader connection for the handover API.
+//!
+//! Group commit: the writer takes every command waiting in its bounded channel (up to
+//! `max_batch`), applies them all in one transaction, commits — one fsync — and only then answers
+//! each waiter. So the fsync rate of the disk bounds batches per second, not requests per second.
+//! Seqs are assigned inside the transaction; a failed transaction is rolled back whole, nobody
+//! gets a success, and the next batch reuses the same seqs, so seqs stay gap-free.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    Journal, JournalError, JournalStats, NewRequest, StoredRequest, Ticket, format_micros,
+    now_micros,
+};
+
+/// The most rows one fetch returns, whatever the caller asks.
+pub const MAX_FETCH: usize = 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS requests (
+    seq          INTEGER PRIMARY KEY,   -- gap-free from 1, the FIFO order
+    accepted_at  INTEGER NOT NULL,      -- microseconds since the epoch, UTC; never decreases
+    intake       TEXT NOT NULL,         -- smtp | http
+    message_id   TEXT NOT NULL,
+    dedup_key    TEXT,                  -- retransmission key (RFC 1047); NULL: not deduplicable
+    sender       TEXT NOT NULL,
+    ack_to       TEXT,
+    domain       TEXT NOT NULL,
+    fields       TEXT NOT NULL,         -- JSON object of the request form
+    position     INTEGER NOT NULL,      -- queue depth at acceptance, this request included
+    raw          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_dedup_key ON requests(dedup_key, seq)
+    WHERE dedup_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// Tuning of the journal.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Most commands in one transaction.
+    pub max_batch: usize,
+    /// Capacity of the writer's queue; intakes wait (backpressure) when it is full.
+    pub queue_capacity: usize,
+    /// How far back a retransmission finds its original, in microseconds.
+    pub dedup_window_us: i64,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            max_batch: 1024,
+            queue_capacity: 16 * 1024,
+            dedup_window_us: 24 * 3600 * 1_000_000,
+        }
+    }
+}
+
+/// What the writer thread is asked to do.
+enum Command {
+    Append(NewRequest, oneshot::Sender<Result<Ticket, JournalError>>),
+    Cursor(u64, oneshot::Sender<Result<u64, JournalError>>),
+}
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    cursor: AtomicU64,
+    retransmissions: AtomicU64,
+    commits: AtomicU64,
+    committed_requests: AtomicU64,
+    largest_batch: AtomicU64,
+    write_failures: AtomicU64,
+}
+
+pub struct SqliteJournal {
+    commands: mpsc::Sender<Command>,
+    reader: Arc<Mutex<Connection>>,
+    counters: Arc<Counters>,
+    instance_id: String,
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) `barrage.db` in `dir` and starts the writer thread.
+    pub fn open(dir: &Path, options: SqliteOptions) -> anyhow::Result<Self> {
+        assert!(options.max_batch > 0 && options.queue_capacity >= options.max_batch);
+        let path = dir.join("barrage.db");
+        let writer = open_connection(&path)?;
+        writer.execute_batch(SCHEMA)?;
+        let instance_id = load_instance_id(&writer)?;
+        let counters = Arc::new(Counters::default());
+        let last_seq: u64 =
+            writer.query_row("SELECT COALESCE(MAX(seq), 0) FROM requests", [], |r| {
+                r.get(0)
+            })?;
+        let last_at: i64 = writer.query_row(
+            "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
+            [],
+            |r| r.get(0),
+        )?;
+        let cursor: u64 = writer
+            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0);
+        counters.accepted.store(last_seq, Ordering::Relaxed);
+        counters.cursor.store(cursor, Ordering::Relaxed);
+
+        let reader = open_connection(&path)?;
+        let (tx, rx) = mpsc::channel(options.queue_capacity);
+        let state = WriterState {
+            conn: writer,
+            last_seq,
+            last_at,
+            cursor,
+            options,
+            counters: counters.clone(),
+        };
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || state.run(rx))?;
+        Ok(SqliteJournal {
+            commands: tx,
+            reader: Arc::new(Mutex::new(reader)),
+            counters,
+            instance_id,
+        })
+    }
+
+    /// A random id made when the database was created: the ack Message-IDs derive from it.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> Command,
+    ) -> Result<T, JournalError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || JournalError::Unavailable("journal writer has stopped".into());
+        self.commands.send(make(tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+}
+
+fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    // WAL: readers never block the writer. FULL: every commit fsyncs the WAL before it returns.
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        mode.eq_ignore_ascii_case("wal"),
+        "SQLite refused WAL mode ({mode})"
+    );
+    conn.execute_batch("PRAGMA synchronous=FULL;")?;
+    Ok(conn)
+}
+
+fn load_instance_id(conn: &Connection) -> anyhow::Result<String> {
+    let existing: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'instance_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let id = format!("{:016x}", rand_u64());
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('instance_id', ?1)",
+        params![id],
+    )?;
+    Ok(id)
+}
+
+/// Enough randomness for an instance id without another dependency: the std hasher is seeded
+/// randomly per process.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(now_micros())
+}
+
+/// The writer thread's state: it alone writes to the database.
+struct WriterState {
+    conn: Connection,
+    last_seq: u64,
+    last_at: i64,
+    cursor: u64,
+    options: SqliteOptions,
+    counters: Arc<Counters>,
+}
+
+/// The answer owed to one command of a batch, sent only after the commit.
+enum Answer {
+    Ticket(oneshot::Sender<Result<Ticket, JournalError>>, Ticket),
+    Cursor(
+        oneshot::Sender<Result<u64, JournalError>>,
+        Result<u64, JournalError>,
+    ),
+}
+
+impl WriterState {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(self.options.max_batch);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.write_batch(&mut batch);
+        }
+        tracing::debug!("journal writer stopped: every intake has gone");
+    }
+
+    fn write_batch(&mut self, batch: &mut Vec<Command>) {
+        let (seq_before, at_before, cursor_before) = (self.last_seq, self.last_at, self.cursor);
+        let mut answers = Vec::with_capacity(batch.len());
+        let result = self.apply(batch.drain(..), &mut answers);
+        match result {
+            Ok(new_rows) => {
+                self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .committed_requests
+                    .fetch_add(new_rows, Ordering::Relaxed);
+                self.counters
+                    .largest_batch
+                    .fetch_max(new_rows, Ordering::Relaxed);
+                self.counters
+                    .accepted
+                    .store(self.last_seq, Ordering::Relaxed);
+                self.counters.cursor.store(self.cursor, Ordering::Relaxed);
+                for answer in answers {
+                    match answer {
+                        Answer::Ticket(tx, ticket) => {
+                            if ticket.retransmission {
+                                self.counters
+                                    .retransmissions
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            let _ = tx.send(Ok(ticket));
+                        }
+                        Answer::Cursor(tx, result) => {
+                            let _ = tx.send(result);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!("journal write failed, batch refused: {e}");
+                let _ = self.conn.execute_batch("ROLLBACK");
+                (self.last_seq, self.last_at, self.cursor) = (seq_before, at_before, cursor_before);
+                self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                let message = e.to_string();
+                for answer in answers {
+                    let error = JournalError::Unavailable(message.clone());
+                    match answer {
+                        Answer::Ticket(tx, _) => drop(tx.send(Err(error))),
+                        Answer::Cursor(tx, _) => drop(tx.send(Err(error))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the batch in one transaction and commits. On error the caller rolls back.
+    /// Every command's answer is pushed to `answers`, even those after a failure.
+    fn apply(
+        &mut self,
+        commands: impl Iterator<Item = Command>,
+        answers: &mut Vec<Answer>,
+    ) -> rusqlite::Result<u64> {
+        let mut failure = None;
+        let mut new_rows = 0;
+        let mut begun = false;
+        for command in commands {
+            if failure.is_none() && !begun {
+                match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                    Ok(()) => begun = true,
+                    Err(e) => failure = Some(e),
+                }
+            }
+            match command {
+                Command::Append(request, tx) => {
+                    let mut ticket = Ticket {
+                        seq: 0,
+                        accepted_at: 0,
+                        position: 0,
+                        retransmission: false,
+                    };
+                    if failure.is_none() {
+                        match self.append(&request) {
+                            Ok(t) => {
+                                new_rows += u64::from(!t.retransmission);
+                                ticket = t;
+                            }
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    answers.push(Answer::Ticket(tx, ticket));
+                }
+                Command::Cursor(through, tx) => {
+                    let mut result = Ok(self.cursor);
+                    if failure.is_none() {
+                        match self.move_cursor(through) {
+                            Ok(r) => result = r,
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    answers.push(Answer::Cursor(tx, result));
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        self.conn.execute_batch("COMMIT")?;
+        Ok(new_rows)
+    }
+
+    fn append(&mut self, request: &NewRequest) -> rusqlite::Result<Ticket> {
+        let now = now_micros();
+        if let Some(key) = &request.dedup_key {
+            let since = now - self.options.dedup_window_us;
+            let original = self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, accepted_at, position FROM requests
+                     WHERE dedup_key = ?1 AND accepted_at >= ?2 ORDER BY seq LIMIT 1",
+                )?
+                .query_row(params![key, since], |r| {
+                    Ok(Ticket {
+                        seq: r.get(0)?,
+                        accepted_at: r.get(1)?,
+                        position: r.get(2)?,
+                        retransmission: true,
+                    })
+                })
+                .optional()?;
+            if let Some(ticket) = original {
+                return Ok(ticket);
+            }
+        }
+        let seq = self.last_seq + 1;
+        let accepted_at = now.max(self.last_at);
+        let position = seq - self.cursor;
+        let fields = serde_json::to_string(&request.fields).expect("a string map serializes");
+        self.conn
+            .prepare_cached(
+                "INSERT INTO requests (seq, accepted_at, intake, message_id, dedup_key, sender,
+                                       ack_to, domain, fields, position, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                seq,
+                accepted_at,
+                request.intake,
+                request.message_id,
+                request.dedup_key,
+                request.sender,
+                request.ack_to,
+                request.domain,
+                fields,
+                position,
+                request.raw,
+            ])?;
+        self.last_seq = seq;
+        self.last_at = accepted_at;
+        Ok(Ticket {
+            seq,
+            accepted_at,
+            position,
+            retransmission: false,
+        })
+    }
+
+    fn move_cursor(&mut self, through: u64) -> rusqlite::Result<Result<u64, JournalError>> {
+        if through > self.last_seq {
+            return Ok(Err(JournalError::Invalid(format!(
+                "cursor {through} is beyond the last accepted seq {}",
+                self.last_seq
+            ))));
+        }
+        if through > self.cursor {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('cursor', ?1)")?
+                .execute(params![through.to_string()])?;
+            self.cursor = through;
+        }
+        Ok(Ok(self.cursor))
+    }
+}
+
+impl Journal for SqliteJournal {
+    async fn append(&self, request: NewRequest) -> Result<Ticket, JournalError> {
+        self.send(|tx| Command::Append(request, tx)).await
+    }
+
+    async fn fetch(
+        &self,
+        after: u64,
+        limit: usize,
+        with_raw: bool,
+    ) -> Result<Vec<StoredRequest>, JournalError> {
+        let reader = self.reader.clone();
+        let limit = limit.min(MAX_FETCH);
+        let read = move || -> rusqlite::Result<Vec<StoredRequest>> {
+            let conn = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, accepted_at, intake, message_id, sender, ack_to, domain, fields,
+                        CASE WHEN ?3 THEN raw END
+                 FROM requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64, with_raw], |r| {
+                let fields: String = r.get(7)?;
+                let raw: Option<Vec<u8>> = r.get(8)?;
+                Ok(StoredRequest {
+                    seq: r.get(0)?,
+                    accepted_at: format_micros(r.get(1)?),
+                    intake: r.get(2)?,
+                    message_id: r.get(3)?,
+                    sender: r.get(4)?,
+                    ack_to: r.get(5)?,
+                    domain: r.get(6)?,
+                    fields: serde_json::from_str(&fields).unwrap_or_else(|_| BTreeMap::new()),
+                    raw: raw.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                })
+            })?;
+            rows.collect()
+        };
+        tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| JournalError::Unavailable(e.to_string()))?
+            .map_err(|e| JournalError::Unavailable(e.to_string()))
+    }
+
+    async fn commit_cursor(&self, through: u64) -> Result<u64, JournalError> {
+        self.send(|tx| Command::Cursor(through, tx)).await
+    }
+
+    fn stats(&self) -> JournalStats {
+        let c = &self.counters;
+        let accepted = c.accepted.load(Ordering::Relaxed);
+        let cursor = c.cursor.load(Ordering::Relaxed);
+        let commits = c.commits.load(Ordering::Relaxed);
+        let committed_requests = c.committed_requests.load(Ordering::Relaxed);
+        JournalStats {
+            accepted,
+            cursor,
+            queue_depth: accepted - cursor.min(accepted),
+            retransmissions: c.retransmissions.load(Ordering::Relaxed),
+            commits,
+            committed_requests,
+            mean_batch: if commits == 0 {
+                0.0
+            } else {
+                committed_requests as f64 / commits as f64
+            },
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            write_failures: c.write_failures.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! One SMTP connection: reading command lines, dispatching them to the phase that owns them,
+//! running the DATA phase, and writing replies.
+//!
+//! Replies are queued and written only when the session is about to wait for input, which is what
+//! makes PIPELINING work (RFC 2920) and keeps the output bounded by what one read brought in.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use smtp_proto::{Error as ParseError, Request};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::data::{DataError, DataReceiver, Progress};
+use super::reply::{Reply, std_replies};
+use super::{Envelope, MessageHandler, SmtpLimits};
+
+/// Bad commands tolerated in one session before it is closed (a client speaking something else).
+const MAX_ERRORS: usize = 20;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The state of the mail transaction in progress (RFC 5321 §3.3).
+#[derive(Debug, Default)]
+pub(super) struct Transaction {
+    pub(super) helo: Option<String>,
+    pub(super) mail_from: Option<String>,
+    pub(super) rcpt_to: Vec<String>,
+}
+
+impl Transaction {
+    pub(super) fn reset(&mut self) {
+        self.mail_from = None;
+        self.rcpt_to.clear();
+    }
+}
+
+/// What the dispatcher tells the loop to do next.
+enum Next {
+    Continue,
+    ReceiveData,
+    Close,
+}
+
+/// Why waiting for input ended without input.
+enum Wait {
+    Eof,
+    Timeout,
+    Stop,
+}
+
+pub(super) struct Session<H> {
+    stream: TcpStream,
+    peer: SocketAddr,
+    pub(super) limits: Arc<SmtpLimits>,
+    handler: Arc<H>,
+    stop: watch::Receiver<bool>,
+    input: Vec<u8>,
+    /// Start of the unprocessed part of `input`.
+    pos: usize,
+    output: Vec<u8>,
+    pub(super) tx: Transaction,
+    commands: usize,
+    errors: usize,
+}
+
+/// Tells a connection it cannot be served and closes it.
+pub(super) async fn refuse(mut stream: TcpStream, reply: Reply) {
+    let mut out = Vec::new();
+    reply.write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&out)).await;
+}
+
+impl<H: MessageHandler> Session<H> {
+    pub(super) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        limits: Arc<SmtpLimits>,
+        handler: Arc<H>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Session {
+            stream,
+            peer,
+            limits,
+            handler,
+            stop,
+            input: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+            output: Vec::new(),
+            tx: Transaction::default(),
+            commands: 0,
+            errors: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        let greeting = format!("{} ESMTP barrage", self.limits.hostname);
+        self.queue(Reply::plain(220, greeting));
+        if let Err(e) = self.serve_commands().await {
+            tracing::debug!(peer = %self.peer, "session ended: {e}");
+        }
+    }
+
+    async fn serve_commands(&mut self) -> std::io::Result<()> {
+        loop {
+            let Some(line) = self.next_line().await? else {
+                return Ok(());
+            };
+            self.commands += 1;
+            if self.commands > self.limits.max_commands {
+                self.queue(Reply::new(
+                    421,
+                    [4, 7, 0],
+                    "too many commands in one session",
+                ));
+                return self.flush().await;
+            }
+            let next = match line {
+                Ok(line) => self.dispatch(&line),
+                Err(reply) => {
+                    self.queue(reply);
+                    Next::Continue
+                }
+            };
+            match next {
+                Next::Continue => {}
+                Next::Close => return self.flush().await,
+                Next::ReceiveData => {
+                    if !self.receive_data().await? {
+                        return self.flush().await;
+                    }
+                }
+            }
+            if self.errors >= MAX_ERRORS {
+                self.queue(Reply::new(
+                    421,
+                    [4, 7, 0],
+                    "too many errors, closing connection",
+                ));
+                return self.flush().await;
+            }
+        }
+    }
+
+    /// The next complete command line, or the reply refusing it; `None` when the session is over.
+    async fn next_line(&mut self) -> std::io::Result<Option<Result<Vec<u8>, Reply>>> {
+        let max = self.limits.max_line_length;
+        loop {
+            let pending = &self.input[self.pos..];
+            if let Some(lf) = pending.iter().position(|&b| b == b'\n') {
+                let line = pending[..=lf].to_vec();
+                self.pos += lf + 1;
+                if line.len() > max {
+                    self.errors += 1;
+                    return Ok(Some(Err(std_replies::line_too_long(max))));
+                }
+                let body = &line[..line.len() - 1];
+                if body.last() != Some(&b'\r') || body[..body.len() - 1].contains(&b'\r') {
+                    self.errors += 1;
+                    return Ok(Some(Err(std_replies::bare_lf_command())));
+                }
+                return Ok(Some(Ok(line)));
+            }
+            if pending.len() > max {
+                // An endless line: drop what we have, keep dropping up to its LF, then refuse it.
+                self.discard_line().await?;
+                self.errors += 1;
+                return Ok(Some(Err(std_replies::line_too_long(max))));
+            }
+            self.flush().await?;
+            let timeout = self.limits.command_timeout;
+            match self.read_more(timeout, true).await? {
+                None => {}
+                Some(Wait::Eof) => return Ok(None),
+                Some(Wait::Timeout) => {
+                    self.queue(std_replies::timeout());
+                    self.flush().await?;
+                    return Ok(None);
+                }
+                Some(Wait::Stop) => {
+                    self.queue(std_replies::shutting_down());
+                    self.flush().await?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    async fn discard_line(&mut self) -> std::io::Result<()> {
+        loop {
+            if let Some(lf) = self.input[self.pos..].iter().position(|&b| b == b'\n') {
+                self.pos += lf + 1;
+                return Ok(());
+            }
+            self.input.clear();
+            self.pos = 0;
+            let timeout = self.limits.command_timeout;
+            if self.read_more(timeout, false).await?.is_some() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Reads more input. Returns `None` when bytes arrived, or why none did.
+    async fn read_more(
+        &mut self,
+        timeout: Duration,
+        stoppable: bool,
+    ) -> std::io::Result<Option<Wait>> {
+        if self.pos > 0 && self.pos * 2 >= self.input.len() {
+            self.input.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.input.reserve(READ_CHUNK);
+        let stop = self.stop.clone();
+        let stopped = async move {
+            let mut stop = stop;
+            if !stoppable {
+                return std::future::pending().await;
+            }
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        tokio::select! {
+            read = self.stream.read_buf(&mut self.input) => match read? {
+                0 => Ok(Some(Wait::Eof)),
+                _ => Ok(None),
+            },
+            _ = tokio::time::sleep(timeout) => Ok(Some(Wait::Timeout)),
+            _ = stopped => Ok(Some(Wait::Stop)),
+        }
+    }
+
+    fn dispatch(&mut self, line: &[u8]) -> Next {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(request) => request,
+            Err(e) => {
+                self.errors += 1;
+                self.queue(parse_error_reply(e));
+                return Next::Continue;
+            }
+        };
+        match request {
+            Request::Ehlo { host } => self.handle_ehlo(&host, true),
+            Request::Helo { host } => self.handle_ehlo(&host, false),
+            Request::Mail { from } => self.handle_mail(from),
+            Request::Rcpt { to } => self.handle_rcpt(to),
+            Request::Data => return self.handle_data_command(),
+            Request::Rset => {
+                self.tx.reset();
+                self.queue(std_replies::ok());
+            }
+            Request::Noop { .. } => self.queue(std_replies::ok()),
+            Request::Vrfy { .. } => self.queue(Reply::new(
+                252,
+                [2, 5, 0],
+                "cannot verify users, but will take the message",
+            )),
+            Request::Help { .. } => self.queue(Reply::new(
+                214,
+                [2, 0, 0],
+                "barrage takes request mails: EHLO, MAIL FROM, RCPT TO, DATA, QUIT",
+            )),
+            Request::Quit => {
+                self.queue(Reply::new(221, [2, 0, 0], "bye"));
+                return Next::Close;
+            }
+            other => {
+                self.errors += 1;
+                self.queue(Reply::new(
+                    502,
+                    [5, 5, 1],
+                    format!("{} is not implemented here", other.name()),
+                ));
+            }
+        }
+        Next::Continue
+    }
+
+    fn handle_data_command(&mut self) -> Next {
+        if self.tx.mail_from.is_none() {
+            self.queue(std_replies::bad_sequence("MAIL FROM first"));
+            return Next::Continue;
+        }
+        if self.tx.rcpt_to.is_empty() {
+            self.queue(Reply::new(554, [5, 5, 1], "no valid recipients"));
+            return Next::Continue;
+        }
+        self.queue(Reply::plain(354, "end data with <CR><LF>.<CR><LF>"));
+        Next::ReceiveData
+    }
+
+    /// Runs the DATA phase and answers it. Returns false when the session must close.
+    async fn receive_data(&mut self) -> std::io::Result<bool> {
+        let mut receiver =
+            DataReceiver::new(self.limits.max_message_size, self.limits.max_line_length);
+        loop {
+            match receiver.ingest(&self.input[self.pos..]) {
+                Progress::Done { consumed } => {
+                    self.pos += consumed;
+                    break;
+                }
+                Progress::Flood => {
+                    self.queue(too_large_reply(self.limits.max_message_size));
+                    return Ok(false);
+                }
+                Progress::NeedMore => {
+                    self.input.clear();
+                    self.pos = 0;
+                }
+            }
+            self.flush().await?;
+            let timeout = self.limits.data_timeout;
+            match self.read_more(timeout, false).await? {
+                None => {}
+                Some(Wait::Timeout) => {
+                    self.queue(std_replies::timeout());
+                    return Ok(false);
+                }
+                Some(_) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            }
+        }
+        let reply = match receiver.finish() {
+            Ok(message) => {
+                let envelope = Envelope {
+                    peer: self.peer,
+                    helo: self.tx.helo.clone().unwrap_or_default(),
+                    mail_from: self.tx.mail_from.clone().unwrap_or_default(),
+                    rcpt_to: std::mem::take(&mut self.tx.rcpt_to),
+                };
+                self.handler.deliver(&envelope, message).await
+            }
+            Err(e) => data_error_reply(e, &self.limits),
+        };
+        self.tx.reset();
+        self.queue(reply);
+        Ok(true)
+    }
+
+    pub(super) fn queue(&mut self, reply: Reply) {
+        reply.write_to(&mut self.output);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.output.is_empty() {
+            let write = self.stream.write_all(&self.output);
+            match tokio::time::timeout(self.limits.command_timeout, write).await {
+                Ok(result) => result?,
+                Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+            }
+            self.output.clear();
+        }
+        Ok(())
+    }
+}
+
+fn too_large_reply(max: usize) -> Reply {
+    Reply::new(
+        552,
+        [5, 3, 4],
+        format!("message too large: at most {max} bytes"),
+    )
+}
+
+fn data_error_reply(error: DataError, limits: &SmtpLimits) -> Reply {
+    let text = match error {
+        DataError::TooLarge => return too_large_reply(limits.max_message_size),
+        DataError::BareLf => "bare LF in message data refused: every line must end with CRLF",
+        DataError::BareCr => "bare CR in message data refused: every line must end with CRLF",
+        DataError::Nul => "NUL byte in message data refused",
+        DataError::LineTooLong => {
+            return Reply::new(
+                550,
+                [5, 6, 0],
+                format!(
+                    "message line too long: at most {} bytes per line",
+                    limits.max_line_length
+                ),
+            );
+        }
+    };
+    Reply::new(550, [5, 6, 0], text)
+}
+
+fn parse_error_reply(error: ParseError) -> Reply {
+    match error {
+        ParseError::UnknownCommand => Reply::new(500, [5, 5, 1], "unrecognized command"),
+        ParseError::InvalidSenderAddress => Reply::new(501, [5, 1, 7], "bad sender address syntax"),
+        ParseError::InvalidRecipientAddress => {
+            Reply::new(501, [5, 1, 3], "bad recipient address syntax")
+        }
+        ParseError::SyntaxError { syntax } => {
+            Reply::new(501, [5, 5, 4], format!("syntax: {syntax}"))
+        }
+        ParseError::InvalidParameter { param } => {
+            Reply::new(501, [5, 5, 4], format!("invalid parameter {param}"))
+        }
+        ParseError::UnsupportedParameter { param } => {
+            let param: String = param.chars().take(64).collect();
+            Reply::new(555, [5, 5, 4], format!("unsupported parameter {param}"))
+        }
+        ParseError::ResponseTooLong => Reply::new(500, [5, 5, 2], "line too long"),
+        ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
+            Reply::new(500, [5, 5, 2], "syntax error")
+        }
+    }
+}
