@@ -310,6 +310,10 @@ mod tests {
         std::fs::write(&path, "{\"id\":1}\n").unwrap();
         let err = read_all::<SentRecord>(&path).unwrap_err();
         assert!(format!("{err:#}").contains("sent.jsonl:1"), "{err:#}");
-        assert!(read_all::<AckRecord>(&dir.path().join(ACKS)).unwrap().is_empty());
+        assert!(
+            read_all::<AckRecord>(&dir.path().join(ACKS))
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -1,0 +1,519 @@
+//! From the run records to a [`Report`]: counting, latencies, lag, ack delays, per-second series.
+//!
+//! Counting rules (one request = one `id` of sent.jsonl; retransmissions share it):
+//! - accepted: at least one transmission was accepted;
+//! - indeterminate: none accepted and at least one got no reply. A refusal of a retransmission does
+//!   not prove the first transmission was not stored, so "no reply" wins over "refused";
+//! - refused: every transmission was refused.
+//!
+//! So `sent = accepted + refused + indeterminate` always holds.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::checks::{self, Checks};
+use crate::latency::{self, RunHistograms};
+#[cfg(test)]
+use crate::model::Percentiles;
+use crate::model::{Counts, LatencyMs, QueueSample, Report, SecondStats, Spectra, Throughput};
+use crate::records::{
+    self, AckRecord, FaultRecord, HandedRecord, Outcome, SentRecord, Stamp, StatsSample,
+};
+
+/// Everything a run folder records, read into memory.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecords {
+    pub sent: Vec<SentRecord>,
+    pub handed: Vec<HandedRecord>,
+    pub acks: Vec<AckRecord>,
+    pub stats: Vec<StatsSample>,
+    pub faults: Vec<FaultRecord>,
+    /// run.json as loose JSON: its shape belongs to `landrush` and may grow.
+    pub run: Option<serde_json::Value>,
+}
+
+impl RunRecords {
+    /// Reads every record file of `run_dir`; missing files read as empty.
+    pub fn read(run_dir: &Path) -> anyhow::Result<Self> {
+        let run_path = run_dir.join(records::RUN);
+        let run = match std::fs::read_to_string(&run_path) {
+            Ok(text) => Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", run_path.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", run_path.display())),
+        };
+        Ok(RunRecords {
+            sent: records::read_all(&run_dir.join(records::SENT))?,
+            handed: records::read_all(&run_dir.join(records::HANDED))?,
+            acks: records::read_all(&run_dir.join(records::ACKS))?,
+            stats: records::read_all(&run_dir.join(records::STATS))?,
+            faults: records::read_all(&run_dir.join(records::FAULTS))?,
+            run,
+        })
+    }
+}
+
+/// Reads the records of `run_dir` and builds its report around the checkers' verdicts.
+pub fn build_report(run_dir: &Path, checks: Checks) -> anyhow::Result<Report> {
+    Ok(analyze(&RunRecords::read(run_dir)?, checks))
+}
+
+/// How the transmissions of one request ended.
+#[derive(Default)]
+struct RequestFate {
+    accepted: bool,
+    unanswered: bool,
+}
+
+/// Builds the report from records already in memory.
+pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
+    let t0 = earliest_instant(records);
+    let mut report = Report {
+        verdict: checks::verdict(&checks).to_string(),
+        checks,
+        faults: records.faults.clone(),
+        t0,
+        started_at: records.run.as_ref().and_then(start_instant).or(t0),
+        scenario: run_field(records, "scenario"),
+        environment: environment(records),
+        ..Report::default()
+    };
+    let Some(t0) = t0 else {
+        return report;
+    };
+    let second_of = |at: Stamp| ((at.micros() - t0.micros()).max(0) / 1_000_000) as u64;
+    let mut seconds: BTreeMap<u64, SecondStats> = BTreeMap::new();
+    // A macro, not a closure: a closure cannot hand out borrows of the map it captures.
+    macro_rules! at_second {
+        ($at:expr) => {{
+            let second = second_of($at);
+            seconds.entry(second).or_insert_with(|| SecondStats {
+                second,
+                ..SecondStats::default()
+            })
+        }};
+    }
+    let mut histograms = RunHistograms::new(t0);
+    let mut counts = Counts::default();
+
+    // Transmissions.
+    let mut fates: HashMap<&str, RequestFate> = HashMap::new();
+    let mut first_accept_of_message: HashMap<&str, Stamp> = HashMap::new();
+    let mut first_accept_of_request: HashMap<&str, Stamp> = HashMap::new();
+    let mut last_accept: Option<Stamp> = None;
+    for sent in &records.sent {
+        counts.transmissions += 1;
+        if sent.attempt > 1 {
+            counts.retransmissions += 1;
+        }
+        let fate = fates.entry(&sent.id).or_default();
+        let sent_or_intended = sent.sent_at.unwrap_or(sent.intended_at);
+        at_second!(sent_or_intended).sent += 1;
+        if let Some(sent_at) = sent.sent_at {
+            let lag = sent_at.micros() - sent.intended_at.micros();
+            histograms.record(latency::TAG_DRIVER_LAG, sent.intended_at, lag);
+            let max_lag = &mut at_second!(sent.intended_at).max_lag_ms;
+            let lag_ms = latency::micros_to_ms(lag.max(0) as u64);
+            *max_lag = Some(max_lag.map_or(lag_ms, |m: f64| m.max(lag_ms)));
+        }
+        match (sent.outcome, sent.replied_at) {
+            (Outcome::Accepted, Some(replied_at)) => {
+                fate.accepted = true;
+                at_second!(replied_at).accepted += 1;
+                let sent_at = sent.sent_at.unwrap_or(sent.intended_at);
+                histograms.record(
+                    latency::TAG_ACCEPT,
+                    replied_at,
+                    replied_at.micros() - sent_at.micros(),
+                );
+                histograms.record(
+                    latency::TAG_ACCEPT_CORRECTED,
+                    replied_at,
+                    replied_at.micros() - sent.intended_at.micros(),
+                );
+                keep_earliest(&mut first_accept_of_message, &sent.message_id, replied_at);
+                keep_earliest(&mut first_accept_of_request, &sent.id, replied_at);
+                last_accept = last_accept.max(Some(replied_at));
+            }
+            // An acceptance without a reply time cannot be timed, but it still counts.
+            (Outcome::Accepted, None) => fate.accepted = true,
+            (Outcome::Refused, replied_at) => {
+                at_second!(replied_at.unwrap_or(sent_or_intended)).refused += 1;
+            }
+            (Outcome::Indeterminate, _) => {
+                fate.unanswered = true;
+                at_second!(sent_or_intended).indeterminate += 1;
+            }
+        }
+    }
+    counts.sent = fates.len() as u64;
+    for fate in fates.values() {
+        match (fate.accepted, fate.unanswered) {
+            (true, _) => counts.accepted += 1,
+            (false, true) => counts.indeterminate += 1,
+            (false, false) => counts.refused += 1,
+        }
+    }
+
+    // Handover.
+    let mut first_handover: HashMap<String, Stamp> = HashMap::new();
+    for handed in &records.handed {
+        counts.handed_records += 1;
+        at_second!(handed.handed_at).handed += 1;
+        let key = handed
+            .landrush_id
+            .clone()
+            .or_else(|| handed.message_id.clone())
+            .unwrap_or_else(|| format!("seq:{}", handed.seq));
+        let first = first_handover.entry(key).or_insert(handed.handed_at);
+        *first = (*first).min(handed.handed_at);
+    }
+    counts.handed_over = first_handover.len() as u64;
+
+    // Acks, in arrival order so that a request's first ack is the one timed.
+    let mut acks: Vec<&AckRecord> = records.acks.iter().collect();
+    acks.sort_by_key(|a| a.received_at);
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut ack_delays_ms = Vec::new();
+    for ack in acks {
+        counts.ack_mails += 1;
+        at_second!(ack.received_at).acked += 1;
+        let key = match (&ack.in_reply_to, ack.ticket) {
+            (Some(request), _) => request.clone(),
+            (None, Some(ticket)) => format!("ticket:{ticket}"),
+            (None, None) => format!("ack:{}", ack.message_id.as_deref().unwrap_or("?")),
+        };
+        let first_ack = acked.insert(key);
+        let accepted_at = ack
+            .in_reply_to
+            .as_deref()
+            .and_then(|request| first_accept_of_message.get(request));
+        if let (true, Some(accepted_at)) = (first_ack, accepted_at) {
+            let delay = ack.received_at.micros() - accepted_at.micros();
+            histograms.record(latency::TAG_ACK_DELAY, ack.received_at, delay);
+            ack_delays_ms.push(latency::micros_to_ms(delay.max(0) as u64));
+        }
+    }
+    counts.acked = acked.len() as u64;
+
+    // The per-second series, without holes so that plots read as time.
+    let last_second = seconds.keys().next_back().copied().unwrap_or(0);
+    let accept_by_second = histograms.by_tag.get(latency::TAG_ACCEPT);
+    report.series = (0..=last_second)
+        .map(|second| {
+            let mut stats = seconds.remove(&second).unwrap_or(SecondStats {
+                second,
+                ..SecondStats::default()
+            });
+            stats.latency_ms = accept_by_second
+                .and_then(|by_second| by_second.get(&second))
+                .map(latency::percentiles);
+            stats
+        })
+        .collect();
+
+    let accept = histograms.total(latency::TAG_ACCEPT);
+    let accept_corrected = histograms.total(latency::TAG_ACCEPT_CORRECTED);
+    report.latency_ms = LatencyMs {
+        accept: latency::percentiles(&accept),
+        accept_corrected: latency::percentiles(&accept_corrected),
+    };
+    report.spectrum = Spectra {
+        accept: latency::spectrum(&accept),
+        accept_corrected: latency::spectrum(&accept_corrected),
+    };
+    report.driver_lag_ms = latency::percentiles(&histograms.total(latency::TAG_DRIVER_LAG));
+    report.ack_delay_ms = latency::percentiles(&histograms.total(latency::TAG_ACK_DELAY));
+    report.ack_delay_buckets = latency::buckets(&ack_delays_ms, 20);
+    report.throughput = Throughput {
+        accepted_per_s: last_accept.map_or(0.0, |last| {
+            per_second(counts.accepted, last.micros() - t0.micros())
+        }),
+        peak_accepted_per_s: report.series.iter().map(|s| s.accepted).max().unwrap_or(0) as f64,
+        handed_over_per_s: handover_rate(first_handover.values().copied()),
+    };
+    report.duration_s = latest_instant(records).map_or(0.0, |last| {
+        latency::round_ms(latency::micros_to_ms(
+            (last.micros() - t0.micros()).max(0) as u64
+        )) / 1000.0
+    });
+    (report.queue, report.queue_source) = if records.stats.is_empty() {
+        (
+            derived_queue(
+                &first_accept_of_request,
+                &first_handover,
+                t0,
+                report.series.len(),
+            ),
+            "derived".to_string(),
+        )
+    } else {
+        (stats_queue(&records.stats, t0), "stats".to_string())
+    };
+    report.counts = counts;
+    report.histograms = Some(histograms);
+    report
+}
+
+fn keep_earliest<'a>(map: &mut HashMap<&'a str, Stamp>, key: &'a str, at: Stamp) {
+    let entry = map.entry(key).or_insert(at);
+    *entry = (*entry).min(at);
+}
+
+/// `count` events over `micros`; a span under a millisecond is taken as one millisecond so that a
+/// single instant does not divide by zero.
+fn per_second(count: u64, micros: i64) -> f64 {
+    round_rate(count as f64 / (micros.max(1000) as f64 / 1e6))
+}
+
+/// Rates are shown to 0.01/s.
+fn round_rate(rate: f64) -> f64 {
+    (rate * 100.0).round() / 100.0
+}
+
+/// Requests handed over per second between the first and the last handover: n handovers span
+/// n − 1 intervals, and the registry may start late, so the clock starts at its first pull.
+fn handover_rate(first_handovers: impl Iterator<Item = Stamp>) -> f64 {
+    let times: Vec<Stamp> = first_handovers.collect();
+    let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) else {
+        return 0.0;
+    };
+    if times.len() < 2 || last == first {
+        return 0.0;
+    }
+    round_rate((times.len() - 1) as f64 / ((last.micros() - first.micros()) as f64 / 1e6))
+}
+
+fn seconds_since(t0: Stamp, at: Stamp) -> f64 {
+    latency::round_ms((at.micros() - t0.micros()) as f64 / 1000.0) / 1000.0
+}
+
+fn stats_queue(stats: &[StatsSample], t0: Stamp) -> Vec<QueueSample> {
+    stats
+        .iter()
+        .map(|s| QueueSample {
+            t_s: seconds_since(t0, s.at),
+            depth: s.queue_depth,
+            acks_pending: s.acks_pending,
+        })
+        .collect()
+}
+
+/// Accepted-so-far minus handed-over-so-far at the end of each second. Requests stored after an
+/// unanswered transmission are handed over without having been seen accepted, hence the floor.
+fn derived_queue(
+    accepted: &HashMap<&str, Stamp>,
+    handed: &HashMap<String, Stamp>,
+    t0: Stamp,
+    seconds: usize,
+) -> Vec<QueueSample> {
+    let count_before = |times: &mut dyn Iterator<Item = &Stamp>, end: i64| {
+        times.filter(|t| t.micros() < end).count() as u64
+    };
+    (1..=seconds)
+        .map(|second| {
+            let end = t0.micros() + second as i64 * 1_000_000;
+            let accepted = count_before(&mut accepted.values(), end);
+            let handed = count_before(&mut handed.values(), end);
+            QueueSample {
+                t_s: second as f64,
+                depth: accepted.saturating_sub(handed),
+                acks_pending: None,
+            }
+        })
+        .collect()
+}
+
+fn all_instants(records: &RunRecords) -> impl Iterator<Item = Stamp> + '_ {
+    let sent = records.sent.iter().flat_map(|s| {
+        [Some(s.intended_at), s.sent_at, s.replied_at]
+            .into_iter()
+            .flatten()
+    });
+    let handed = records.handed.iter().map(|h| h.handed_at);
+    let acks = records.acks.iter().map(|a| a.received_at);
+    let stats = records.stats.iter().map(|s| s.at);
+    let faults = records
+        .faults
+        .iter()
+        .flat_map(|f| [Some(f.at), f.until].into_iter().flatten());
+    sent.chain(handed).chain(acks).chain(stats).chain(faults)
+}
+
+/// Time zero: the first intended send, which is the instant the scenario fires at.
+fn earliest_instant(records: &RunRecords) -> Option<Stamp> {
+    records
+        .sent
+        .iter()
+        .map(|s| s.intended_at)
+        .min()
+        .or_else(|| all_instants(records).min())
+}
+
+fn latest_instant(records: &RunRecords) -> Option<Stamp> {
+    all_instants(records).max()
+}
+
+fn run_field(records: &RunRecords, name: &str) -> serde_json::Value {
+    records
+        .run
+        .as_ref()
+        .and_then(|run| run.get(name))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// run.json's start instant, under whichever name it was written.
+fn start_instant(run: &serde_json::Value) -> Option<Stamp> {
+    ["started_at", "start", "started", "start_instant", "fire_at"]
+        .iter()
+        .find_map(|name| run.get(name)?.as_str())
+        .and_then(|text| Stamp::parse(text).ok())
+}
+
+/// run.json's `environment`, or, when it has none, everything in it but the scenario.
+fn environment(records: &RunRecords) -> serde_json::Value {
+    match &records.run {
+        Some(run) if run.get("environment").is_some() => run["environment"].clone(),
+        Some(serde_json::Value::Object(fields)) => serde_json::Value::Object(
+            fields
+                .iter()
+                .filter(|(name, _)| name.as_str() != "scenario")
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        ),
+        _ => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// p50, p99 and max, to HdrHistogram's 0.1%: 10 ms may read 10.007 ms.
+    fn headline(p: &Percentiles) -> (f64, f64, f64) {
+        let three_digits = |ms: f64| {
+            let scale = 10f64.powf(2.0 - ms.log10().floor());
+            (ms * scale).floor() / scale
+        };
+        (
+            three_digits(p.p50),
+            three_digits(p.p99),
+            three_digits(p.max),
+        )
+    }
+
+    fn at(ms: i64) -> Stamp {
+        Stamp::from_micros(1_796_115_600_000_000 + ms * 1000)
+    }
+
+    fn sent(id: &str, attempt: u32, intended: i64, outcome: Outcome, reply: i64) -> SentRecord {
+        SentRecord {
+            id: id.into(),
+            client: 1,
+            message_id: format!("<{id}@landrush>"),
+            domain: "exemple.fr".into(),
+            sender: "a@b.fr".into(),
+            intake: "smtp".into(),
+            kind: "normal".into(),
+            attempt,
+            intended_at: at(intended),
+            sent_at: Some(at(intended + 1)),
+            replied_at: (outcome != Outcome::Indeterminate).then(|| at(reply)),
+            code: None,
+            reply: None,
+            ticket: None,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn retransmissions_are_one_request_and_any_acceptance_wins() {
+        let records = RunRecords {
+            sent: vec![
+                sent("a", 1, 0, Outcome::Indeterminate, 0),
+                sent("a", 2, 100, Outcome::Accepted, 105),
+                sent("b", 1, 0, Outcome::Refused, 3),
+                sent("c", 1, 0, Outcome::Indeterminate, 0),
+                sent("d", 1, 0, Outcome::Indeterminate, 0),
+                sent("d", 2, 50, Outcome::Refused, 60),
+                sent("e", 1, 1500, Outcome::Accepted, 1511),
+            ],
+            ..RunRecords::default()
+        };
+        let report = analyze(&records, Checks::new());
+        let c = &report.counts;
+        assert_eq!(
+            (c.sent, c.accepted, c.refused, c.indeterminate),
+            (5, 2, 1, 2)
+        );
+        assert_eq!((c.transmissions, c.retransmissions), (7, 2));
+        // Accept latency is reply − end of send; corrected is reply − intended.
+        assert_eq!(headline(&report.latency_ms.accept), (4.0, 10.0, 10.0));
+        assert_eq!(headline(&report.latency_ms.accept_corrected).2, 11.0);
+        assert_eq!(report.latency_ms.accept.count, 2);
+        assert_eq!(report.series.len(), 2);
+        assert_eq!(report.series[1].accepted, 1);
+        assert_eq!(report.series[0].indeterminate, 3);
+        // 2 accepted requests, the last accepted 1.511 s after t0.
+        assert_eq!(report.throughput.accepted_per_s, 1.32);
+        assert_eq!(report.driver_lag_ms.max, 1.0);
+        assert_eq!(report.verdict, "pass");
+    }
+
+    #[test]
+    fn handover_and_acks_count_distinct_requests() {
+        let handed = |seq: u64, id: &str, ms: i64| HandedRecord {
+            seq,
+            seq_is_order: false,
+            accepted_at: None,
+            message_id: Some(format!("<{id}@landrush>")),
+            landrush_id: Some(id.into()),
+            domain: None,
+            sender: None,
+            handed_at: at(ms),
+            source: "api".into(),
+        };
+        let ack = |request: &str, ms: i64| AckRecord {
+            message_id: Some(format!("<ack-{request}>")),
+            in_reply_to: Some(format!("<{request}@landrush>")),
+            ticket: Some(1),
+            to: vec!["a@b.fr".into()],
+            received_at: at(ms),
+        };
+        let records = RunRecords {
+            sent: vec![
+                sent("a", 1, 0, Outcome::Accepted, 10),
+                sent("b", 1, 0, Outcome::Accepted, 20),
+            ],
+            handed: vec![
+                handed(1, "a", 500),
+                handed(1, "a", 700),
+                handed(2, "b", 1500),
+            ],
+            acks: vec![ack("a", 60), ack("a", 900), ack("b", 30)],
+            ..RunRecords::default()
+        };
+        let report = analyze(&records, Checks::new());
+        let c = &report.counts;
+        assert_eq!((c.handed_over, c.handed_records), (2, 3));
+        assert_eq!((c.acked, c.ack_mails), (2, 3));
+        // Only each request's first ack is timed: 60 − 10 and 30 − 20.
+        assert_eq!(headline(&report.ack_delay_ms), (10.0, 50.0, 50.0));
+        assert_eq!(report.throughput.handed_over_per_s, 1.0);
+        assert_eq!(report.queue_source, "derived");
+        let depths: Vec<u64> = report.queue.iter().map(|q| q.depth).collect();
+        assert_eq!(depths, vec![1, 0]);
+    }
+
+    #[test]
+    fn an_empty_run_folder_gives_an_empty_report() {
+        let report = analyze(&RunRecords::default(), Checks::new());
+        assert_eq!(report.counts, Counts::default());
+        assert!(report.series.is_empty() && report.t0.is_none());
+    }
+}

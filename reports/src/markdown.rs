@@ -1,0 +1,161 @@
+//! report.md: a short summary for a CI job summary or a pull-request comment. GitHub-flavoured
+//! Markdown with no HTML, so it also reads as plain text.
+
+use std::fmt::Write;
+
+use crate::checks::CheckResult;
+use crate::compare::{format_figure, table};
+use crate::model::{Percentiles, Report};
+
+/// Counterexamples shown per failed check; report.html and report.json have them all.
+const EXAMPLES_SHOWN: usize = 3;
+
+pub fn render(r: &Report) -> String {
+    let mut md = String::new();
+    let mark = if r.verdict == "pass" { "✅" } else { "❌" };
+    let _ = writeln!(md, "## {mark} Landrush run: {}\n", r.verdict.to_uppercase());
+    let _ = writeln!(md, "{}\n", run_line(r));
+
+    if r.checks.is_empty() {
+        md.push_str("No checks were recorded for this run: the verdict only says none failed.\n\n");
+    } else {
+        let rows: Vec<[String; 3]> = r
+            .checks
+            .iter()
+            .map(|(name, check)| [name.clone(), status(check).into(), check_counts(check)])
+            .collect();
+        md.push_str(&table(&["check", "result", "counts"], &rows));
+        md.push('\n');
+    }
+
+    let c = &r.counts;
+    let counts = [
+        c.sent,
+        c.accepted,
+        c.refused,
+        c.indeterminate,
+        c.handed_over,
+        c.acked,
+    ]
+    .map(|n| n.to_string());
+    md.push_str(&table(
+        &[
+            "sent",
+            "accepted",
+            "refused",
+            "indeterminate",
+            "handed over",
+            "acked",
+        ],
+        &[counts],
+    ));
+    md.push('\n');
+
+    let latency_row = |name: &str, p: &Percentiles| {
+        [name.to_string(), p.count.to_string()]
+            .into_iter()
+            .chain([p.p50, p.p99, p.p999, p.max].map(format_figure))
+            .collect::<Vec<_>>()
+            .try_into()
+            .expect("six cells")
+    };
+    let rows: Vec<[String; 6]> = vec![
+        latency_row("accept", &r.latency_ms.accept),
+        latency_row("accept, corrected", &r.latency_ms.accept_corrected),
+        latency_row("driver lag", &r.driver_lag_ms),
+        latency_row("ack delay", &r.ack_delay_ms),
+    ];
+    md.push_str(&table(
+        &["ms", "count", "p50", "p99", "p99.9", "max"],
+        &rows,
+    ));
+    md.push('\n');
+
+    let t = &r.throughput;
+    let _ = writeln!(
+        md,
+        "Throughput: **{} accepted/s** (busiest second {}), handover {}/s.\n",
+        format_figure(t.accepted_per_s),
+        format_figure(t.peak_accepted_per_s),
+        format_figure(t.handed_over_per_s)
+    );
+
+    if !r.faults.is_empty() {
+        let faults: Vec<String> = r
+            .faults
+            .iter()
+            .map(|f| match r.t0 {
+                Some(t0) => format!(
+                    "{} at +{} s",
+                    f.kind,
+                    format_figure((f.at.micros() - t0.micros()) as f64 / 1e6)
+                ),
+                None => format!("{} at {}", f.kind, f.at),
+            })
+            .collect();
+        let _ = writeln!(md, "Faults: {}.\n", faults.join(", "));
+    }
+
+    let failed: Vec<_> = r
+        .checks
+        .iter()
+        .filter(|(_, c)| c.ok == Some(false) && !c.examples.is_empty())
+        .collect();
+    if !failed.is_empty() {
+        md.push_str("### Counterexamples\n\n");
+        for (name, check) in failed {
+            let _ = writeln!(md, "**{name}**\n");
+            for example in check.examples.iter().take(EXAMPLES_SHOWN) {
+                let _ = writeln!(md, "- `{example}`");
+            }
+            if check.examples.len() > EXAMPLES_SHOWN {
+                let _ = writeln!(
+                    md,
+                    "- … {} more in report.html",
+                    check.examples.len() - EXAMPLES_SHOWN
+                );
+            }
+            md.push('\n');
+        }
+    }
+    md
+}
+
+/// Scenario, start and duration in one line.
+pub(crate) fn run_line(r: &Report) -> String {
+    let scenario = r
+        .scenario
+        .get("name")
+        .and_then(|n| n.as_str())
+        .or_else(|| r.scenario.as_str())
+        .unwrap_or("unknown scenario");
+    let started = r
+        .started_at
+        .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+    format!(
+        "Scenario **{scenario}**, started {started}, {} s of records.",
+        format_figure(r.duration_s)
+    )
+}
+
+pub(crate) fn status(check: &CheckResult) -> &'static str {
+    match check.ok {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "skipped",
+    }
+}
+
+/// `lost 3, redelivered 0`: the check's named counts.
+pub(crate) fn check_counts(check: &CheckResult) -> String {
+    let counts: Vec<String> = check
+        .counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    match &check.note {
+        Some(note) if counts.is_empty() => note.clone(),
+        Some(note) => format!("{} ({note})", counts.join(", ")),
+        None => counts.join(", "),
+    }
+}
