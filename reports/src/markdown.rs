@@ -38,8 +38,10 @@ pub fn render(r: &Report) -> String {
         c.acked,
     ]
     .map(|n| n.to_string());
+    let [sent, accepted, refused, indeterminate, handed_over, acked] = counts;
     md.push_str(&table(
         &[
+            "",
             "sent",
             "accepted",
             "refused",
@@ -47,7 +49,15 @@ pub fn render(r: &Report) -> String {
             "handed over",
             "acked",
         ],
-        &[counts],
+        &[[
+            "requests".to_string(),
+            sent,
+            accepted,
+            refused,
+            indeterminate,
+            handed_over,
+            acked,
+        ]],
     ));
     md.push('\n');
 

@@ -57,6 +57,11 @@ pub fn all(r: &Report) -> Vec<Plot> {
     ]
 }
 
+/// Where a per-second figure is drawn: the middle of its second, which it describes as a whole.
+fn mid(second: u64) -> f64 {
+    second as f64 + 0.5
+}
+
 /// One line of a chart.
 struct Series {
     name: &'static str,
@@ -79,7 +84,7 @@ pub fn requests_per_second(r: &Report) -> anyhow::Result<Option<String>> {
         points: r
             .series
             .iter()
-            .map(|s| (s.second as f64, value(s) as f64))
+            .map(|s| (mid(s.second), value(s) as f64))
             .collect(),
     };
     draw_time_chart(TimeChart {
@@ -102,7 +107,7 @@ pub fn latency_per_second(r: &Report) -> anyhow::Result<Option<String>> {
         points: r
             .series
             .iter()
-            .filter_map(|s| Some((s.second as f64, value(s.latency_ms.as_ref()?))))
+            .filter_map(|s| Some((mid(s.second), value(s.latency_ms.as_ref()?))))
             .collect(),
     };
     draw_time_chart(TimeChart {
@@ -153,7 +158,7 @@ pub fn handover_per_second(r: &Report) -> anyhow::Result<Option<String>> {
         points: r
             .series
             .iter()
-            .map(|s| (s.second as f64, value(s) as f64))
+            .map(|s| (mid(s.second), value(s) as f64))
             .collect(),
     };
     draw_time_chart(TimeChart {
@@ -176,7 +181,7 @@ pub fn driver_lag(r: &Report) -> anyhow::Result<Option<String>> {
             points: r
                 .series
                 .iter()
-                .filter_map(|s| Some((s.second as f64, s.max_lag_ms?)))
+                .filter_map(|s| Some((mid(s.second), s.max_lag_ms?)))
                 .collect(),
         }],
         report: r,
