@@ -1,2 +1,3 @@
 //! landrush: replays landrush scenarios against an intake buffer and verifies the contract of
 //! DESIGN.md (FIFO, zero loss, one ack per request).
+pub mod check;

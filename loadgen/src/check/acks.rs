@@ -1,0 +1,143 @@
+//! One ack per request (DESIGN.md rule 4). Acks are joined to requests by `In-Reply-To` = the
+//! request's Message-ID, and told apart by their own Message-ID.
+//!
+//! - `missing` (failure): accepted requests, and indeterminate ones handed over, with no ack;
+//! - `extra` (failure): every distinct ack beyond the first for one request, every ack for a refused
+//!   request, and every ack whose `In-Reply-To` names no request the driver sent;
+//! - `mismatched` (failure): acks naming a ticket other than the request's seq (the ticket of its
+//!   success reply, else with buffer seqs the seq it was handed over under);
+//! - `misaddressed` (failure): acks not sent to the request's sender;
+//! - `resent` (counted, not a failure): ack records repeating an ack Message-ID already received,
+//!   as the durable outbox does after a crash;
+//! - `acked`: distinct acks received, for the reader.
+//!
+//! With `acks_expected` false the check is skipped: `ok` is `None`, never a pass.
+
+use reports::checks::CheckResult;
+use serde_json::json;
+
+use super::{CheckOptions, Index, Status, Tally};
+
+pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
+    let mut tally = Tally::new(
+        options,
+        &[
+            "missing",
+            "extra",
+            "mismatched",
+            "misaddressed",
+            "resent",
+            "acked",
+        ],
+    );
+    if !options.acks_expected {
+        return tally.skipped("the buffer sends no acks (--no-acks)");
+    }
+
+    for (i, ack) in index.acks.iter().enumerate() {
+        if !index.ack_first[i] {
+            tally.count("resent");
+            continue;
+        }
+        tally.count("acked");
+        if index.ack_req[i].is_none() {
+            tally.count("extra");
+            tally.example(|| {
+                json!({
+                    "rule": "an ack answers a request: its In-Reply-To names none the driver sent",
+                    "ack": index.describe_ack(i),
+                })
+            });
+            continue;
+        }
+        let r = index.ack_req[i].expect("joined above");
+        let request = &index.requests[r];
+        let expected = request.tickets.first().copied().or_else(|| {
+            (!index.seq_is_order)
+                .then(|| request.handed_seqs.first().copied())
+                .flatten()
+        });
+        if let (Some(expected), Some(named)) = (expected, ack.ticket)
+            && expected != named
+        {
+            tally.count("mismatched");
+            tally.example(|| {
+                json!({
+                    "rule": "an ack names the request's ticket",
+                    "expected_ticket": expected,
+                    "request": index.describe(r),
+                    "ack": index.describe_ack(i),
+                })
+            });
+        }
+        if !request.sender.trim().is_empty() {
+            let sender = address(request.sender);
+            if !ack.to.iter().any(|to| address(to) == sender) {
+                tally.count("misaddressed");
+                tally.example(|| {
+                    json!({
+                        "rule": "an ack goes to the requester",
+                        "sender": request.sender,
+                        "request": index.describe(r),
+                        "ack": index.describe_ack(i),
+                    })
+                });
+            }
+        }
+    }
+
+    for (r, request) in index.requests.iter().enumerate() {
+        let n = request.acks.len() as u64;
+        let wanted_at_most = match request.status {
+            Status::Refused => 0,
+            _ => 1,
+        };
+        // Indeterminate requests may go unacked, unless they were handed over (then stored). A
+        // refused one handed over is the `duplicates` check's failure; it still wants no ack.
+        let needs_one = match request.status {
+            Status::Accepted => true,
+            Status::Indeterminate => !request.handed.is_empty(),
+            Status::Refused => false,
+        };
+        if n == 0 && needs_one {
+            tally.count("missing");
+            tally.example(|| {
+                json!({
+                    "rule": "every accepted request gets exactly one ack",
+                    "request": index.describe(r),
+                })
+            });
+        }
+        if n > wanted_at_most {
+            tally.add("extra", n - wanted_at_most);
+            tally.example(|| {
+                let rule = if request.status == Status::Refused {
+                    "a refused request gets no ack"
+                } else {
+                    "one request gets one ack, not two distinct ones"
+                };
+                json!({
+                    "rule": rule,
+                    "request": index.describe(r),
+                    "acks": request
+                        .acks
+                        .iter()
+                        .map(|&i| index.describe_ack(i))
+                        .collect::<Vec<_>>(),
+                })
+            });
+        }
+    }
+    tally.finish(&["missing", "extra", "mismatched", "misaddressed"])
+}
+
+/// The bare address of `Name <a@b>` or `<a@b>` or `a@b`, lower-cased: the ack sink records envelope
+/// recipients and the driver its sender, and the two may be spelled differently.
+fn address(text: &str) -> String {
+    let text = text.trim();
+    let inner = match (text.rfind('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &text[open + 1..close],
+        _ => text,
+    };
+    inner.trim().to_ascii_lowercase()
+}

@@ -1,0 +1,305 @@
+//! FIFO (DESIGN.md rule 2): handover in seq order, real-time precedence, accepted-at never
+//! decreasing along seq, and the ticket in each success reply equal to the seq handed over.
+//!
+//! `violations` is the sum of the four sub-counts:
+//! - `handover_order`: a seq received for the first time after a higher seq (redeliveries aside);
+//! - `precedence`: a stored request B for which some accepted request A had its success reply seen
+//!   strictly before B's first end-of-data was sent, yet seq(A) >= seq(B). Counted once per B;
+//! - `accepted_at`: a seq whose accepted-at is earlier than the previous seq's (adjacent pairs);
+//! - `ticket_mismatch`: an accepted, handed-over request whose 250 named no ticket or a ticket that
+//!   is not a seq it was handed over under.
+//!
+//! With delivery order for seqs (foreign buffers) only precedence and accepted-at apply: the order
+//! of delivery is then exactly what is being judged.
+
+use reports::checks::CheckResult;
+use reports::records::Stamp;
+use serde_json::json;
+
+use super::{CheckOptions, Index, Status, Tally};
+
+const COUNTS: [&str; 5] = [
+    "violations",
+    "handover_order",
+    "precedence",
+    "accepted_at",
+    "ticket_mismatch",
+];
+
+pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
+    let mut tally = Tally::new(options, &COUNTS);
+    if index.seq_is_order {
+        tally.note("seqs are delivery order: handover-order and ticket checks do not apply");
+    } else {
+        handover_order(index, &mut tally);
+    }
+    precedence(index, &mut tally);
+    accepted_at(index, &mut tally);
+    if !index.seq_is_order {
+        tickets(index, &mut tally);
+    }
+    let total = COUNTS[1..].iter().map(|c| tally.get(c)).sum();
+    tally.add("violations", total);
+    tally.finish(&["violations"])
+}
+
+/// First receipts of seqs, in file order, must have increasing seqs.
+fn handover_order(index: &Index, tally: &mut Tally) {
+    let mut highest: Option<usize> = None;
+    for (i, h) in index.handed.iter().enumerate() {
+        if !index.handed_first[i] {
+            continue;
+        }
+        match highest {
+            Some(prev) if index.handed[prev].seq > h.seq => {
+                tally.count("handover_order");
+                tally.example(|| {
+                    json!({
+                        "rule": "handover in seq order",
+                        "handed": index.describe_handed(i),
+                        "after": index.describe_handed(prev),
+                    })
+                });
+            }
+            _ => highest = Some(i),
+        }
+    }
+}
+
+/// One side of a real-time precedence pair: a time, the request's seq, and the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event {
+    pub at: i64,
+    pub seq: u64,
+    pub req: usize,
+}
+
+/// For each successor B, the predecessor A (A != B) with the highest seq among those whose reply
+/// came strictly before B was sent, if that seq is >= seq(B). Returns (successor, predecessor)
+/// pairs, one per violating successor, in successor time order.
+///
+/// O(n log n): sort both sides by time, sweep the successors in time order while admitting every
+/// predecessor whose reply is strictly earlier, and keep the two highest seqs admitted so far. Each
+/// request is at most one predecessor, so the runner-up is a different request when the leader is B
+/// itself. Only the maximum matters: if any admitted A has seq(A) >= seq(B), the maximum does.
+pub(crate) fn precedence_violations(
+    mut preds: Vec<Event>,
+    mut succs: Vec<Event>,
+) -> Vec<(Event, Event)> {
+    preds.sort_by_key(|e| e.at);
+    succs.sort_by_key(|e| e.at);
+    let mut found = Vec::new();
+    let mut best: Option<Event> = None;
+    let mut second: Option<Event> = None;
+    let mut next = 0;
+    for b in succs {
+        while next < preds.len() && preds[next].at < b.at {
+            let a = preds[next];
+            next += 1;
+            if best.is_none_or(|x| a.seq > x.seq) {
+                second = best;
+                best = Some(a);
+            } else if second.is_none_or(|x| a.seq > x.seq) {
+                second = Some(a);
+            }
+        }
+        let a = match best {
+            Some(a) if a.req != b.req => Some(a),
+            _ => second,
+        };
+        if let Some(a) = a
+            && a.seq >= b.seq
+        {
+            found.push((b, a));
+        }
+    }
+    found
+}
+
+fn precedence(index: &Index, tally: &mut Tally) {
+    let mut preds = Vec::new();
+    let mut succs = Vec::new();
+    for (r, request) in index.requests.iter().enumerate() {
+        let Some(seq) = index.seq_of(r) else { continue };
+        // Only a seen success reply orders what comes after; every stored request (accepted, or
+        // indeterminate but handed over) must come after the replies seen before it was sent.
+        if request.status == Status::Accepted
+            && let Some(at) = request.first_accept
+        {
+            preds.push(Event {
+                at: at.micros(),
+                seq,
+                req: r,
+            });
+        }
+        let stored = request.status == Status::Accepted || !request.handed.is_empty();
+        if stored && let Some(at) = request.first_sent {
+            succs.push(Event {
+                at: at.micros(),
+                seq,
+                req: r,
+            });
+        }
+    }
+    for (b, a) in precedence_violations(preds, succs) {
+        tally.count("precedence");
+        tally.example(|| {
+            json!({
+                "rule": "real-time precedence: A's success reply was seen before B was sent, yet seq(A) >= seq(B)",
+                "earlier": {
+                    "id": index.requests[a.req].id,
+                    "seq": a.seq,
+                    "replied_at": Stamp::from_micros(a.at).to_string(),
+                    "sent_at": index.requests[a.req].first_sent.map(|s| s.to_string()),
+                },
+                "later": {
+                    "id": index.requests[b.req].id,
+                    "seq": b.seq,
+                    "sent_at": Stamp::from_micros(b.at).to_string(),
+                    "replied_at": index.requests[b.req].first_accept.map(|s| s.to_string()),
+                },
+            })
+        });
+    }
+}
+
+/// Along increasing seq (first receipt of each), accepted-at never decreases.
+fn accepted_at(index: &Index, tally: &mut Tally) {
+    let mut by_seq: Vec<(u64, Stamp, usize)> = index
+        .handed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| index.handed_first[*i])
+        .filter_map(|(i, h)| h.accepted_at.map(|at| (h.seq, at, i)))
+        .collect();
+    by_seq.sort_by_key(|&(seq, _, _)| seq);
+    for pair in by_seq.windows(2) {
+        let (_, before_at, before) = pair[0];
+        let (_, at, i) = pair[1];
+        if at < before_at {
+            tally.count("accepted_at");
+            tally.example(|| {
+                json!({
+                    "rule": "accepted-at never decreases along seq",
+                    "handed": index.describe_handed(i),
+                    "previous_seq": index.describe_handed(before),
+                })
+            });
+        }
+    }
+}
+
+/// The ticket a success reply named is a seq the request was handed over under.
+fn tickets(index: &Index, tally: &mut Tally) {
+    for (r, request) in index.requests.iter().enumerate() {
+        if request.status != Status::Accepted || request.handed_seqs.is_empty() {
+            continue;
+        }
+        let ticket = request.tickets.first().copied();
+        if ticket.is_none_or(|t| !request.handed_seqs.contains(&t)) {
+            tally.count("ticket_mismatch");
+            tally.example(|| {
+                json!({
+                    "rule": "the ticket in the success reply is the seq handed over",
+                    "request": index.describe(r),
+                    "handed": index.describe_handed(request.handed[0]),
+                })
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The definition, checked pair by pair: O(n²), for comparing with the sweep.
+    fn brute_force(preds: &[Event], succs: &[Event]) -> Vec<usize> {
+        let mut violating: Vec<usize> = succs
+            .iter()
+            .filter(|b| {
+                preds
+                    .iter()
+                    .any(|a| a.req != b.req && a.at < b.at && a.seq >= b.seq)
+            })
+            .map(|b| b.req)
+            .collect();
+        violating.sort();
+        violating
+    }
+
+    fn events() -> impl Strategy<Value = (Vec<Event>, Vec<Event>)> {
+        // Small time and seq ranges so ties and equal seqs happen often.
+        prop::collection::vec((0i64..20, 0i64..20, 0u64..15, any::<bool>()), 0..25).prop_map(
+            |rows| {
+                let mut preds = Vec::new();
+                let mut succs = Vec::new();
+                for (req, (sent, reply, seq, accepted)) in rows.into_iter().enumerate() {
+                    succs.push(Event { at: sent, seq, req });
+                    if accepted {
+                        preds.push(Event {
+                            at: reply,
+                            seq,
+                            req,
+                        });
+                    }
+                }
+                (preds, succs)
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn sweep_finds_exactly_the_violations_of_the_definition((preds, succs) in events()) {
+            let mut swept: Vec<usize> = precedence_violations(preds.clone(), succs.clone())
+                .into_iter()
+                .map(|(b, a)| {
+                    // The named predecessor really is a witness.
+                    assert!(a.req != b.req && a.at < b.at && a.seq >= b.seq);
+                    b.req
+                })
+                .collect();
+            swept.sort();
+            prop_assert_eq!(swept, brute_force(&preds, &succs));
+        }
+    }
+
+    #[test]
+    fn ties_in_time_impose_no_order() {
+        let preds = vec![Event {
+            at: 10,
+            seq: 2,
+            req: 0,
+        }];
+        let succs = vec![Event {
+            at: 10,
+            seq: 1,
+            req: 1,
+        }];
+        assert!(precedence_violations(preds.clone(), succs).is_empty());
+        let succs = vec![Event {
+            at: 11,
+            seq: 1,
+            req: 1,
+        }];
+        assert_eq!(precedence_violations(preds, succs).len(), 1);
+    }
+
+    #[test]
+    fn a_request_is_not_its_own_predecessor() {
+        // Its reply "before" its own send (clock skew in a record) must not count against it.
+        let preds = vec![Event {
+            at: 5,
+            seq: 7,
+            req: 0,
+        }];
+        let succs = vec![Event {
+            at: 9,
+            seq: 7,
+            req: 0,
+        }];
+        assert!(precedence_violations(preds, succs).is_empty());
+    }
+}
