@@ -179,10 +179,9 @@ impl RunHistograms {
             ))
             .with_start_time(base)
             .with_base_time(base)
-            .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut serializer)?;
         // The legend is not a comment, and the writer has no raw-line call: write it between two
-        // writers on the same buffer (the second one has no headers to write).
+        // writers on the same buffer (the second one writes only the divisor it applies).
         out.extend_from_slice(
             b"\"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
         );

@@ -219,6 +219,8 @@ fn draw_time_chart(chart: TimeChart) -> anyhow::Result<Option<String>> {
             .x_desc("seconds since start")
             .y_desc(chart.y_desc)
             .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .draw()?;
         for series in &chart.series {
             if series.points.is_empty() {
@@ -251,8 +253,8 @@ fn draw_time_chart(chart: TimeChart) -> anyhow::Result<Option<String>> {
             ))?;
             c.draw_series(std::iter::once(Text::new(
                 format!("⚡ {kind}"),
-                (*at, y_max),
-                ("sans-serif", 13).into_font().color(&PURPLE_FAULT),
+                (*at + x_max / 200.0, y_max * 0.97),
+                ("sans-serif", 16).into_font().color(&PURPLE_FAULT),
             )))?;
         }
         legend(&mut c)?;
@@ -309,6 +311,8 @@ pub fn latency_spectrum(r: &Report) -> anyhow::Result<Option<String>> {
             .x_labels(x_max as usize + 1)
             .x_label_formatter(&|x| percentile_label(*x))
             .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .draw()?;
         for (name, color, points) in series {
             c.draw_series(LineSeries::new(
@@ -354,6 +358,8 @@ pub fn ack_delay(r: &Report) -> anyhow::Result<Option<String>> {
             .x_desc("ack delay (ms): first ack received − accept reply")
             .y_desc("requests")
             .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .draw()?;
         c.draw_series(r.ack_delay_buckets.iter().map(|b| {
             Rectangle::new(
@@ -391,7 +397,7 @@ fn legend<'a, 'b: 'a>(c: &mut Chart<'a, 'b>) -> anyhow::Result<()> {
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(GREY_MAX)
-        .label_font(("sans-serif", 13))
+        .label_font(("sans-serif", 15))
         .draw()?;
     Ok(())
 }

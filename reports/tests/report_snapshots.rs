@@ -170,6 +170,7 @@ fn the_interval_log_holds_every_tag() {
     let (dir, report) = written_report();
     let log = std::fs::read_to_string(dir.path().join("latency.hlog")).unwrap();
     assert!(log.contains("#[BaseTime: 1796115600.000 (seconds since epoch)]"));
+    assert_eq!(log.matches("#[MaxValueDivisor").count(), 1);
     for tag in ["accept", "accept_corrected", "driver_lag", "ack_delay"] {
         assert!(log.contains(&format!("\nTag={tag},")), "no {tag} interval");
     }
