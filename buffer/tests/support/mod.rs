@@ -1,0 +1,209 @@
+//! Shared by barrage's integration tests: a real `barrage serve` process on loopback ports in a
+//! temporary data dir, and a small SMTP client that reads replies line by line.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// A running barrage process. Killed (SIGKILL) when dropped.
+pub struct Barrage {
+    pub child: Child,
+    pub data_dir: PathBuf,
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+    extra_args: Vec<String>,
+}
+
+impl Barrage {
+    /// Starts barrage on free loopback ports with its journal in `data_dir`.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Barrage {
+        Self::start_with(data_dir, extra_args, |_| {})
+    }
+
+    /// Like `start`, with a hook to adjust the command (resource limits, environment).
+    pub fn start_with(
+        data_dir: &Path,
+        extra_args: &[&str],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Barrage {
+        let endpoints = data_dir.join("endpoints.json");
+        let _ = std::fs::remove_file(&endpoints);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_barrage"));
+        command
+            .args(["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("barrage binary starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoints) {
+                if !text.is_empty() {
+                    break text;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("barrage exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "barrage did not start listening in 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        Barrage {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            smtp: json["smtp"].as_str().unwrap().parse().unwrap(),
+            http: json["http"].as_str().unwrap().parse().unwrap(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL: the process gets no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        let url = format!("http://{}{}", self.http, path);
+        let response = reqwest::get(&url).await.expect("handover API answers");
+        assert!(response.status().is_success(), "{url}: {}", response.status());
+        response.json().await.unwrap()
+    }
+
+    /// Every stored request, in the order the handover API serves them.
+    pub async fn all_requests(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.get(&format!("/v1/requests?after={after}&limit=1000")).await;
+            let requests = page["requests"].as_array().unwrap().clone();
+            if requests.is_empty() {
+                return all;
+            }
+            after = requests.last().unwrap()["seq"].as_u64().unwrap();
+            all.extend(requests);
+        }
+    }
+}
+
+impl Drop for Barrage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A request mail as a client would write it (CRLF line ends, dot-stuffed by the caller if needed).
+pub fn request_mail(message_id: &str, domain: &str) -> String {
+    format!(
+        "From: <client@example.net>\r\nTo: <requests@registry.example>\r\n\
+         Message-ID: {message_id}\r\nSubject: request\r\n\r\n\
+         domain: {domain}\r\nholder: Jeanne Durand\r\ncontact: client@example.net\r\n"
+    )
+}
+
+/// A plain SMTP client for tests: sends lines, reads whole replies.
+pub struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+/// One reply: its code and its last line.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+    /// Every line of a multi-line reply, without code and separator.
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The ticket number of `250 2.0.0 queued as ticket N at T`.
+    pub fn ticket(&self) -> Option<u64> {
+        let rest = self.text.split("ticket ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    }
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (read, write) = stream.into_split();
+        Client {
+            reader: BufReader::new(read),
+            writer: write,
+        }
+    }
+
+    /// Connects and reads the 220 greeting, then EHLO.
+    pub async fn greet(addr: SocketAddr) -> Client {
+        let mut client = Client::connect(addr).await;
+        assert_eq!(client.reply().await.code, 220);
+        assert_eq!(client.command("EHLO test.example").await.code, 250);
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.expect("write");
+    }
+
+    /// Reads one whole reply (all continuation lines); panics after 30 s or on EOF.
+    pub async fn reply(&mut self) -> Reply {
+        tokio::time::timeout(Duration::from_secs(30), self.try_reply())
+            .await
+            .expect("a reply within 30 s")
+            .expect("a reply, not end of stream")
+    }
+
+    /// Reads one whole reply; `None` on end of stream.
+    pub async fn try_reply(&mut self) -> Option<Reply> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await.ok()? == 0 {
+                return None;
+            }
+            assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+            let code = line.get(..3)?.parse().expect("a reply code");
+            let text = line.get(4..).unwrap_or("").trim_end().to_string();
+            lines.push(text.clone());
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return Some(Reply { code, text, lines });
+            }
+        }
+    }
+
+    pub async fn command(&mut self, line: &str) -> Reply {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// A whole transaction without pipelining; returns the final reply.
+    pub async fn submit(&mut self, sender: &str, message: &str) -> Reply {
+        assert_eq!(self.command(&format!("MAIL FROM:<{sender}>")).await.code, 250);
+        assert_eq!(self.command("RCPT TO:<requests@registry.example>").await.code, 250);
+        assert_eq!(self.command("DATA").await.code, 354);
+        self.send(message.as_bytes()).await;
+        self.send(b".\r\n").await;
+        self.reply().await
+    }
+}

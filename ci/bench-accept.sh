@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Durable-accept benchmark: Postfix's smtp-source sends the same 12,000 request mails over 50
+# sessions to three servers in one run, side by side on this machine:
+#   barrage   (release build, fsync before every 250, group commit)
+#   postfix   (loopback only, discard transport: it fsyncs each queue file before its 250)
+#   smtp-sink (no disk at all: the SMTP ceiling of this machine)
+# once with session reuse (-d) and once with a new connection per message, and prints msg/s and
+# the ratios barrage/postfix and barrage/smtp-sink (DESIGN.md "Performance targets").
+#
+# Usage: ci/bench-accept.sh [MESSAGES] [SESSIONS]      (defaults: 12000 50)
+# Needs root for apt-get and for starting Postfix. Loopback only; every run is bounded.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MESSAGES=${1:-12000}
+SESSIONS=${2:-50}
+BARRAGE_PORT=2591
+SINK_PORT=2592
+POSTFIX_PORT=2593
+WORK=$(mktemp -d /tmp/bench-accept.XXXXXX)
+
+if ! command -v smtp-source >/dev/null || ! command -v postfix >/dev/null; then
+  echo "installing postfix (smtp-source, smtp-sink)…" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+fi
+
+cleanup() {
+  [ -n "${BARRAGE_PID:-}" ] && kill "$BARRAGE_PID" 2>/dev/null || true
+  [ -n "${SINK_PID:-}" ] && kill "$SINK_PID" 2>/dev/null || true
+  postfix stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# A request mail without a Message-ID: barrage gives each one its own, so none is a
+# retransmission of another and every one is a durable write.
+printf 'From: bench@example.net\nTo: requests@registry.example\nSubject: request\n\ndomain: bench-exemple.fr\nholder: Bench\ncontact: bench@example.net\n' > "$WORK/request.eml"
+
+echo "building barrage (release)…" >&2
+cargo build --release --locked -p barrage -q
+"${CARGO_TARGET_DIR:-target}/release/barrage" serve --data-dir "$WORK/barrage" --smtp "127.0.0.1:$BARRAGE_PORT" \
+  --http 127.0.0.1:0 2>"$WORK/barrage.log" &
+BARRAGE_PID=$!
+
+smtp-sink -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
+SINK_PID=$!
+
+# Postfix, loopback only, discarding everything it accepts (after writing its queue file).
+postconf -e "inet_interfaces = loopback-only" "inet_protocols = ipv4" "mydestination =" \
+  "mynetworks = 127.0.0.0/8" "default_transport = discard" "relay_transport = discard" \
+  "local_transport = discard" "smtpd_client_connection_count_limit = 0" \
+  "smtpd_client_connection_rate_limit = 0" "smtpd_client_message_rate_limit = 0" \
+  "default_process_limit = 200" "maillog_file = /dev/null" "smtpd_recipient_restrictions = permit_mynetworks, reject"
+postconf -M "127.0.0.1:$POSTFIX_PORT/inet=127.0.0.1:$POSTFIX_PORT inet n - y - - smtpd"
+postfix stop >/dev/null 2>&1 || true
+postfix start >/dev/null 2>&1
+
+for port in "$BARRAGE_PORT" "$SINK_PORT" "$POSTFIX_PORT"; do
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
+
+# rate NAME PORT FLAGS: runs smtp-source and prints messages per second.
+rate() {
+  local start end
+  start=$(date +%s.%N)
+  timeout 600 smtp-source $3 -s "$SESSIONS" -m "$MESSAGES" -F "$WORK/request.eml" \
+    -f bench@example.net -t requests@registry.example "127.0.0.1:$2" >"$WORK/$1.out" 2>&1
+  end=$(date +%s.%N)
+  echo "$MESSAGES / ($end - $start)" | bc -l
+}
+
+printf '\n%-34s %12s %12s %12s %10s %10s\n' "mode ($MESSAGES mails, $SESSIONS sessions)" barrage postfix smtp-sink "vs postfix" "vs sink"
+for mode in reuse new; do
+  flags=""; label="session reuse (-d)"
+  if [ "$mode" = reuse ]; then flags="-d"; else label="new connection per message"; fi
+  b=$(rate barrage-$mode $BARRAGE_PORT "$flags")
+  p=$(rate postfix-$mode $POSTFIX_PORT "$flags")
+  s=$(rate sink-$mode $SINK_PORT "$flags")
+  printf '%-34s %12.0f %12.0f %12.0f %9.1fx %9.2fx\n' "$label" "$b" "$p" "$s" \
+    "$(echo "$b / $p" | bc -l)" "$(echo "$b / $s" | bc -l)"
+done
+
+stats=$(curl -s "http://$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["http"])' "$WORK/barrage/endpoints.json")/v1/stats" || true)
+echo
+echo "barrage journal: $stats"
+accepted=$(echo "$stats" | python3 -c 'import json,sys;print(json.load(sys.stdin)["accepted"])' 2>/dev/null || echo "?")
+echo "barrage stored $accepted requests (expected $((2 * MESSAGES)))"
+[ "$accepted" = "$((2 * MESSAGES))" ] || { echo "barrage did not store every message: see $WORK" >&2; exit 1; }
