@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::ack::AckConfig;
 use crate::journal::sqlite::SqliteOptions;
 use crate::smtp::SmtpLimits;
 
@@ -21,6 +22,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub http: HttpConfig,
     pub journal: JournalConfig,
+    /// Acknowledgement mails; `None` (no `[ack]` section): no acks are queued or sent.
+    pub ack: Option<AckConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,6 +62,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             http: HttpConfig::default(),
             journal: JournalConfig::default(),
+            ack: None,
         }
     }
 }
@@ -131,6 +135,9 @@ impl Config {
             j.queue_capacity >= j.max_batch,
             "journal.queue_capacity must be at least journal.max_batch"
         );
+        if let Some(ack) = &self.ack {
+            ack.validate()?;
+        }
         if !self.http.listen.ip().is_loopback() && self.http.api_token.is_none() {
             anyhow::bail!(
                 "the handover API would listen on {} without a token: anyone on the network could \
@@ -160,6 +167,7 @@ impl Config {
             max_batch: self.journal.max_batch,
             queue_capacity: self.journal.queue_capacity,
             dedup_window_us: self.journal.dedup_window_secs as i64 * 1_000_000,
+            acks: self.ack.is_some(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! ([`form`]), made durable in FIFO order by the [`journal`], and handed to the registration system
 //! through the handover [`api`]. [`server`] wires them together; [`config`] holds the settings.
 
+pub mod ack;
 pub mod api;
 pub mod config;
 pub mod form;

@@ -26,6 +26,20 @@ enum Command {
     /// Settings come from the config file (see buffer/barrage.example.toml), then these flags,
     /// which override it.
     Serve(ServeArgs),
+    /// Acknowledgement mails.
+    #[command(subcommand)]
+    Ack(AckCommand),
+}
+
+#[derive(Subcommand)]
+enum AckCommand {
+    /// Print the ack mail of a sample request, rendered with the [ack] settings and template of
+    /// the config file, to check it before the day.
+    Preview {
+        /// TOML config file with an [ack] section.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -93,6 +107,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             barrage::server::prepare_process();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(barrage::server::serve(config))
+        }
+        Command::Ack(AckCommand::Preview { config }) => {
+            let config = Config::load(&config)?;
+            let Some(ack) = &config.ack else {
+                anyhow::bail!("the config file has no [ack] section: no acks would be sent");
+            };
+            print!("{}", barrage::ack::preview(ack, &config.hostname)?);
+            Ok(())
         }
     }
 }

@@ -113,11 +113,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         intake,
         stopped(stop_rx.clone()),
     ));
+    let acks = crate::ack::start(
+        config.ack.as_ref(),
+        journal.clone(),
+        journal.instance_id(),
+        &config.hostname,
+        stop_rx.clone(),
+    )?;
     let state = Arc::new(ApiState {
         journal: journal.clone(),
         intake: counters,
         token: config.http.api_token.clone(),
-        extra: Vec::new(),
+        extra: vec![acks.stats],
     });
     let http = tokio::spawn(
         axum::serve(http_listener, api::router(state))
@@ -130,6 +137,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     smtp.await??;
     http.await??;
+    if let Some(sender) = acks.sender {
+        // Acks in flight at the deadline stay pending and go out after the restart.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sender).await;
+    }
     let _ = std::fs::remove_file(config.data_dir.join(ENDPOINTS_FILE));
     tracing::info!("stopped cleanly");
     Ok(())

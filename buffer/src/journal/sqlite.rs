@@ -15,6 +15,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ack::outbox::AckMark;
+use acks::{AckCounters, AckDelta};
+
+mod acks;
+
 use super::{
     Journal, JournalError, JournalStats, NewRequest, StoredRequest, Ticket, format_micros,
     now_micros,
@@ -39,6 +44,16 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_by_dedup_key ON requests(dedup_key, seq)
     WHERE dedup_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS acks (      -- the ack outbox: one row per request to acknowledge
+    seq          INTEGER PRIMARY KEY,   -- the request's seq (inserted in the same transaction)
+    state        TEXT NOT NULL,         -- pending | sent | failed
+    queued_at    INTEGER NOT NULL,      -- the request's accepted_at
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL DEFAULT 0, -- microseconds; not retried before
+    done_at      INTEGER,               -- when it was sent or given up
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS acks_pending ON acks(seq) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -54,6 +69,8 @@ pub struct SqliteOptions {
     pub queue_capacity: usize,
     /// How far back a retransmission finds its original, in microseconds.
     pub dedup_window_us: i64,
+    /// Queue an ack in the outbox with every new request that has somewhere to send it.
+    pub acks: bool,
 }
 
 impl Default for SqliteOptions {
@@ -62,6 +79,7 @@ impl Default for SqliteOptions {
             max_batch: 1024,
             queue_capacity: 16 * 1024,
             dedup_window_us: 24 * 3600 * 1_000_000,
+            acks: false,
         }
     }
 }
@@ -70,6 +88,8 @@ impl Default for SqliteOptions {
 enum Command {
     Append(NewRequest, oneshot::Sender<Result<Ticket, JournalError>>),
     Cursor(u64, oneshot::Sender<Result<u64, JournalError>>),
+    /// Outcomes of ack deliveries (see [`acks`]).
+    AckMarks(Vec<AckMark>, oneshot::Sender<Result<(), JournalError>>),
 }
 
 #[derive(Default)]
@@ -88,6 +108,7 @@ pub struct SqliteJournal {
     reader: Arc<Mutex<Connection>>,
     counters: Arc<Counters>,
     instance_id: String,
+    ack_counters: Arc<AckCounters>,
 }
 
 impl SqliteJournal {
@@ -119,6 +140,7 @@ impl SqliteJournal {
         counters.accepted.store(last_seq, Ordering::Relaxed);
         counters.cursor.store(cursor, Ordering::Relaxed);
 
+        let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let state = WriterState {
@@ -128,6 +150,8 @@ impl SqliteJournal {
             cursor,
             options,
             counters: counters.clone(),
+            ack_counters: ack_counters.clone(),
+            ack_delta: AckDelta::default(),
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -137,6 +161,7 @@ impl SqliteJournal {
             reader: Arc::new(Mutex::new(reader)),
             counters,
             instance_id,
+            ack_counters,
         })
     }
 
@@ -203,6 +228,9 @@ struct WriterState {
     cursor: u64,
     options: SqliteOptions,
     counters: Arc<Counters>,
+    ack_counters: Arc<AckCounters>,
+    /// Ack outbox changes of the batch being written, published after its commit.
+    ack_delta: AckDelta,
 }
 
 /// The answer owed to one command of a batch, sent only after the commit.
@@ -212,6 +240,7 @@ enum Answer {
         oneshot::Sender<Result<u64, JournalError>>,
         Result<u64, JournalError>,
     ),
+    Done(oneshot::Sender<Result<(), JournalError>>),
 }
 
 impl WriterState {
@@ -232,6 +261,7 @@ impl WriterState {
 
     fn write_batch(&mut self, batch: &mut Vec<Command>) {
         let (seq_before, at_before, cursor_before) = (self.last_seq, self.last_at, self.cursor);
+        self.ack_delta = AckDelta::default();
         let mut answers = Vec::with_capacity(batch.len());
         let result = self.apply(batch.drain(..), &mut answers);
         match result {
@@ -247,6 +277,7 @@ impl WriterState {
                     .accepted
                     .store(self.last_seq, Ordering::Relaxed);
                 self.counters.cursor.store(self.cursor, Ordering::Relaxed);
+                self.ack_counters.publish(&self.ack_delta);
                 for answer in answers {
                     match answer {
                         Answer::Ticket(tx, ticket) => {
@@ -259,6 +290,9 @@ impl WriterState {
                         }
                         Answer::Cursor(tx, result) => {
                             let _ = tx.send(result);
+                        }
+                        Answer::Done(tx) => {
+                            let _ = tx.send(Ok(()));
                         }
                     }
                 }
@@ -274,6 +308,7 @@ impl WriterState {
                     match answer {
                         Answer::Ticket(tx, _) => drop(tx.send(Err(error))),
                         Answer::Cursor(tx, _) => drop(tx.send(Err(error))),
+                        Answer::Done(tx) => drop(tx.send(Err(error))),
                     }
                 }
             }
@@ -325,6 +360,14 @@ impl WriterState {
                         }
                     }
                     answers.push(Answer::Cursor(tx, result));
+                }
+                Command::AckMarks(marks, tx) => {
+                    if failure.is_none()
+                        && let Err(e) = self.mark_acks(&marks)
+                    {
+                        failure = Some(e);
+                    }
+                    answers.push(Answer::Done(tx));
                 }
             }
         }
@@ -381,6 +424,9 @@ impl WriterState {
                 position,
                 request.raw,
             ])?;
+        if self.options.acks && request.ack_to.is_some() {
+            self.queue_ack(seq, accepted_at)?;
+        }
         self.last_seq = seq;
         self.last_at = accepted_at;
         Ok(Ticket {
