@@ -1,3 +1,9 @@
 //! landrush: replays landrush scenarios against an intake buffer and verifies the contract of
 //! DESIGN.md (FIFO, zero loss, one ack per request).
 pub mod check;
+
+pub mod driver;
+pub mod merge;
+pub mod scenario;
+pub mod schedule;
+pub mod shard;

@@ -1,0 +1,459 @@
+//! One sending client's loop, and the idle connections.
+//!
+//! A client walks its own requests in order (request `i` belongs to client `i % clients`), waits
+//! for each one's due time, and sends it on its one connection, opening a new connection when it
+//! has none. It carries out the scenario's misbehaviour itself: RFC 1047 retransmissions (drop
+//! after the final `.`, reconnect, send the identical message again), slow sending, staged
+//! pre-connection. Every transmission becomes one `sent.jsonl` record.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reports::records::{Outcome, SentRecord};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use super::recorder::{Event, Live, Sink};
+use super::smtp::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use super::{Clock, LAG_WARN_MAX};
+use crate::scenario::PreConnectStage;
+use crate::scenario::request::{Kind, Request, Requests};
+
+/// What every client of a run shares.
+pub struct Ctx {
+    pub target: SocketAddr,
+    pub requests: Requests,
+    pub clock: Clock,
+    /// The scenario's time zero.
+    pub start: Instant,
+    /// Nothing new is started after this; replies are not awaited past it.
+    pub deadline: Instant,
+    pub live: std::sync::Arc<Live>,
+    pub connect_gate: Semaphore,
+    /// Summed from every client as it finishes.
+    pub stats: Mutex<Stats>,
+    pub progress: super::progress::Handle,
+    /// Whether the "behind schedule" warning was already shown.
+    pub lag_warned: AtomicBool,
+}
+
+/// Counts a client keeps to itself and adds to [`Ctx::stats`] at the end.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests_started: u64,
+    pub transmissions: u64,
+    pub kinds: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub idle_opened: u64,
+}
+
+impl Stats {
+    fn add(&mut self, other: Stats) {
+        self.requests_started += other.requests_started;
+        self.transmissions += other.transmissions;
+        self.idle_opened += other.idle_opened;
+        for (k, v) in other.kinds {
+            *self.kinds.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// How far the next message's transaction already went on the open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staged {
+    Nothing,
+    /// MAIL and RCPT accepted; DATA not sent.
+    Rcpt,
+    /// 354 received: the message itself goes next.
+    Data,
+}
+
+/// One client's connection state.
+struct Session {
+    conn: Option<Connection>,
+    staged: Staged,
+    /// Transmissions on the current connection.
+    on_conn: u32,
+}
+
+/// What became of one transmission.
+struct Tx {
+    sent_at: Option<Instant>,
+    replied_at: Option<Instant>,
+    reply: Option<Reply>,
+    /// Why there is no reply, if there is none.
+    error: Option<String>,
+    /// Whether the reply is the one to the message (after end of data), not to the envelope.
+    after_data: bool,
+}
+
+impl Tx {
+    fn failed(error: &SmtpError) -> Tx {
+        Tx {
+            sent_at: None,
+            replied_at: None,
+            reply: None,
+            error: Some(error_class(error)),
+            after_data: false,
+        }
+    }
+
+    fn refused(reply: Reply) -> Tx {
+        Tx {
+            sent_at: None,
+            replied_at: Some(Instant::now()),
+            reply: Some(reply),
+            error: None,
+            after_data: false,
+        }
+    }
+}
+
+/// A short, countable name for a failure (the detail of I/O errors is dropped).
+fn error_class(e: &SmtpError) -> String {
+    match e {
+        SmtpError::Io(io) => format!("io: {:?}", io.kind()),
+        SmtpError::Timeout => "timeout".into(),
+        SmtpError::Closed => "closed by server".into(),
+        SmtpError::Protocol(_) => "protocol error".into(),
+    }
+}
+
+impl Ctx {
+    async fn open(&self) -> Result<Opened, SmtpError> {
+        let c = &self.requests.scenario().clients;
+        let _permit = self
+            .connect_gate
+            .acquire()
+            .await
+            .expect("gate never closed");
+        Connection::open(
+            self.target,
+            &c.helo,
+            c.connect_timeout.0,
+            c.reply_timeout.0,
+            self.deadline,
+        )
+        .await
+    }
+}
+
+/// Sleeps until `at`; false if stopped first.
+async fn sleep_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => true,
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
+/// Plays client `client`'s requests.
+pub async fn run_client(
+    ctx: std::sync::Arc<Ctx>,
+    client: u32,
+    sink: Sink,
+    mut stop: watch::Receiver<bool>,
+) {
+    let scenario = ctx.requests.scenario();
+    let plan = ctx.requests.plan();
+    let closed = plan.is_closed();
+    let mut stats = Stats::default();
+    let mut session = Session {
+        conn: None,
+        staged: Staged::Nothing,
+        on_conn: 0,
+    };
+    let mut message = Vec::with_capacity(4096);
+    let mut requests = plan.requests_of(client).peekable();
+
+    // Pre-connect: connect, greet and stage the first message before the start.
+    if scenario.clients.pre_connect
+        && let Some(&first) = requests.peek()
+    {
+        let request = ctx.requests.request(first);
+        if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
+            let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
+            if let Ok(None) = conn
+                .envelope(&request.sender, &request.recipient, data)
+                .await
+            {
+                session.staged = if data { Staged::Data } else { Staged::Rcpt };
+            }
+            session.conn = Some(conn);
+        }
+        // A failed pre-connect is retried at the instant by the normal path.
+    }
+
+    let mut next_closed = Instant::now().max(ctx.start);
+    let mut ready_at = Instant::now();
+    for index in requests {
+        let intended = if closed {
+            next_closed
+        } else {
+            ctx.start + plan.offset(index).unwrap_or_default()
+        };
+        if intended >= ctx.deadline || !sleep_until(intended, &mut stop).await {
+            break;
+        }
+        let begun = Instant::now();
+        // The driver's own lag: how late it started a request it was free to start. Waiting for
+        // this client's previous reply is the target's doing and shows in corrected latency.
+        let lag = (!closed).then(|| begun.saturating_duration_since(intended.max(ready_at)));
+        if let Some(lag) = lag
+            && lag > LAG_WARN_MAX
+            && !ctx.lag_warned.swap(true, Ordering::Relaxed)
+        {
+            ctx.progress.warn(format!(
+                "WARNING: landrush is {:.0} ms behind its schedule (client {client}); latencies \
+                 now include the driver's own delay",
+                lag.as_secs_f64() * 1000.0
+            ));
+        }
+        let request = ctx.requests.request(index);
+        message.clear();
+        request.render(ctx.clock.stamp(intended), &mut message);
+        stats.requests_started += 1;
+
+        let retransmit = request.kind == Kind::Retransmission;
+        let tx = transmit(&ctx, &mut session, &request, &message, retransmit).await;
+        let first_sent = tx.sent_at.is_some();
+        emit(&ctx, &sink, &mut stats, &request, 1, intended, lag, tx).await;
+        if retransmit && first_sent {
+            // RFC 1047: the client never saw a reply, so it sends the same message again.
+            let tx = transmit(&ctx, &mut session, &request, &message, false).await;
+            emit(&ctx, &sink, &mut stats, &request, 2, intended, None, tx).await;
+        }
+        if message.capacity() > 1024 * 1024 {
+            message = Vec::with_capacity(4096);
+        }
+        let limit = scenario.clients.messages_per_connection;
+        if limit > 0
+            && session.on_conn >= limit
+            && let Some(conn) = session.conn.take()
+        {
+            conn.quit().await;
+        }
+        ready_at = Instant::now();
+        if closed {
+            next_closed = ready_at + plan.think_time();
+        }
+    }
+    if let Some(conn) = session.conn.take() {
+        conn.quit().await;
+    }
+    ctx.stats.lock().unwrap().add(stats);
+}
+
+/// Sends one message: opens a connection if needed, the envelope (unless staged), the message,
+/// and reads the final reply (unless `drop_after_dot`, when the connection is dropped at once).
+async fn transmit(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Tx {
+    let live = &ctx.live;
+    live.in_flight.fetch_add(1, Ordering::Relaxed);
+    let tx = transmit_inner(ctx, session, request, message, drop_after_dot).await;
+    live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    tx
+}
+
+async fn transmit_inner(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Tx {
+    let scenario = ctx.requests.scenario();
+    // A reused connection may have been closed by the server meanwhile (idle timeout): one
+    // fresh connection is tried before the request is given up.
+    for try_fresh in [false, true] {
+        let reused = session.conn.is_some();
+        if !reused {
+            session.staged = Staged::Nothing;
+            session.on_conn = 0;
+            match ctx.open().await {
+                Ok(Opened::Ready(conn)) => session.conn = Some(conn),
+                Ok(Opened::Refused(reply)) => return Tx::refused(reply),
+                Err(e) => return Tx::failed(&e),
+            }
+        }
+        let conn = session.conn.as_mut().expect("connection just opened");
+        let staged = std::mem::replace(&mut session.staged, Staged::Nothing);
+        let envelope = match staged {
+            Staged::Nothing => {
+                conn.envelope(&request.sender, &request.recipient, true)
+                    .await
+            }
+            Staged::Rcpt => conn.data().await,
+            Staged::Data => Ok(None),
+        };
+        match envelope {
+            Ok(None) => {}
+            Ok(Some(reply)) => {
+                if reply.code == 421 {
+                    session.conn = None;
+                }
+                return Tx::refused(reply);
+            }
+            Err(e) => {
+                session.conn = None;
+                if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
+                    continue;
+                }
+                return Tx::failed(&e);
+            }
+        }
+        session.on_conn += 1;
+        let written = if request.slow {
+            conn.write_slowly(message, scenario.misbehaviour.slow_bytes_per_second)
+                .await
+        } else {
+            conn.write(message).await
+        };
+        if let Err(e) = written {
+            session.conn = None;
+            return Tx::failed(&e);
+        }
+        let sent_at = Instant::now();
+        ctx.live.sent.fetch_add(1, Ordering::Relaxed);
+        if drop_after_dot {
+            if let Some(conn) = session.conn.take() {
+                conn.drop_now().await;
+            }
+            return Tx {
+                sent_at: Some(sent_at),
+                replied_at: None,
+                reply: None,
+                error: None,
+                after_data: true,
+            };
+        }
+        return match conn.read_reply().await {
+            Ok(reply) => {
+                if reply.code == 421 {
+                    session.conn = None;
+                }
+                Tx {
+                    sent_at: Some(sent_at),
+                    replied_at: Some(Instant::now()),
+                    reply: Some(reply),
+                    error: None,
+                    after_data: true,
+                }
+            }
+            Err(e) => {
+                session.conn = None;
+                Tx {
+                    sent_at: Some(sent_at),
+                    replied_at: None,
+                    reply: None,
+                    error: Some(error_class(&e)),
+                    after_data: true,
+                }
+            }
+        };
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// Turns a transmission into a record and hands it to the recorder.
+#[allow(clippy::too_many_arguments)]
+async fn emit(
+    ctx: &Ctx,
+    sink: &Sink,
+    stats: &mut Stats,
+    request: &Request,
+    attempt: u32,
+    intended: Instant,
+    lag: Option<Duration>,
+    tx: Tx,
+) {
+    let live = &ctx.live;
+    let outcome = match (&tx.reply, tx.after_data) {
+        (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
+        (Some(_), _) => Outcome::Refused,
+        (None, _) => Outcome::Indeterminate,
+    };
+    match outcome {
+        Outcome::Accepted => live.accepted.fetch_add(1, Ordering::Relaxed),
+        Outcome::Refused => live.refused.fetch_add(1, Ordering::Relaxed),
+        Outcome::Indeterminate => live.indeterminate.fetch_add(1, Ordering::Relaxed),
+    };
+    stats.transmissions += 1;
+    *stats.kinds.entry(request.kind.as_str().into()).or_default() += 1;
+    if let Some(error) = &tx.error {
+        *stats.errors.entry(error.clone()).or_default() += 1;
+    }
+    let (service, corrected) = match (tx.after_data, tx.sent_at, tx.replied_at) {
+        (true, Some(sent), Some(replied)) => (
+            Some(replied.saturating_duration_since(sent)),
+            Some(replied.saturating_duration_since(intended)),
+        ),
+        _ => (None, None),
+    };
+    let clock = &ctx.clock;
+    let record = SentRecord {
+        id: request.id.clone(),
+        client: request.client,
+        message_id: request.message_id.clone(),
+        domain: request.domain.clone(),
+        sender: request.sender.clone(),
+        intake: "smtp".into(),
+        kind: request.kind.as_str().into(),
+        attempt,
+        intended_at: clock.stamp(intended),
+        sent_at: tx.sent_at.map(|t| clock.stamp(t)),
+        replied_at: tx.replied_at.map(|t| clock.stamp(t)),
+        code: tx.reply.as_ref().map(|r| r.code),
+        ticket: tx
+            .reply
+            .as_ref()
+            .filter(|r| r.code / 100 == 2 && tx.after_data)
+            .and_then(|r| parse_ticket(&r.message)),
+        reply: tx.reply.as_ref().map(reply_text),
+        outcome,
+    };
+    // The recorder only goes away if it failed; the run then ends with its error.
+    let _ = sink
+        .send(Event {
+            record,
+            lag,
+            service,
+            corrected,
+        })
+        .await;
+}
+
+/// An idle connection: connect, EHLO, then sit until the senders are done (or the deadline).
+pub async fn hold_idle(
+    ctx: std::sync::Arc<Ctx>,
+    mut done: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Ok(Opened::Ready(mut conn)) = ctx.open().await else {
+        return;
+    };
+    ctx.stats.lock().unwrap().idle_opened += 1;
+    ctx.live.idle_held.fetch_add(1, Ordering::Relaxed);
+    let held = tokio::select! {
+        held = conn.hold_until(ctx.deadline) => held,
+        _ = done.wait_for(|d| *d) => true,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    ctx.live.idle_held.fetch_sub(1, Ordering::Relaxed);
+    if held {
+        conn.quit().await;
+    }
+}

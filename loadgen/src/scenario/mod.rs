@@ -1,0 +1,654 @@
+//! The scenario language: what a `scenarios/*.toml` file may say, how it is parsed and checked.
+//!
+//! A [`Scenario`] is plain data, checked once by [`Scenario::validate`] (called by
+//! [`Scenario::load`] and [`Scenario::parse`]) so that every later stage can trust it: rates are
+//! possible, fractions are fractions, bounds are set. The schema is documented for users in
+//! `scenarios/README.md`; keep the two in step.
+//!
+//! Everything a scenario produces is a pure function of the file and its `seed`: the schedule
+//! ([`crate::schedule`]) and each request ([`request`]) are computed from a request's index, never
+//! from shared mutable state, so shards and reruns yield the same requests and nothing has to be
+//! held in memory.
+
+pub mod duration;
+pub mod request;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use reports::records::Stamp;
+use serde::{Deserialize, Serialize};
+
+pub use duration::Dur;
+
+/// Upper bounds that no scenario may exceed: they keep a typo from becoming a denial of service
+/// of the machine running the driver.
+pub mod limits {
+    /// Requests in one scenario.
+    pub const MAX_REQUESTS: u64 = 100_000_000;
+    /// Length of one run.
+    pub const MAX_DURATION_SECS: u64 = 7 * 24 * 3600;
+    /// Open-model arrival rate, requests per second.
+    pub const MAX_RATE: f64 = 1_000_000.0;
+    /// SMTP connections (sending and idle together) one scenario may open.
+    pub const MAX_CLIENTS: u32 = 100_000;
+    /// Size of one message, bytes.
+    pub const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+    /// Hot-name request slots (hot names × askers).
+    pub const MAX_HOT_SLOTS: usize = 1_000_000;
+    /// Steps of a `steps` schedule.
+    pub const MAX_STEPS: usize = 10_000;
+}
+
+/// One landrush scenario, as written in a `scenarios/*.toml` file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name, used in reports and in `run.json`.
+    pub name: String,
+    /// One paragraph saying what real situation this stands for.
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random choice: the same file and seed give the same requests.
+    pub seed: u64,
+    /// When request 0 is due: `"+2s"` (relative to the launch) or an absolute RFC 3339 instant.
+    pub start: Start,
+    pub bounds: Bounds,
+    pub clients: Clients,
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub requests: Requests,
+    #[serde(default)]
+    pub domains: Domains,
+    #[serde(default)]
+    pub misbehaviour: Misbehaviour,
+    /// Reserved for the HTTP intake driver (another issue); accepted, not used by the SMTP driver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<toml::Table>,
+    /// Reserved for `landrush rehearse` fault injection (another issue); not used by `run`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<toml::Table>,
+}
+
+/// When the scenario's time zero is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// This long after the driver is launched (`"+2s"`; `"now"` is `+0s`).
+    After(Duration),
+    /// At this wall-clock instant, so that several machines fire together.
+    At(Stamp),
+}
+
+impl Start {
+    /// Resolves the start against `now`.
+    pub fn resolve(&self, now: Stamp) -> Stamp {
+        match *self {
+            Start::After(d) => Stamp::from_micros(now.micros() + d.as_micros() as i64),
+            Start::At(at) => at,
+        }
+    }
+}
+
+impl std::str::FromStr for Start {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> anyhow::Result<Self> {
+        let text = text.trim();
+        if text == "now" {
+            return Ok(Start::After(Duration::ZERO));
+        }
+        if let Some(rel) = text.strip_prefix('+') {
+            let d: Dur = rel.parse().with_context(|| {
+                format!(
+                    "start `{text}`: expected `+DURATION` such as `+2s`, or an RFC 3339 instant"
+                )
+            })?;
+            return Ok(Start::After(d.0));
+        }
+        Stamp::parse(text).map(Start::At).with_context(|| {
+            format!(
+                "start `{text}`: expected `+DURATION` (`+2s`, `+1m`) or an absolute instant \
+                 such as `2026-12-01T09:00:00Z`"
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Start::After(d) => write!(f, "+{}", Dur(*d)),
+            Start::At(at) => write!(f, "{at}"),
+        }
+    }
+}
+
+impl Serialize for Start {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Start {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map_err(|e: anyhow::Error| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+/// Hard bounds, always enforced whatever the schedule says.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// No request with an index at or past this is sent (a schedule longer than this is cut).
+    pub max_requests: u64,
+    /// Nothing is sent after this long past the start; replies still awaited then are recorded
+    /// as indeterminate.
+    pub max_duration: Dur,
+}
+
+/// The SMTP connections that send the requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Clients {
+    /// Sending clients (one SMTP connection at a time each). Request `i` is sent by client
+    /// `i % count`, so consecutive requests come from different clients.
+    pub count: u32,
+    /// Connect, greet and stage the first message (MAIL, RCPT; see `pre_connect_stage`) before
+    /// the start, then fire at the instant: what aggressive registrars' programs do.
+    #[serde(default)]
+    pub pre_connect: bool,
+    /// How far a pre-connected client goes before the start: `rcpt` (DATA is sent at the
+    /// instant) or `data` (the 354 is already in hand; the message itself goes at the instant).
+    #[serde(default)]
+    pub pre_connect_stage: PreConnectStage,
+    /// Messages sent on one connection before it is closed with QUIT and reopened; 0 means no
+    /// limit (session reuse), 1 means a new connection per message.
+    #[serde(default)]
+    pub messages_per_connection: u32,
+    /// Extra connections that connect, say EHLO and then sit idle until the run ends.
+    #[serde(default)]
+    pub idle: u32,
+    /// The EHLO name.
+    #[serde(default = "default_helo")]
+    pub helo: String,
+    /// How long a client waits to connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// How long a client waits for any one reply before it records the request indeterminate.
+    #[serde(default = "default_reply_timeout")]
+    pub reply_timeout: Dur,
+}
+
+fn default_helo() -> String {
+    "landrush.invalid".into()
+}
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_reply_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreConnectStage {
+    #[default]
+    Rcpt,
+    Data,
+}
+
+/// When requests are due: an open model (arrival times fixed in advance, whatever the replies)
+/// or a closed model (each client sends as soon as its previous reply came).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Schedule {
+    /// `rate` requests per second, evenly spaced, for `duration`.
+    Constant { rate: f64, duration: Dur },
+    /// The rate moves linearly from `from` to `to` requests per second over `duration`.
+    Ramp { from: f64, to: f64, duration: Dur },
+    /// Constant-rate steps one after the other.
+    Steps { steps: Vec<Step> },
+    /// `count` requests within `within`, front-loaded: the share sent by fraction `u` of the
+    /// window is `1 - (1 - u)^front_load` (1 = evenly spread; 6 = about a tenth in the first
+    /// 1/60th of the window).
+    Burst {
+        count: u64,
+        within: Dur,
+        #[serde(default = "one")]
+        front_load: f64,
+    },
+    /// `count` requests all due at the start instant.
+    Instant { count: u64 },
+    /// Closed model: `requests` in all, each client sending its next one `think_time` after
+    /// the reply to its previous one.
+    Closed {
+        requests: u64,
+        #[serde(default)]
+        think_time: Dur,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub rate: f64,
+    pub duration: Dur,
+}
+
+/// What the request mails look like.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requests {
+    /// Envelope recipient and `To:` of every request.
+    pub recipient: String,
+    /// How many distinct requester addresses; client `c` writes as requester `c % requesters`.
+    pub requesters: u32,
+    /// Requesters are `registrar-N@requester_domain`.
+    pub requester_domain: String,
+    /// Message sizes (whole message, headers included), chosen per request by weight.
+    pub sizes: Vec<Size>,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests {
+            recipient: "requests@registry.invalid".into(),
+            requesters: 1000,
+            requester_domain: "registrar.invalid".into(),
+            sizes: vec![Size {
+                bytes: 1024,
+                weight: 1,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Size {
+    pub bytes: u64,
+    pub weight: u32,
+}
+
+/// The domain names asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domains {
+    /// Ordinary names are drawn from this many distinct generated names (so a few collide, as
+    /// they do on the day).
+    pub pool: u64,
+    /// Top-level domain of generated names.
+    pub tld: String,
+    /// Hot names given by hand (each asked by `askers` clients in the same second).
+    #[serde(default)]
+    pub hot: Vec<String>,
+    /// Extra generated hot names.
+    #[serde(default)]
+    pub hot_generated: u32,
+    /// Different clients asking each hot name, within the same second.
+    #[serde(default = "default_askers")]
+    pub askers: u32,
+    /// Hot names are asked at evenly spaced instants over this first part of the schedule
+    /// (default: the first second).
+    #[serde(default = "default_hot_within")]
+    pub hot_within: Dur,
+}
+
+fn default_askers() -> u32 {
+    3
+}
+fn default_hot_within() -> Dur {
+    Dur(Duration::from_secs(1))
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Domains {
+            pool: 1_000_000,
+            tld: "fr".into(),
+            hot: Vec::new(),
+            hot_generated: 0,
+            askers: default_askers(),
+            hot_within: default_hot_within(),
+        }
+    }
+}
+
+/// Clients misbehaving on purpose. Fractions are of requests (or of clients, for `slow_clients`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Misbehaviour {
+    /// "Hitting Submit": the same content as the client's previous request, under a new id and
+    /// a new Message-ID.
+    #[serde(default)]
+    pub resubmissions: f64,
+    /// RFC 1047: the connection is dropped right after the final `.` without reading the reply,
+    /// then the identical message (same id, same Message-ID) is sent again on a new connection.
+    #[serde(default)]
+    pub retransmissions: f64,
+    /// Requests whose form has no domain or an invalid one (must get a 5xx).
+    #[serde(default)]
+    pub malformed: f64,
+    /// Requests of `oversize_bytes` (must get a 552). `oversize_bytes` must exceed the target's
+    /// limit (barrage's default is 1 MiB; the default here is 2 MiB).
+    #[serde(default)]
+    pub oversize: f64,
+    #[serde(default = "default_oversize_bytes")]
+    pub oversize_bytes: u64,
+    /// Fraction of clients that send their messages slowly, `slow_bytes_per_second`.
+    #[serde(default)]
+    pub slow_clients: f64,
+    #[serde(default = "default_slow_rate")]
+    pub slow_bytes_per_second: u64,
+}
+
+fn default_oversize_bytes() -> u64 {
+    2 * 1024 * 1024
+}
+fn default_slow_rate() -> u64 {
+    2000
+}
+
+impl Default for Misbehaviour {
+    fn default() -> Self {
+        Misbehaviour {
+            resubmissions: 0.0,
+            retransmissions: 0.0,
+            malformed: 0.0,
+            oversize: 0.0,
+            oversize_bytes: default_oversize_bytes(),
+            slow_clients: 0.0,
+            slow_bytes_per_second: default_slow_rate(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads, parses and validates a scenario file. Errors name the file, and the line and key
+    /// at fault.
+    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read scenario {}", path.display()))?;
+        Scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Checks everything serde cannot: possible rates, fractions, bounds, names.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        use limits::*;
+        ensure!(!self.name.trim().is_empty(), "name: must not be empty");
+        let b = &self.bounds;
+        ensure!(
+            (1..=MAX_REQUESTS).contains(&b.max_requests),
+            "bounds.max_requests: must be between 1 and {MAX_REQUESTS} (got {})",
+            b.max_requests
+        );
+        ensure!(
+            !b.max_duration.0.is_zero() && b.max_duration.0.as_secs() <= MAX_DURATION_SECS,
+            "bounds.max_duration: must be more than 0 and at most 7 days (got {})",
+            b.max_duration
+        );
+
+        let c = &self.clients;
+        ensure!(
+            c.count >= 1,
+            "clients.count: at least one sending client is needed"
+        );
+        ensure!(
+            c.count as u64 + c.idle as u64 <= MAX_CLIENTS as u64,
+            "clients: count + idle = {} connections, more than the limit of {MAX_CLIENTS}",
+            c.count as u64 + c.idle as u64
+        );
+        ensure!(
+            is_valid_domain(&c.helo),
+            "clients.helo: `{}` is not a valid host name",
+            c.helo
+        );
+        ensure!(
+            !c.reply_timeout.0.is_zero(),
+            "clients.reply_timeout: must be more than 0"
+        );
+        ensure!(
+            !c.connect_timeout.0.is_zero(),
+            "clients.connect_timeout: must be more than 0"
+        );
+
+        self.validate_schedule()?;
+
+        let r = &self.requests;
+        ensure!(
+            is_valid_address(&r.recipient),
+            "requests.recipient: `{}` is not a mail address",
+            r.recipient
+        );
+        ensure!(
+            r.requesters >= 1,
+            "requests.requesters: at least one requester is needed"
+        );
+        ensure!(
+            is_valid_domain(&r.requester_domain),
+            "requests.requester_domain: `{}` is not a valid domain",
+            r.requester_domain
+        );
+        ensure!(
+            !r.sizes.is_empty(),
+            "requests.sizes: give at least one size"
+        );
+        ensure!(
+            r.sizes.iter().any(|s| s.weight > 0),
+            "requests.sizes: at least one size needs a weight above 0"
+        );
+        for s in &r.sizes {
+            ensure!(
+                s.bytes <= MAX_MESSAGE_BYTES,
+                "requests.sizes: {} bytes is more than the limit of {MAX_MESSAGE_BYTES}",
+                s.bytes
+            );
+        }
+
+        let d = &self.domains;
+        ensure!(d.pool >= 1, "domains.pool: at least one name is needed");
+        ensure!(
+            is_valid_domain(&d.tld) && !d.tld.contains('.'),
+            "domains.tld: `{}` is not a top-level domain label",
+            d.tld
+        );
+        for name in &d.hot {
+            ensure!(
+                is_valid_domain(name),
+                "domains.hot: `{name}` is not a valid domain name (use misbehaviour.malformed for \
+                 invalid requests)"
+            );
+        }
+        let hot = d.hot.len() + d.hot_generated as usize;
+        if hot > 0 {
+            ensure!(
+                d.askers >= 1,
+                "domains.askers: each hot name needs at least one asker"
+            );
+            ensure!(
+                d.askers <= c.count,
+                "domains.askers: {} different clients cannot ask the same name with only {} \
+                 sending clients",
+                d.askers,
+                c.count
+            );
+            ensure!(
+                hot.saturating_mul(d.askers as usize) <= MAX_HOT_SLOTS,
+                "domains: {hot} hot names × {} askers is more than {MAX_HOT_SLOTS} slots",
+                d.askers
+            );
+        }
+
+        let m = &self.misbehaviour;
+        for (key, value) in [
+            ("resubmissions", m.resubmissions),
+            ("retransmissions", m.retransmissions),
+            ("malformed", m.malformed),
+            ("oversize", m.oversize),
+            ("slow_clients", m.slow_clients),
+        ] {
+            ensure!(
+                (0.0..=1.0).contains(&value),
+                "misbehaviour.{key}: a fraction between 0 and 1 (got {value})"
+            );
+        }
+        let total = m.resubmissions + m.retransmissions + m.malformed + m.oversize;
+        ensure!(
+            total <= 1.0,
+            "misbehaviour: resubmissions + retransmissions + malformed + oversize = {total}, \
+             more than all the requests"
+        );
+        ensure!(
+            m.oversize_bytes <= MAX_MESSAGE_BYTES,
+            "misbehaviour.oversize_bytes: more than the limit of {MAX_MESSAGE_BYTES}"
+        );
+        ensure!(
+            m.slow_bytes_per_second >= 1,
+            "misbehaviour.slow_bytes_per_second: must be at least 1"
+        );
+
+        // Hot slots must fit where they are asked for.
+        crate::schedule::Plan::new(self)?;
+        Ok(())
+    }
+
+    fn validate_schedule(&self) -> anyhow::Result<()> {
+        use limits::*;
+        let rate_ok = |key: &str, rate: f64| -> anyhow::Result<()> {
+            ensure!(
+                rate.is_finite() && rate > 0.0 && rate <= MAX_RATE,
+                "schedule.{key}: a rate must be more than 0 and at most {MAX_RATE} requests per \
+                 second (got {rate})"
+            );
+            Ok(())
+        };
+        let duration_ok = |key: &str, d: Dur| -> anyhow::Result<()> {
+            ensure!(
+                !d.0.is_zero() && d.0.as_secs() <= MAX_DURATION_SECS,
+                "schedule.{key}: must be more than 0 and at most 7 days (got {d})"
+            );
+            Ok(())
+        };
+        match &self.schedule {
+            Schedule::Constant { rate, duration } => {
+                rate_ok("rate", *rate)?;
+                duration_ok("duration", *duration)?;
+            }
+            Schedule::Ramp { from, to, duration } => {
+                for (key, rate) in [("from", *from), ("to", *to)] {
+                    ensure!(
+                        rate.is_finite() && (0.0..=MAX_RATE).contains(&rate),
+                        "schedule.{key}: a rate between 0 and {MAX_RATE} requests per second \
+                         (got {rate})"
+                    );
+                }
+                ensure!(
+                    *from > 0.0 || *to > 0.0,
+                    "schedule: a ramp from 0 to 0 sends nothing"
+                );
+                duration_ok("duration", *duration)?;
+            }
+            Schedule::Steps { steps } => {
+                ensure!(!steps.is_empty(), "schedule.steps: give at least one step");
+                ensure!(
+                    steps.len() <= MAX_STEPS,
+                    "schedule.steps: more than {MAX_STEPS} steps"
+                );
+                for (n, step) in steps.iter().enumerate() {
+                    rate_ok(&format!("steps[{n}].rate"), step.rate)?;
+                    duration_ok(&format!("steps[{n}].duration"), step.duration)?;
+                }
+            }
+            Schedule::Burst {
+                count,
+                within,
+                front_load,
+            } => {
+                ensure!(
+                    (1..=MAX_REQUESTS).contains(count),
+                    "schedule.count: between 1 and {MAX_REQUESTS}"
+                );
+                duration_ok("within", *within)?;
+                ensure!(
+                    front_load.is_finite() && (1.0..=1000.0).contains(front_load),
+                    "schedule.front_load: between 1 (even) and 1000 (got {front_load})"
+                );
+                // The busiest instant is the very start: rate there = count × front_load / within.
+                let peak = *count as f64 * front_load / within.0.as_secs_f64();
+                ensure!(
+                    peak <= MAX_RATE,
+                    "schedule: {count} within {within} with front_load {front_load} peaks at \
+                     {peak:.0} requests per second, more than {MAX_RATE}; use model = \
+                     \"instant\" for requests all due at one instant"
+                );
+            }
+            Schedule::Instant { count } => {
+                ensure!(
+                    (1..=MAX_REQUESTS).contains(count),
+                    "schedule.count: between 1 and {MAX_REQUESTS}"
+                );
+            }
+            Schedule::Closed {
+                requests,
+                think_time,
+            } => {
+                ensure!(
+                    (1..=MAX_REQUESTS).contains(requests),
+                    "schedule.requests: between 1 and {MAX_REQUESTS}"
+                );
+                ensure!(
+                    think_time.0.as_secs() <= 3600,
+                    "schedule.think_time: at most an hour"
+                );
+            }
+        }
+        if self.clients.pre_connect && matches!(self.schedule, Schedule::Closed { .. }) {
+            bail!(
+                "clients.pre_connect: a closed model has no instant to fire at; use an open \
+                 schedule (instant, burst, …) with pre_connect"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A syntactically valid domain name (RFC 1035 letters, digits, hyphens; labels ≤ 63; ≤ 253).
+pub fn is_valid_domain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+fn is_valid_address(address: &str) -> bool {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && local
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:@\"".contains(&b))
+                && is_valid_domain(domain)
+        }
+        None => false,
+    }
+}
