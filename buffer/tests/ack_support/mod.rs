@@ -1,0 +1,202 @@
+//! Shared by the ack tests: a real SMTP receiver (barrage's own SMTP server with a recording
+//! handler) standing in for the relay, a config file pointing barrage's acks at it, and helpers
+//! to read the acks it received.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits};
+use mail_parser::MessageParser;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// One mail the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub raw: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<String> {
+        header(&self.raw, name)
+    }
+    pub fn ticket(&self) -> u64 {
+        self.header("X-Barrage-Ticket")
+            .expect("X-Barrage-Ticket")
+            .parse()
+            .expect("a numeric ticket")
+    }
+    pub fn message_id(&self) -> String {
+        self.header("Message-ID").expect("Message-ID")
+    }
+    /// The decoded text body.
+    pub fn body(&self) -> String {
+        let parsed = MessageParser::default().parse(&self.raw).expect("parses");
+        parsed
+            .body_text(0)
+            .expect("a text body")
+            .replace("\r\n", "\n")
+    }
+}
+
+/// The raw (unfolded, undecoded) value of the first header `name`.
+pub fn header(raw: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut value: Option<String> = None;
+    for line in head.split("\r\n") {
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push_str(line.trim_start());
+                continue;
+            }
+            break;
+        }
+        if let Some((n, v)) = line.split_once(':')
+            && n.eq_ignore_ascii_case(name)
+        {
+            value = Some(v.trim().to_string());
+        }
+    }
+    value
+}
+
+struct Recorder {
+    received: Arc<Mutex<Vec<Received>>>,
+    delay: Duration,
+}
+
+impl MessageHandler for Recorder {
+    async fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> Reply {
+        self.received.lock().unwrap().push(Received {
+            mail_from: envelope.mail_from.clone(),
+            rcpt_to: envelope.rcpt_to.clone(),
+            raw: message,
+        });
+        tokio::time::sleep(self.delay).await;
+        Reply::new(250, [2, 0, 0], "ack recorded")
+    }
+}
+
+/// A recording SMTP receiver on loopback.
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::on(listener, Duration::ZERO, Arc::default())
+    }
+
+    /// A sink on `addr` (a port reserved earlier), answering each mail after `delay`, recording
+    /// into `received`.
+    pub async fn start_at(
+        addr: SocketAddr,
+        delay: Duration,
+        received: Arc<Mutex<Vec<Received>>>,
+    ) -> Sink {
+        let listener = TcpListener::bind(addr).await.expect("the reserved port is free");
+        Self::on(listener, delay, received)
+    }
+
+    fn on(listener: TcpListener, delay: Duration, received: Arc<Mutex<Vec<Received>>>) -> Sink {
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let limits = SmtpLimits {
+            hostname: "relay.test".into(),
+            data_timeout: Duration::from_secs(5),
+            ..SmtpLimits::default()
+        };
+        let handler = Arc::new(Recorder {
+            received: received.clone(),
+            delay,
+        });
+        let task = tokio::spawn(async move {
+            let _ = barrage::smtp::serve(listener, Arc::new(limits), handler, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Sink {
+            addr,
+            received,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.task.take().unwrap().await;
+    }
+
+    /// Acks received, grouped by ticket.
+    pub fn by_ticket(&self) -> BTreeMap<u64, Vec<Received>> {
+        let mut map: BTreeMap<u64, Vec<Received>> = BTreeMap::new();
+        for mail in self.received() {
+            map.entry(mail.ticket()).or_default().push(mail);
+        }
+        map
+    }
+}
+
+/// A free loopback port (bound then released), for a relay that is not up yet.
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Writes a config file whose acks go to `relay`, with short backoffs for tests.
+pub fn ack_config(dir: &Path, relay: SocketAddr, extra: &str) -> PathBuf {
+    let path = dir.join("barrage.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "hostname = \"registry.test\"\n\
+             [ack]\n\
+             relay = \"{relay}\"\n\
+             from = \"registry@registry.test\"\n\
+             from_name = \"Registre\"\n\
+             backoff_initial_ms = 50\n\
+             backoff_max_ms = 200\n\
+             timeout_secs = 5\n\
+             {extra}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `acks` object of `/v1/stats`.
+pub async fn ack_stats(http: SocketAddr) -> serde_json::Value {
+    let stats: serde_json::Value = reqwest::get(format!("http://{http}/v1/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stats["acks"].clone()
+}
