@@ -287,6 +287,28 @@ fn a_later_sent_request_with_a_smaller_seq_fails_precedence() {
 }
 
 #[test]
+fn precedence_allows_for_the_stated_clock_skew() {
+    // r10's reply was seen 50 µs before r13 was sent: within a 100 µs skew the order is unknown.
+    let mut run = Run::correct(30);
+    run.sent[13].sent_at = Some(at(1_300));
+    swap_seqs(&mut run, 10, 13);
+    let skewed = CheckOptions {
+        clock_tolerance_us: 100,
+        ..CheckOptions::default()
+    };
+    assert_passes(&run.check(&skewed));
+    let checks = run.check(&CheckOptions {
+        clock_tolerance_us: 49,
+        ..CheckOptions::default()
+    });
+    assert_fails_only(&checks, &["fifo"]);
+    assert_eq!(
+        checks["fifo"].examples[0]["later"]["sent_at"],
+        at(1_300).to_string()
+    );
+}
+
+#[test]
 fn overlapping_requests_may_be_ordered_either_way() {
     // r10 (sent 1000, answered 1250) and r11 (sent 1100, answered 1350) overlap: either order is
     // honest FIFO. So do r10 and r12 (sent 1200, before r10's reply).

@@ -33,7 +33,7 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     } else {
         handover_order(index, &mut tally);
     }
-    precedence(index, &mut tally);
+    precedence(index, options, &mut tally);
     accepted_at(index, &mut tally);
     if !index.seq_is_order {
         tickets(index, &mut tally);
@@ -116,7 +116,7 @@ pub(crate) fn precedence_violations(
     found
 }
 
-fn precedence(index: &Index, tally: &mut Tally) {
+fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
     let mut preds = Vec::new();
     let mut succs = Vec::new();
     for (r, request) in index.requests.iter().enumerate() {
@@ -134,8 +134,10 @@ fn precedence(index: &Index, tally: &mut Tally) {
         }
         let stored = request.status == Status::Accepted || !request.handed.is_empty();
         if stored && let Some(at) = request.first_sent {
+            // Shifting B's send back by the tolerance asks for a reply more than that before it.
+            let tolerance = i64::try_from(options.clock_tolerance_us).unwrap_or(i64::MAX);
             succs.push(Event {
-                at: at.micros(),
+                at: at.micros().saturating_sub(tolerance),
                 seq,
                 req: r,
             });
@@ -155,7 +157,7 @@ fn precedence(index: &Index, tally: &mut Tally) {
                 "later": {
                     "id": index.requests[b.req].id,
                     "seq": b.seq,
-                    "sent_at": Stamp::from_micros(b.at).to_string(),
+                    "sent_at": index.requests[b.req].first_sent.map(|s| s.to_string()),
                     "replied_at": index.requests[b.req].first_accept.map(|s| s.to_string()),
                 },
             })

@@ -41,6 +41,11 @@ pub struct CheckOptions {
     /// The first seq the buffer handed out in this run (1 for a fresh buffer). Gaps are counted from
     /// here; `None` counts them from the lowest seq observed, for a buffer that already held requests.
     pub first_seq: Option<u64>,
+    /// How far apart two clients' clocks may be, in microseconds: A's reply orders B only if it was
+    /// seen more than this before B was sent. 0 for one driver on one machine; set it to the clock
+    /// skew bound when `sent.jsonl` merges shards from several machines, or precedence would fail
+    /// on skew rather than on the buffer.
+    pub clock_tolerance_us: u64,
 }
 
 impl Default for CheckOptions {
@@ -50,6 +55,7 @@ impl Default for CheckOptions {
             max_examples: 5,
             seqs: SeqSource::Auto,
             first_seq: None,
+            clock_tolerance_us: 0,
         }
     }
 }
