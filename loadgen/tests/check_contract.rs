@@ -766,6 +766,17 @@ fn check_run_reads_a_run_folder() {
     assert!(text.contains("FAIL") && text.contains("r12"), "{text}");
     assert!(text.trim_end().ends_with("verdict: FAIL"), "{text}");
 
+    // Without handed.jsonl everything accepted is lost; without sent.jsonl it is not a run folder.
+    std::fs::remove_file(dir.path().join(records::HANDED)).unwrap();
+    let checks = check_run(dir.path(), &CheckOptions::default()).unwrap();
+    assert_eq!(count(&checks, "loss", "lost"), 30);
+    let empty = tempfile::tempdir().unwrap();
+    let err = check_run(empty.path(), &CheckOptions::default()).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("not a landrush run folder"),
+        "{err:#}"
+    );
+
     std::fs::write(dir.path().join(records::HANDED), "not json\n").unwrap();
     let err = check_run(dir.path(), &CheckOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("handed.jsonl:1"), "{err:#}");

@@ -74,9 +74,18 @@ pub enum SeqSource {
 }
 
 /// Loads a run folder's record files and checks them. A missing `acks.jsonl` or `handed.jsonl`
-/// reads as empty (so everything accepted is then missing or lost); a malformed line is an error.
+/// reads as empty (so everything accepted is then missing or lost); a missing `sent.jsonl` or a
+/// malformed line is an error.
 pub fn check_run(run_dir: &Path, options: &CheckOptions) -> anyhow::Result<Checks> {
-    let sent: Vec<SentRecord> = records::read_all(&run_dir.join(records::SENT))
+    // Without sent.jsonl every check would pass vacuously: that is a wrong folder, not a good run.
+    let sent_path = run_dir.join(records::SENT);
+    anyhow::ensure!(
+        sent_path.is_file(),
+        "{} has no {}: not a landrush run folder",
+        run_dir.display(),
+        records::SENT
+    );
+    let sent: Vec<SentRecord> = records::read_all(&sent_path)
         .with_context(|| format!("reading the run records in {}", run_dir.display()))?;
     let handed: Vec<HandedRecord> = records::read_all(&run_dir.join(records::HANDED))?;
     let acks: Vec<AckRecord> = records::read_all(&run_dir.join(records::ACKS))?;
