@@ -203,7 +203,9 @@ impl<O: AckOutbox> AckSender<O> {
                 match outcome {
                     Outcome::Sent => {
                         outage_steps = 0;
-                        self.relay_up.store(true, Ordering::Relaxed);
+                        if !self.relay_up.swap(true, Ordering::Relaxed) {
+                            tracing::info!("ack relay {} is back", self.config.relay);
+                        }
                         marks.push(AckMark::Sent { seq, at: now });
                     }
                     Outcome::Failed(error) => {
@@ -240,11 +242,18 @@ impl<O: AckOutbox> AckSender<O> {
                         if paused_until.is_none() {
                             let wait = self.backoff(outage_steps);
                             outage_steps = outage_steps.saturating_add(1);
-                            self.relay_up.store(false, Ordering::Relaxed);
-                            tracing::warn!(
-                                "ack relay {} unusable, acks wait {wait:?}: {error}",
-                                self.config.relay
-                            );
+                            let was_up = self.relay_up.swap(false, Ordering::Relaxed);
+                            if was_up {
+                                tracing::warn!(
+                                    "ack relay {} unusable, acks wait for it: {error}",
+                                    self.config.relay
+                                );
+                            } else {
+                                tracing::debug!(
+                                    "ack relay {} still unusable, next try in {wait:?}: {error}",
+                                    self.config.relay
+                                );
+                            }
                             paused_until = Some(Instant::now() + wait);
                             // Start again from the lowest pending seq when the pause ends.
                             queue.clear();

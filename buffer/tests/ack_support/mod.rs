@@ -105,7 +105,9 @@ impl Sink {
         delay: Duration,
         received: Arc<Mutex<Vec<Received>>>,
     ) -> Sink {
-        let listener = TcpListener::bind(addr).await.expect("the reserved port is free");
+        let listener = TcpListener::bind(addr)
+            .await
+            .expect("the reserved port is free");
         Self::on(listener, delay, received)
     }
 

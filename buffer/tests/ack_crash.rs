@@ -1,0 +1,93 @@
+//! SIGKILL of the real binary with acks pending and in flight, then a restart on the same data
+//! dir: every accepted request ends with an ack, and an ack sent again carries the same
+//! Message-ID as its first send (so a checker can tell a resend from a second ack).
+
+mod ack_support;
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ack_support::{Sink, ack_config, ack_stats, free_port, wait_until};
+use support::{Barrage, Client, request_mail};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
+    // A slow relay: it records each ack, then takes 150 ms to answer, so a kill catches acks the
+    // relay has but barrage has not marked sent.
+    let relay = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = ack_config(dir.path(), relay, "concurrency = 4");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut barrage = Barrage::start(&data, &args);
+
+    let mut client = Client::greet(barrage.smtp).await;
+    let mut tickets = BTreeSet::new();
+    for i in 0..40 {
+        let reply = client
+            .submit(
+                "client@example.net",
+                &request_mail(&format!("<crash-{i}@client.test>"), &format!("nom{i}.fr")),
+            )
+            .await;
+        assert_eq!(reply.code, 250, "{reply:?}");
+        tickets.insert(reply.ticket().unwrap());
+    }
+    // The relay comes up once every request is in, so the kill surely finds acks pending.
+    let sink = Sink::start_at(relay, Duration::from_millis(150), Arc::default()).await;
+    wait_until("some acks in flight", Duration::from_secs(30), || {
+        sink.received().len() >= 6
+    })
+    .await;
+    barrage.kill();
+    let before_kill = sink.received().len();
+    assert!(before_kill < 40, "the kill came before every ack was sent");
+
+    let barrage = Barrage::start(&data, &args);
+    wait_until("an ack for every ticket", Duration::from_secs(60), || {
+        sink.by_ticket().keys().copied().collect::<BTreeSet<_>>() == tickets
+    })
+    .await;
+    wait_until("an empty outbox", Duration::from_secs(30), || {
+        let http = barrage.http;
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(ack_stats(http))["pending"]
+                    == 0
+            })
+            .join()
+            .unwrap()
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let by_ticket = sink.by_ticket();
+    let mut resends = 0;
+    let mut ids = BTreeSet::new();
+    for (ticket, acks) in &by_ticket {
+        let first = acks[0].message_id();
+        for ack in acks {
+            assert_eq!(
+                ack.message_id(),
+                first,
+                "ticket {ticket}: a resend with a new Message-ID"
+            );
+        }
+        resends += acks.len() - 1;
+        assert!(ids.insert(first), "two tickets share an ack Message-ID");
+    }
+    assert!(
+        resends >= 1,
+        "the kill caught acks the relay had taken but barrage had not marked: they are resent"
+    );
+    let stats = ack_stats(barrage.http).await;
+    assert_eq!(stats["sent"], 40, "{stats}");
+    assert_eq!(stats["failed"], 0, "{stats}");
+    eprintln!("{before_kill} acks received before the kill, {resends} resent after the restart");
+    sink.stop().await;
+}
