@@ -200,7 +200,12 @@ pub async fn run_client(
         } else {
             ctx.start + plan.offset(index).unwrap_or_default()
         };
-        if intended >= ctx.deadline || !sleep_until(intended, &mut stop).await {
+        // max_duration: nothing new is started at or after the deadline, even if it was due
+        // before (a client stuck on a slow reply gives up its remaining requests).
+        if intended >= ctx.deadline
+            || Instant::now() >= ctx.deadline
+            || !sleep_until(intended, &mut stop).await
+        {
             break;
         }
         let begun = Instant::now();

@@ -173,8 +173,8 @@ impl Requests {
         Kind::Normal
     }
 
-    /// The request whose form content request `index` carries: itself, or for a resubmission
-    /// the client's earlier request it repeats (followed back at most 64 steps).
+    /// The request whose mail request `index` repeats: itself, or for a resubmission the
+    /// client's earlier request (followed back through resubmissions at most 64 steps).
     fn content_index(&self, index: u64) -> u64 {
         let step = self.plan.clients() as u64;
         let mut at = index;
@@ -202,13 +202,34 @@ impl Requests {
 
     /// Request `index` of the scenario.
     pub fn request(&self, index: u64) -> Request {
+        if self.drawn_kind(index) != Kind::Resubmission {
+            return self.fresh(index);
+        }
+        // Hitting Submit again: the very same mail as the client's earlier request (malformed
+        // or oversize included), under a new id and a new Message-ID.
+        let mut request = self.fresh(self.content_index(index));
+        request.index = index;
+        request.id = self.id(index);
+        request.message_id = self.message_id(&request.id);
+        request.kind = Kind::Resubmission;
+        request
+    }
+
+    fn message_id(&self, id: &str) -> String {
+        format!("<{id}.{:x}@landrush.invalid>", self.scenario.seed)
+    }
+
+    /// Request `index` as if it were not a resubmission.
+    fn fresh(&self, index: u64) -> Request {
         let s = &self.scenario;
         let seed = s.seed;
         let client = self.plan.client_of(index);
-        let kind = self.drawn_kind(index);
-        let content = self.content_index(index);
-        let holder_no = mix(seed, content, HOLDER) % 1_000_000;
-        let mut domain = self.domain_for(content);
+        let kind = match self.drawn_kind(index) {
+            Kind::Resubmission => Kind::Normal,
+            kind => kind,
+        };
+        let holder_no = mix(seed, index, HOLDER) % 1_000_000;
+        let mut domain = self.domain_for(index);
         let mut has_domain_line = true;
         if kind == Kind::Malformed {
             let tld = &s.domains.tld;
@@ -226,7 +247,7 @@ impl Requests {
         let size = if kind == Kind::Oversize {
             s.misbehaviour.oversize_bytes
         } else {
-            let mut pick = mix(seed, content, SIZE) % self.size_weights.max(1);
+            let mut pick = mix(seed, index, SIZE) % self.size_weights.max(1);
             let mut size = s.requests.sizes[0].bytes;
             for choice in &s.requests.sizes {
                 if pick < choice.weight as u64 {
@@ -238,7 +259,7 @@ impl Requests {
             size
         };
         let id = self.id(index);
-        let message_id = format!("<{id}.{seed:x}@landrush.invalid>");
+        let message_id = self.message_id(&id);
         Request {
             index,
             id,
