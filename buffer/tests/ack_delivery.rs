@@ -31,7 +31,10 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = ack_config(dir.path(), sink.addr, "");
-    let barrage = Barrage::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let barrage = Barrage::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
     let mut client = Client::greet(barrage.smtp).await;
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     let mut accept = |reply: support::Reply, ack_to: &str, message_id: &str, domain: &str| {
@@ -55,7 +58,10 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     for i in 0..5 {
         let id = format!("<req-{i}@client.test>");
         let reply = client
-            .submit("bounce@example.net", &request_mail(&id, &format!("nom{i}.fr")))
+            .submit(
+                "bounce@example.net",
+                &request_mail(&id, &format!("nom{i}.fr")),
+            )
             .await;
         accept(reply, "client@example.net", &id, &format!("nom{i}.fr"));
     }
@@ -89,7 +95,10 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     }
     // A retransmission (RFC 1047): the original ticket, no second ack.
     let reply = client
-        .submit("bounce@example.net", &request_mail("<req-0@client.test>", "nom0.fr"))
+        .submit(
+            "bounce@example.net",
+            &request_mail("<req-0@client.test>", "nom0.fr"),
+        )
         .await;
     assert_eq!(reply.code, 250);
     assert!(expected.contains_key(&reply.ticket().unwrap()));
@@ -123,7 +132,10 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         assert_eq!(ack.header("To").unwrap(), want.ack_to);
         assert_eq!(ack.header("In-Reply-To").unwrap(), want.message_id);
         assert_eq!(ack.header("References").unwrap(), want.message_id);
-        assert_eq!(ack.header("X-Barrage-Accepted-At").unwrap(), want.accepted_at);
+        assert_eq!(
+            ack.header("X-Barrage-Accepted-At").unwrap(),
+            want.accepted_at
+        );
         assert_eq!(ack.header("Auto-Submitted").unwrap(), "auto-replied");
         let message_id = ack.message_id();
         let instance = message_id
@@ -139,7 +151,10 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
             want.message_id.clone(),
             format!("Position in the queue on arrival : {ticket}\n"),
         ] {
-            assert!(body.contains(&needle), "ack {ticket} body lacks {needle:?}:\n{body}");
+            assert!(
+                body.contains(&needle),
+                "ack {ticket} body lacks {needle:?}:\n{body}"
+            );
         }
     }
     instances.dedup();
@@ -179,9 +194,15 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains(&format!("barrage_acks_sent_total {n}\n")), "{metrics}");
+    assert!(
+        metrics.contains(&format!("barrage_acks_sent_total {n}\n")),
+        "{metrics}"
+    );
     assert!(metrics.contains("barrage_acks_pending 0\n"), "{metrics}");
-    assert!(metrics.contains("barrage_acks_failed_total 0\n"), "{metrics}");
+    assert!(
+        metrics.contains("barrage_acks_failed_total 0\n"),
+        "{metrics}"
+    );
     sink.stop().await;
 }
 
@@ -191,7 +212,10 @@ async fn without_an_ack_section_nothing_is_queued_and_stats_say_so() {
     let barrage = Barrage::start(&dir.path().join("data"), &[]);
     let mut client = Client::greet(barrage.smtp).await;
     let reply = client
-        .submit("a@example.net", &request_mail("<x@client.test>", "sans-ack.fr"))
+        .submit(
+            "a@example.net",
+            &request_mail("<x@client.test>", "sans-ack.fr"),
+        )
         .await;
     assert_eq!(reply.code, 250);
     let stats = ack_stats(barrage.http).await;
