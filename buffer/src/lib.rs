@@ -2,10 +2,12 @@
 //!
 //! Requests come in through an intake ([`intake`], on the [`smtp`] server), are validated
 //! ([`form`]), made durable in FIFO order by the [`journal`], and handed to the registration system
-//! through the handover [`api`]. [`server`] wires them together; [`config`] holds the settings.
+//! through the handover [`api`]; [`ack`] sends the acknowledgement mails. [`server`] wires them
+//! together, [`config`] holds the settings and [`cli`] is the command line.
 
 pub mod ack;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod form;
 pub mod intake;

@@ -1,0 +1,127 @@
+//! The `barrage` command line: its arguments, help texts and dispatch. It lives in the library so
+//! that `landrush` can run the very same buffer as a child process of its own binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// barrage: a durable FIFO intake buffer for one-shot request floods.
+///
+/// Requests arrive as mails over SMTP; each is fsynced into a journal before it is answered
+/// `250 … queued as ticket N`, and the registration system pulls them in ticket order through the
+/// handover API (`GET /v1/requests?after=SEQ`, `POST /v1/cursor`).
+#[derive(Parser)]
+#[command(name = "barrage", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the SMTP intake and the handover API until SIGTERM/SIGINT.
+    ///
+    /// Settings come from the config file (see buffer/barrage.example.toml), then these flags,
+    /// which override it.
+    Serve(ServeArgs),
+    /// Acknowledgement mails.
+    #[command(subcommand)]
+    Ack(AckCommand),
+}
+
+#[derive(Subcommand)]
+enum AckCommand {
+    /// Print the ack mail of a sample request, rendered with the [ack] settings and template of
+    /// the config file, to check it before the day.
+    Preview {
+        /// TOML config file with an [ack] section.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML config file; every key is documented in buffer/barrage.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the journal (created if missing, locked while barrage runs).
+    /// [default: ./barrage-data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the SMTP intake. [default: 127.0.0.1:2525]
+    #[arg(long, value_name = "ADDR")]
+    smtp: Option<SocketAddr>,
+    /// Address of the private handover and operations API. A non-loopback address needs
+    /// --api-token. [default: 127.0.0.1:8025]
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Bearer token every /v1 call must carry.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BARRAGE_API_TOKEN",
+        hide_env_values = true
+    )]
+    api_token: Option<String>,
+}
+
+/// Runs `barrage` with these command-line arguments (the first is the program name).
+pub fn main_with_args<I, T>(args: I) -> std::process::ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("barrage: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let mut config = match &args.config {
+                Some(path) => Config::load(path)?,
+                None => Config::default(),
+            };
+            if let Some(dir) = args.data_dir {
+                config.data_dir = dir;
+            }
+            if let Some(addr) = args.smtp {
+                config.smtp.listen = addr;
+            }
+            if let Some(addr) = args.http {
+                config.http.listen = addr;
+            }
+            if let Some(token) = args.api_token {
+                config.http.api_token = Some(token);
+            }
+            crate::server::prepare_process();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(crate::server::serve(config))
+        }
+        Command::Ack(AckCommand::Preview { config }) => {
+            let config = Config::load(&config)?;
+            let Some(ack) = &config.ack else {
+                anyhow::bail!("the config file has no [ack] section: no acks would be sent");
+            };
+            print!("{}", crate::ack::preview(ack, &config.hostname)?);
+            Ok(())
+        }
+    }
+}
