@@ -42,7 +42,7 @@ cargo build --release --locked -p barrage -q
   --http 127.0.0.1:0 2>"$WORK/barrage.log" &
 BARRAGE_PID=$!
 
-smtp-sink -c "127.0.0.1:$SINK_PORT" 1000 >/dev/null 2>&1 &
+smtp-sink -u nobody "127.0.0.1:$SINK_PORT" 1000 >"$WORK/smtp-sink.log" 2>&1 &
 SINK_PID=$!
 
 # Postfix, loopback only, discarding everything it accepts (after writing its queue file).
@@ -50,10 +50,10 @@ postconf -e "inet_interfaces = loopback-only" "inet_protocols = ipv4" "mydestina
   "mynetworks = 127.0.0.0/8" "default_transport = discard" "relay_transport = discard" \
   "local_transport = discard" "smtpd_client_connection_count_limit = 0" \
   "smtpd_client_connection_rate_limit = 0" "smtpd_client_message_rate_limit = 0" \
-  "default_process_limit = 200" "maillog_file = /dev/null" "smtpd_recipient_restrictions = permit_mynetworks, reject"
+  "default_process_limit = 200" "maillog_file = /var/log/postfix-bench.log" "smtpd_recipient_restrictions = permit_mynetworks, reject"
 postconf -M "127.0.0.1:$POSTFIX_PORT/inet=127.0.0.1:$POSTFIX_PORT inet n - y - - smtpd"
 postfix stop >/dev/null 2>&1 || true
-postfix start >/dev/null 2>&1
+postfix start >/dev/null 2>&1 || { echo "postfix did not start: see /var/log/postfix-bench.log" >&2; exit 1; }
 
 for port in "$BARRAGE_PORT" "$SINK_PORT" "$POSTFIX_PORT"; do
   for _ in $(seq 100); do
@@ -66,8 +66,12 @@ done
 rate() {
   local start end
   start=$(date +%s.%N)
-  timeout 600 smtp-source $3 -s "$SESSIONS" -m "$MESSAGES" -F "$WORK/request.eml" \
-    -f bench@example.net -t requests@registry.example "127.0.0.1:$2" >"$WORK/$1.out" 2>&1
+  if ! timeout 600 smtp-source $3 -s "$SESSIONS" -m "$MESSAGES" -F "$WORK/request.eml" \
+    -f bench@example.net -t requests@registry.example "127.0.0.1:$2" >"$WORK/$1.out" 2>&1; then
+    echo "smtp-source against $1 failed:" >&2
+    cat "$WORK/$1.out" >&2
+    exit 1
+  fi
   end=$(date +%s.%N)
   echo "$MESSAGES / ($end - $start)" | bc -l
 }
