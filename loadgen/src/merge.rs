@@ -100,6 +100,8 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
     merged.unsent = 0;
     merged.idle_opened = 0;
     merged.idle_held_at_end = 0;
+    merged.pre_connect_failed = 0;
+    merged.pre_connect_late = 0;
     merged.kinds.clear();
     merged.errors.clear();
     merged.warnings.clear();
@@ -113,6 +115,8 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
         merged.unsent += info.unsent;
         merged.idle_opened += info.idle_opened;
         merged.idle_held_at_end += info.idle_held_at_end;
+        merged.pre_connect_failed += info.pre_connect_failed;
+        merged.pre_connect_late += info.pre_connect_late;
         for (k, v) in &info.kinds {
             *merged.kinds.entry(k.clone()).or_default() += v;
         }

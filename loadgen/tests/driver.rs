@@ -260,6 +260,13 @@ async fn pre_connected_clients_fire_together() {
     };
     let summary = run(&s, proxy, dir.path(), options).await;
     let start = summary.info.started_at;
+    assert_eq!(
+        (
+            summary.info.pre_connect_failed,
+            summary.info.pre_connect_late
+        ),
+        (0, 0)
+    );
     let recs = records(dir.path());
     assert_eq!(recs.len(), 40);
     // All due at the same instant, all accepted, one ticket each.

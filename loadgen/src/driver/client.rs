@@ -48,6 +48,9 @@ pub struct Stats {
     pub kinds: BTreeMap<String, u64>,
     pub errors: BTreeMap<String, u64>,
     pub idle_opened: u64,
+    /// Pre-connections that failed, or were not ready by the start instant.
+    pub pre_connect_failed: u64,
+    pub pre_connect_late: u64,
 }
 
 impl Stats {
@@ -55,6 +58,8 @@ impl Stats {
         self.requests_started += other.requests_started;
         self.transmissions += other.transmissions;
         self.idle_opened += other.idle_opened;
+        self.pre_connect_failed += other.pre_connect_failed;
+        self.pre_connect_late += other.pre_connect_late;
         for (k, v) in other.kinds {
             *self.kinds.entry(k).or_default() += v;
         }
@@ -181,13 +186,25 @@ pub async fn run_client(
         let request = ctx.requests.request(first);
         if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
             let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
-            if let Ok(None) = conn
+            match conn
                 .envelope(&request.sender, &request.recipient, data)
                 .await
             {
-                session.staged = if data { Staged::Data } else { Staged::Rcpt };
+                Ok(None) => {
+                    session.staged = if data { Staged::Data } else { Staged::Rcpt };
+                    session.conn = Some(conn);
+                }
+                Ok(Some(_)) => {
+                    stats.pre_connect_failed += 1;
+                    session.conn = Some(conn);
+                }
+                Err(_) => stats.pre_connect_failed += 1,
             }
-            session.conn = Some(conn);
+        } else {
+            stats.pre_connect_failed += 1;
+        }
+        if Instant::now() > ctx.start {
+            stats.pre_connect_late += 1;
         }
         // A failed pre-connect is retried at the instant by the normal path.
     }

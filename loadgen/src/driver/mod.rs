@@ -131,6 +131,11 @@ pub struct RunInfo {
     /// Idle connections opened, and still held when the senders finished.
     pub idle_opened: u64,
     pub idle_held_at_end: u64,
+    /// Pre-connections that failed (retried at the instant), and those not ready by the start.
+    #[serde(default)]
+    pub pre_connect_failed: u64,
+    #[serde(default)]
+    pub pre_connect_late: u64,
     /// Reply after end of data (µs).
     pub latency_service: Summary,
     /// Reply after intended send time, coordinated-omission corrected (µs).
@@ -316,6 +321,12 @@ pub async fn run_scenario(
             scenario.bounds.max_duration
         ));
     }
+    if stats.pre_connect_late > 0 || stats.pre_connect_failed > 0 {
+        warnings.push(format!(
+            "pre-connect: {} clients were not connected and staged by the start instant and {}              failed (retried at the instant); give `start` more time or use --shard",
+            stats.pre_connect_late, stats.pre_connect_failed
+        ));
+    }
     if scenario.http.is_some() || !scenario.faults.is_empty() {
         warnings.push(
             "the scenario's [http] / [[faults]] sections are not played by `landrush run`".into(),
@@ -351,6 +362,8 @@ pub async fn run_scenario(
         errors: stats.errors,
         idle_opened: stats.idle_opened,
         idle_held_at_end,
+        pre_connect_failed: stats.pre_connect_failed,
+        pre_connect_late: stats.pre_connect_late,
         latency_service: Summary::of(&histograms.service),
         latency_corrected: Summary::of(&histograms.corrected),
         driver_lag: LagReport {
