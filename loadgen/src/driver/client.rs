@@ -253,6 +253,7 @@ pub async fn run_client(
             let tx = transmit(&ctx, &mut session, &request, &message, false).await;
             emit(&ctx, &sink, &mut stats, &request, 2, intended, None, tx).await;
         }
+        ctx.live.done.fetch_add(1, Ordering::Relaxed);
         if message.capacity() > 1024 * 1024 {
             message = Vec::with_capacity(4096);
         }

@@ -74,7 +74,7 @@ impl Progress {
                 } else {
                     String::new()
                 };
-                shown.set_position(done);
+                shown.set_position(live.done.load(Ordering::Relaxed));
                 shown.set_message(format!(
                     "sent {} accepted {accepted} refused {refused} unknown {unknown} \
                      in-flight {} idle {} {rate:.0}/s p99 {:.1} ms{lag_note}{}",

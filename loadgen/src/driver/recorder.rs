@@ -45,6 +45,8 @@ pub struct Event {
 /// progress line.
 #[derive(Default)]
 pub struct Live {
+    /// Requests finished (all their transmissions done).
+    pub done: AtomicU64,
     /// Transmissions whose data was completely sent.
     pub sent: AtomicU64,
     pub accepted: AtomicU64,
