@@ -95,9 +95,14 @@ pub struct LagReport {
 /// What a run did: counts, latencies, lag and warnings. Also the body of `run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
+    /// The scenario's name.
     pub scenario: String,
     #[serde(default)]
     pub scenario_file: Option<String>,
+    /// The scenario as played (parsed, defaults filled in), so a run folder says exactly what
+    /// was sent even if the file changes later.
+    #[serde(default)]
+    pub scenario_spec: serde_json::Value,
     pub seed: u64,
     #[serde(default)]
     pub tag: Option<String>,
@@ -223,6 +228,10 @@ pub async fn run_scenario(
              `start` or override it with --start +2s"
         );
     }
+    ensure!(
+        start_at.micros() - launched_at.micros() <= 7 * 24 * 3600 * 1_000_000,
+        "the start instant {start_at} is more than a week away; is the date right?"
+    );
     let start = clock.instant(start_at);
     let deadline = start + scenario.bounds.max_duration.0;
     let requests = Requests::new(scenario, &plan, options.tag.clone());
@@ -338,6 +347,7 @@ pub async fn run_scenario(
             .scenario_file
             .as_ref()
             .map(|p| p.display().to_string()),
+        scenario_spec: serde_json::to_value(scenario).unwrap_or_default(),
         seed: scenario.seed,
         tag: options.tag.clone(),
         target: options
