@@ -1,6 +1,8 @@
 //! The `landrush` command line: one subcommand per job. Each subcommand's arguments and code live
 //! in the library (`landrush::driver::cli` for `run` and `merge`); this file only dispatches.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// landrush: replays landrush scenarios against an intake buffer and verifies the contract
@@ -22,15 +24,65 @@ enum Command {
     Run(landrush::driver::cli::RunArgs),
     /// Combine the run folders of the shards of one scenario into one folder.
     Merge(landrush::driver::cli::MergeArgs),
+    /// The whole rehearsal: start barrage, the fake registry and the ack sink, play the
+    /// scenario, wait for the handover and the acks, check, report. Exit 1 on a failed check.
+    Rehearse(landrush::commands::RehearseArgs),
+    /// Run the checkers (FIFO, loss, duplicates, retransmissions, acks) over a run folder.
+    Check(landrush::commands::CheckArgs),
+    /// Rebuild report.json, report.md and report.html of a run folder from its records.
+    Report(landrush::commands::ReportArgs),
+    /// Put the reports of two run folders side by side (ratios B/A).
+    Compare(landrush::commands::CompareArgs),
+    /// Run the barrage buffer built into landrush (`landrush buffer serve …`, same arguments
+    /// as `barrage`): what `rehearse` starts as its child process.
+    #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
+    Buffer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    raise_open_files_limit();
-    match cli.command {
-        Command::Run(args) => runtime()?.block_on(landrush::driver::cli::run_command(args)),
-        Command::Merge(args) => landrush::driver::cli::merge_command(args),
+    if let Command::Buffer { args } = cli.command {
+        // barrage builds its own runtime and handles its own signals.
+        return barrage::cli::main_with_args(std::iter::once("barrage".into()).chain(args));
     }
+    raise_open_files_limit();
+    let result = match cli.command {
+        Command::Run(args) => runtime()
+            .and_then(|rt| rt.block_on(landrush::driver::cli::run_command(args)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Merge(args) => {
+            landrush::driver::cli::merge_command(args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Rehearse(args) => {
+            init_logging();
+            runtime().and_then(|rt| rt.block_on(landrush::commands::rehearse_command(args)))
+        }
+        Command::Check(args) => landrush::commands::check_command(args),
+        Command::Report(args) => landrush::commands::report_command(args),
+        Command::Compare(args) => landrush::commands::compare_command(args),
+        Command::Buffer { .. } => unreachable!("handled above"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("landrush: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Warnings of the harness's own parts (sinks, registry) on stderr; RUST_LOG overrides.
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init()
+        .ok();
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

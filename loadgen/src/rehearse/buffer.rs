@@ -1,0 +1,245 @@
+//! The buffer under test as a child process: started on free loopback ports in a data dir, found
+//! through the `endpoints.json` it writes, stopped with SIGTERM, killed with SIGKILL and restarted
+//! on the same data dir and ports (the handle issue 9's crash faults use).
+//!
+//! By default the child is landrush's own executable running its hidden `buffer` subcommand (which
+//! is `barrage::cli::main_with_args`), so a fresh clone needs nothing but `cargo run -p landrush`;
+//! `--barrage PATH` runs another barrage binary instead.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Deserialize;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// The file barrage writes into its data dir once it listens.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// How long a starting buffer may take to write its endpoints.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which program runs the buffer.
+#[derive(Debug, Clone)]
+pub struct BufferProgram {
+    pub program: PathBuf,
+    /// Arguments before `serve …` (`["buffer"]` for landrush's own hidden subcommand).
+    pub prefix: Vec<OsString>,
+}
+
+impl BufferProgram {
+    /// landrush's own executable, `landrush buffer serve …`.
+    pub fn landrush_itself() -> anyhow::Result<Self> {
+        Ok(BufferProgram {
+            program: std::env::current_exe().context("cannot find landrush's own executable")?,
+            prefix: vec!["buffer".into()],
+        })
+    }
+
+    /// A `landrush` executable at `path` (tests use `CARGO_BIN_EXE_landrush`).
+    pub fn landrush_at(path: impl Into<PathBuf>) -> Self {
+        BufferProgram {
+            program: path.into(),
+            prefix: vec!["buffer".into()],
+        }
+    }
+
+    /// A `barrage` executable at `path`, `barrage serve …`.
+    pub fn barrage_at(path: impl Into<PathBuf>) -> Self {
+        BufferProgram {
+            program: path.into(),
+            prefix: Vec::new(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut words = vec![self.program.display().to_string()];
+        words.extend(self.prefix.iter().map(|a| a.to_string_lossy().into_owned()));
+        words.join(" ")
+    }
+}
+
+/// Where and how the buffer runs.
+#[derive(Debug, Clone)]
+pub struct BufferSpec {
+    pub program: BufferProgram,
+    pub data_dir: PathBuf,
+    /// The config file (`--config`).
+    pub config: PathBuf,
+    /// stdout and stderr of every start, appended.
+    pub log: PathBuf,
+    /// Listen addresses; port 0 picks free ports on the first start, a restart reuses them.
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Where a running buffer listens, from its `endpoints.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Endpoints {
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+    pub pid: u32,
+}
+
+impl Endpoints {
+    /// The handover API's base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+}
+
+/// A buffer child process.
+pub struct Buffer {
+    spec: BufferSpec,
+    child: Option<Child>,
+    endpoints: Endpoints,
+    starts: u32,
+}
+
+impl Buffer {
+    /// Starts the buffer and waits until it listens.
+    pub async fn start(spec: BufferSpec) -> anyhow::Result<Buffer> {
+        let (child, endpoints) = spawn(&spec).await?;
+        Ok(Buffer {
+            spec,
+            child: Some(child),
+            endpoints,
+            starts: 1,
+        })
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        self.endpoints
+    }
+
+    pub fn spec(&self) -> &BufferSpec {
+        &self.spec
+    }
+
+    /// How many times it was started (1 + restarts).
+    pub fn starts(&self) -> u32 {
+        self.starts
+    }
+
+    /// Whether the process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGKILL (a crash at this instant) and reap it.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().context("cannot SIGKILL the buffer")?;
+            child.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean stop; SIGKILL after `grace`. Returns how it ended.
+    pub async fn terminate(&mut self, grace: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(grace, child.wait()).await {
+            Ok(status) => Ok(Some(status?)),
+            Err(_) => {
+                tracing::warn!("the buffer did not stop within {grace:?} of SIGTERM: SIGKILL");
+                child.start_kill()?;
+                Ok(Some(child.wait().await?))
+            }
+        }
+    }
+
+    /// Starts it again on the same data dir and the same ports (after [`kill`](Buffer::kill) or
+    /// [`terminate`](Buffer::terminate); kills a running one first).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill().await?;
+        let mut spec = self.spec.clone();
+        spec.smtp = self.endpoints.smtp;
+        spec.http = self.endpoints.http;
+        let (child, endpoints) = spawn(&spec).await?;
+        self.child = Some(child);
+        self.endpoints = endpoints;
+        self.starts += 1;
+        Ok(())
+    }
+}
+
+async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
+    std::fs::create_dir_all(&spec.data_dir)
+        .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
+    let endpoints_path = spec.data_dir.join(ENDPOINTS_FILE);
+    // A file left by a killed buffer would point at the dead one.
+    let _ = std::fs::remove_file(&endpoints_path);
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .with_context(|| format!("cannot open {}", spec.log.display()))?;
+    let mut command = Command::new(&spec.program.program);
+    command
+        .args(&spec.program.prefix)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&spec.data_dir)
+        .arg("--smtp")
+        .arg(spec.smtp.to_string())
+        .arg("--http")
+        .arg(spec.http.to_string())
+        .arg("--config")
+        .arg(&spec.config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start the buffer ({})", spec.program.describe()))?;
+    let pid = child.id().unwrap_or(0);
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the buffer ({}) exited at start with {status}; its log ({}) ends with:\n{}",
+                spec.program.describe(),
+                spec.log.display(),
+                log_tail(&spec.log)
+            );
+        }
+        if let Ok(text) = std::fs::read_to_string(&endpoints_path)
+            && let Ok(endpoints) = serde_json::from_str::<Endpoints>(&text)
+            && (endpoints.pid == pid || pid == 0)
+        {
+            return Ok((child, endpoints));
+        }
+        if Instant::now() > deadline {
+            let _ = child.start_kill();
+            bail!(
+                "the buffer did not write {} within {START_TIMEOUT:?}; its log ({}) ends with:\n{}",
+                endpoints_path.display(),
+                spec.log.display(),
+                log_tail(&spec.log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
