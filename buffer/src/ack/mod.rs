@@ -11,6 +11,7 @@
 //! `From`, else the envelope sender; a request with none of these gets no ack.
 
 pub mod outbox;
+pub mod relay;
 pub mod sender;
 pub mod template;
 
@@ -261,7 +262,7 @@ pub fn start<O: AckOutbox>(
     };
     config.validate()?;
     let composer = Arc::new(Composer::new(config, instance_id, hostname)?);
-    let sender = sender::AckSender::new(outbox, composer, config.clone(), relay_up)?;
+    let sender = sender::AckSender::new(outbox, composer, config.clone(), relay_up, hostname)?;
     tracing::info!("acks go through {} from {}", config.relay, config.from);
     Ok(Acks {
         stats,

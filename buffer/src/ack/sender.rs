@@ -1,8 +1,8 @@
 //! The ack sender: one task that sends pending acks in seq order through the relay and records
 //! each outcome in the journal.
 //!
-//! - Acks are dispatched in seq order, up to `concurrency` at a time over lettre's connection
-//!   pool, paced by `rate_per_sec` when set.
+//! - Acks are dispatched in seq order, up to `concurrency` at a time over pooled relay
+//!   connections ([`Relay`]), paced by `rate_per_sec` when set.
 //! - The relay unreachable (connection refused, timeout, TLS failure, 421): nothing is marked, the
 //!   sender pauses with exponential backoff and starts again from the lowest pending seq. An
 //!   outage never counts against an ack, so acks simply wait for the relay.
@@ -16,17 +16,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::AckConfig;
 use super::outbox::{AckMark, AckOutbox, PendingAck};
+use super::relay::{Relay, SendError};
 use super::template::Composer;
-use super::{AckConfig, AckTls};
 use crate::journal::now_micros;
 
 /// Pending acks read from the journal at a time.
@@ -48,36 +45,10 @@ enum Outcome {
 pub struct AckSender<O> {
     outbox: Arc<O>,
     composer: Arc<Composer>,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Arc<Relay>,
     config: AckConfig,
     /// False while the sender waits for the relay to come back.
     relay_up: Arc<AtomicBool>,
-}
-
-/// Builds the pooled SMTP transport to the relay.
-pub fn transport(config: &AckConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let (host, port) = config
-        .relay
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .ok_or_else(|| anyhow::anyhow!("ack.relay {:?} is not host:port", config.relay))?;
-    let tls = match config.tls {
-        AckTls::None => Tls::None,
-        AckTls::Starttls => Tls::Required(TlsParameters::new(host.to_string())?),
-        AckTls::Tls => Tls::Wrapper(TlsParameters::new(host.to_string())?),
-    };
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .tls(tls)
-        .timeout(Some(Duration::from_secs(config.timeout_secs)))
-        .pool_config(PoolConfig::new().max_size(config.concurrency as u32));
-    if let Some(user) = &config.username {
-        builder = builder.credentials(Credentials::new(
-            user.clone(),
-            config.password.clone().unwrap_or_default(),
-        ));
-    }
-    Ok(builder.build())
 }
 
 impl<O: AckOutbox> AckSender<O> {
@@ -86,9 +57,10 @@ impl<O: AckOutbox> AckSender<O> {
         composer: Arc<Composer>,
         config: AckConfig,
         relay_up: Arc<AtomicBool>,
+        hostname: &str,
     ) -> anyhow::Result<Self> {
         Ok(AckSender {
-            transport: transport(&config)?,
+            relay: Arc::new(Relay::new(&config, hostname)?),
             outbox,
             composer,
             config,
@@ -164,11 +136,12 @@ impl<O: AckOutbox> AckSender<O> {
                 let seq = ack.seq;
                 match self.composer.compose(&ack) {
                     Ok(mail) => {
-                        let transport = self.transport.clone();
+                        let relay = self.relay.clone();
                         tasks.spawn(async move {
-                            let outcome = match transport.send(mail).await {
-                                Ok(_) => Outcome::Sent,
-                                Err(e) => classify(&e),
+                            let outcome = match relay.send(&mail).await {
+                                Ok(()) => Outcome::Sent,
+                                Err(SendError::Relay(e)) => Outcome::RelayDown(e),
+                                Err(SendError::Smtp(e)) => classify(&e),
                             };
                             (seq, attempts, outcome)
                         });
@@ -298,7 +271,7 @@ fn mark_seq(mark: &AckMark) -> u64 {
 
 fn classify(error: &lettre::transport::smtp::Error) -> Outcome {
     let text = error.to_string();
-    if error.is_permanent() {
+    if error.is_permanent() || error.is_client() {
         Outcome::Failed(text)
     } else if error.is_transient() {
         // 421: the relay is closing the channel, not a judgement on this message.
