@@ -47,13 +47,17 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null || { cat "$WORK/sink.out" >&2; exit 1; }
-"${CARGO_TARGET_DIR:-target}/release/barrage" serve --config "$WORK/barrage.toml" \
-  --data-dir "$WORK/data" --smtp "127.0.0.1:$BARRAGE_PORT" --http 127.0.0.1:0 2>"$WORK/barrage.log" &
+BARRAGE="${CARGO_TARGET_DIR:-target}/release/barrage"
+WEB=()
+"$BARRAGE" serve --help | grep -q -- '--web' && WEB=(--web 127.0.0.1:0)
+"$BARRAGE" serve --config "$WORK/barrage.toml" --data-dir "$WORK/data" \
+  --smtp "127.0.0.1:$BARRAGE_PORT" --http 127.0.0.1:0 "${WEB[@]}" 2>"$WORK/barrage.log" &
 BARRAGE_PID=$!
 for _ in $(seq 100); do
   [ -s "$WORK/data/endpoints.json" ] && break
   sleep 0.1
 done
+[ -s "$WORK/data/endpoints.json" ] || { cat "$WORK/barrage.log" >&2; exit 1; }
 HTTP=$(jq -r .http "$WORK/data/endpoints.json")
 stats() { curl -fsS "http://$HTTP/v1/stats"; }
 
