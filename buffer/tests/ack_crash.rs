@@ -14,7 +14,7 @@ use support::{Barrage, Client, request_mail};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
-    // A slow relay: it records each ack, then takes 150 ms to answer, so a kill catches acks the
+    // A slow relay: it records each ack, then takes 250 ms to answer, so a kill catches acks the
     // relay has but barrage has not marked sent.
     let relay = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -36,7 +36,7 @@ async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
         tickets.insert(reply.ticket().unwrap());
     }
     // The relay comes up once every request is in, so the kill surely finds acks pending.
-    let sink = Sink::start_at(relay, Duration::from_millis(150), Arc::default()).await;
+    let sink = Sink::start_at(relay, Duration::from_millis(250), Arc::default()).await;
     wait_until("some acks in flight", Duration::from_secs(30), || {
         sink.received().len() >= 6
     })
