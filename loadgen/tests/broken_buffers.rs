@@ -1,0 +1,258 @@
+//! Proof that the checkers bite: the real driver, fake registry, ack sink and checkers (the
+//! `landrush rehearse --target --handover --ack-sink` path) against fake buffers each broken in one
+//! way (tests/support/fake_buffer.rs). Each must FAIL the check that guards that rule, with a
+//! counterexample naming the very request the flaw touched; a fake without a flaw must pass; and
+//! a rehearsal of the real barrage, through the `landrush` binary, must pass end to end.
+//!
+//! Small scenarios (300 to 1,000 requests in two seconds), every test bounded by a timeout, no
+//! assertion on speed.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use landrush::rehearse::Rehearsal;
+use reports::checks::{CheckResult, verdict};
+use support::fake_buffer::{Event, FakeBuffer, Flaw};
+use support::{free_addr, rehearse_running, scenario};
+
+/// Rehearses a fake with `flaw` on a scenario of `count` requests with `misbehaviour`.
+async fn rehearse_fake(
+    flaw: Flaw,
+    count: u32,
+    misbehaviour: &str,
+) -> (Rehearsal, FakeBuffer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = free_addr();
+    let fake = FakeBuffer::start(flaw, sink).await;
+    let scenario = scenario("broken", count, misbehaviour);
+    let r = rehearse_running(&scenario, fake.smtp, fake.url(), sink, dir.path()).await;
+    // `cargo test -- --nocapture` shows each flaw's verdict and counterexamples.
+    eprintln!("{flaw:?}:\n{}", summary(&r));
+    (r, fake, dir)
+}
+
+fn check<'a>(r: &'a Rehearsal, name: &str) -> &'a CheckResult {
+    r.checks
+        .get(name)
+        .unwrap_or_else(|| panic!("no `{name}` check"))
+}
+
+fn count(c: &CheckResult, name: &str) -> u64 {
+    c.counts.get(name).copied().unwrap_or(0)
+}
+
+fn examples_text(c: &CheckResult) -> String {
+    serde_json::to_string(&c.examples).unwrap()
+}
+
+fn the_event(fake: &FakeBuffer, what: &str) -> Event {
+    let events: Vec<Event> = fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what == what)
+        .collect();
+    assert_eq!(events.len(), 1, "the flaw `{what}` fired once: {events:?}");
+    events.into_iter().next().unwrap()
+}
+
+fn summary(r: &Rehearsal) -> String {
+    landrush::commands::summary(r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_correct_fake_passes() {
+    let (r, fake, _dir) = rehearse_fake(
+        Flaw::None,
+        300,
+        "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
+    )
+    .await;
+    assert!(fake.events().is_empty());
+    assert_eq!(verdict(&r.checks), "pass", "{}", summary(&r));
+    assert!(r.drain.complete, "{:?}", r.drain);
+    assert!(count(check(&r, "retransmissions"), "retransmitted") > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_one_accepted_request_in_1000_fails_loss() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::LoseSeq(500), 1000, "").await;
+    let lost = the_event(&fake, "lost");
+    let loss = check(&r, "loss");
+    assert_eq!(loss.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(loss, "lost"), 1, "{}", summary(&r));
+    let text = examples_text(loss);
+    assert!(text.contains(lost.id.as_deref().unwrap()), "{text}");
+    // The seq it was given is a gap in the handover.
+    assert_eq!(count(loss, "gaps"), 1, "{}", summary(&r));
+    // It got no ack either, and the rehearsal said what was missing.
+    assert_eq!(count(check(&r, "acks"), "missing"), 1);
+    assert!(!r.drain.complete);
+    assert_eq!(r.drain.missing_handed_ids, vec![lost.id.clone().unwrap()]);
+    assert_eq!(verdict(&r.checks), "fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swapping_two_neighbours_in_the_handover_fails_fifo() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::SwapAfter(10), 300, "").await;
+    let swapped = the_event(&fake, "swapped in the handover");
+    assert_eq!(swapped.seq, 11);
+    let fifo = check(&r, "fifo");
+    assert_eq!(fifo.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(fifo, "handover_order"), 1, "{}", summary(&r));
+    let text = examples_text(fifo);
+    assert!(text.contains(swapped.id.as_deref().unwrap()), "{text}");
+    // Nothing was lost or duplicated: only the order is wrong.
+    assert_eq!(check(&r, "loss").ok, Some(true), "{}", summary(&r));
+    assert_eq!(check(&r, "duplicates").ok, Some(true), "{}", summary(&r));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answering_250_before_the_write_fails_loss_when_killed_mid_burst() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = free_addr();
+    let fake = std::sync::Arc::new(
+        FakeBuffer::start(Flaw::ReplyBeforeWrite(Duration::from_millis(200)), sink).await,
+    );
+    let scenario = scenario("reply-before-write", 600, "");
+    let killer = {
+        let fake = fake.clone();
+        tokio::spawn(async move {
+            while fake.accepted() < 250 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            fake.crash();
+        })
+    };
+    let r = rehearse_running(&scenario, fake.smtp, fake.url(), sink, dir.path()).await;
+    killer.await.unwrap();
+    eprintln!("ReplyBeforeWrite + crash:\n{}", summary(&r));
+    let dropped: HashSet<String> = fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what == "write lost in the crash")
+        .filter_map(|e| e.id)
+        .collect();
+    assert!(!dropped.is_empty(), "the crash caught writes in flight");
+    let loss = check(&r, "loss");
+    assert_eq!(loss.ok, Some(false), "{}", summary(&r));
+    // Every request the crash lost had been answered 250: each one is a `lost` counterexample.
+    assert_eq!(count(loss, "lost"), dropped.len() as u64, "{}", summary(&r));
+    assert!(!loss.examples.is_empty());
+    for example in &loss.examples {
+        let text = example.to_string();
+        assert!(
+            dropped.iter().any(|id| text.contains(id.as_str())),
+            "a lost example that the crash did not lose: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acking_twice_fails_acks() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::AckTwice(7), 300, "").await;
+    let twice = the_event(&fake, "acked twice");
+    let acks = check(&r, "acks");
+    assert_eq!(acks.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(acks, "extra"), 1, "{}", summary(&r));
+    assert_eq!(count(acks, "resent"), 0);
+    let text = examples_text(acks);
+    assert!(
+        text.contains("one request gets one ack, not two distinct ones"),
+        "{text}"
+    );
+    assert!(text.contains(twice.id.as_deref().unwrap()), "{text}");
+    assert_eq!(check(&r, "loss").ok, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acking_a_refused_request_fails_acks() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::AckRefused, 300, "malformed = 0.03").await;
+    let refused = the_event(&fake, "acked a refused request");
+    let acks = check(&r, "acks");
+    assert_eq!(acks.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(acks, "extra"), 1, "{}", summary(&r));
+    let text = examples_text(acks);
+    assert!(text.contains("a refused request gets no ack"), "{text}");
+    let mid = refused.message_id.unwrap();
+    assert!(text.contains(mid.trim_matches(['<', '>'])), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_seq_for_a_retransmission_fails_retransmissions_and_duplicates() {
+    let (r, _fake, _dir) = rehearse_fake(Flaw::NoDedup, 300, "retransmissions = 0.05").await;
+    let retrans = check(&r, "retransmissions");
+    assert_eq!(retrans.ok, Some(false), "{}", summary(&r));
+    assert!(count(retrans, "new_seq") >= 1, "{}", summary(&r));
+    assert!(count(retrans, "second_ack") >= 1, "{}", summary(&r));
+    let dups = check(&r, "duplicates");
+    assert_eq!(dups.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(dups, "duplicated"), count(retrans, "new_seq"));
+    // The counterexample names a retransmitted request: one id under two seqs.
+    let example = &dups.examples[0];
+    let id = example.to_string();
+    let sent: Vec<reports::records::SentRecord> =
+        reports::records::read_all(&r.out_dir.join("sent.jsonl")).unwrap();
+    assert!(
+        sent.iter().any(|s| s.attempt > 1 && id.contains(&s.id)),
+        "the duplicate is a retransmitted request: {id}"
+    );
+}
+
+/// The real thing: `landrush rehearse` on a small scenario starts barrage as its own child, and
+/// the run passes every check end to end.
+#[test]
+fn rehearsing_the_real_barrage_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario_path = dir.path().join("small.toml");
+    let text = toml::to_string(&scenario(
+        "small-real",
+        300,
+        "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
+    ))
+    .unwrap();
+    std::fs::write(&scenario_path, text).unwrap();
+    let out = dir.path().join("run");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"))
+        .arg("rehearse")
+        .arg(&scenario_path)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        // See support::rehearse_running: sent_at is stamped after the write returns.
+        .arg("--clock-tolerance")
+        .arg("5ms")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + support::TEST_LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("landrush rehearse did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "rehearse failed: {:?}\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("verdict: PASS"), "{stdout}");
+    let report = reports::load_report(&out).unwrap();
+    assert_eq!(report.verdict, "pass");
+    assert!(report.counts.accepted > 250, "{:?}", report.counts);
+    assert_eq!(report.counts.handed_over, report.counts.accepted);
+    assert_eq!(report.counts.acked, report.counts.accepted);
+    for name in ["fifo", "loss", "duplicates", "retransmissions", "acks"] {
+        assert_eq!(report.checks[name].ok, Some(true), "{name}: {stdout}");
+    }
+    // The buffer was stopped: no barrage left holding the ports.
+    assert!(out.join("buffer.log").is_file());
+    assert!(out.join("stats.jsonl").is_file());
+}

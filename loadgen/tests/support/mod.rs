@@ -1,0 +1,108 @@
+//! Test doubles for the checkers' proof: a small fake buffer with a deliberate flaw, and helpers to
+//! rehearse it with the real driver, observers and checkers.
+//!
+//! The fake speaks SMTP through barrage's own server (`barrage::smtp::serve`), keeps its queue in
+//! memory, serves the same handover API as barrage (`/v1/requests`, `/v1/cursor`, `/v1/stats`) over
+//! a minimal HTTP/1.1 server, and sends acks by SMTP to the ack sink. Each [`Flaw`] breaks exactly
+//! one rule of DESIGN.md's contract. None of this is in the production binary.
+
+#![allow(dead_code)]
+
+pub mod fake_buffer;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use landrush::check::CheckOptions;
+use landrush::rehearse::{Handover, Rehearsal, RehearseOptions, Target, rehearse};
+use landrush::scenario::Scenario;
+
+/// See [`rehearse_running`]: the slack given to real-time precedence in these tests.
+pub const PRECEDENCE_TOLERANCE_US: u64 = 5_000;
+
+/// Every test gives up after this long rather than hang CI.
+pub const TEST_LIMIT: Duration = Duration::from_secs(120);
+
+/// A small front-loaded scenario of `count` requests over two seconds from 10 clients, with
+/// `misbehaviour` (TOML lines of the [misbehaviour] section).
+pub fn scenario(name: &str, count: u32, misbehaviour: &str) -> Scenario {
+    let text = format!(
+        r#"
+name = "{name}"
+seed = 7
+start = "+1s"
+
+[bounds]
+max_requests = {count}
+max_duration = "30s"
+
+[clients]
+count = 10
+idle = 0
+reply_timeout = "5s"
+
+[schedule]
+model = "burst"
+count = {count}
+within = "2s"
+front_load = 2
+
+[requests]
+recipient = "requests@registry.invalid"
+requesters = 20
+requester_domain = "registrar.invalid"
+sizes = [{{ bytes = 700, weight = 1 }}]
+
+[domains]
+pool = 100000
+tld = "fr"
+hot = ["exemple.fr"]
+hot_generated = 3
+askers = 3
+hot_within = "1s"
+
+[misbehaviour]
+{misbehaviour}
+"#
+    );
+    Scenario::parse(&text).expect("test scenario parses")
+}
+
+/// A free loopback port (bound and released; the ack sink binds it again at once).
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+/// Rehearses a running buffer (the fake) with the real driver, fake registry, ack sink and
+/// checkers: the `--target --handover --ack-sink` path of `landrush rehearse`.
+pub async fn rehearse_running(
+    scenario: &Scenario,
+    smtp: SocketAddr,
+    api_url: String,
+    ack_sink: SocketAddr,
+    out: &Path,
+) -> Rehearsal {
+    let options = RehearseOptions {
+        target: Target::Running(smtp),
+        handover: Handover::Api(Some(api_url)),
+        ack_sink: Some(ack_sink),
+        acks: true,
+        quiet_period: Duration::from_millis(1500),
+        progress: false,
+        check: CheckOptions {
+            // The driver stamps `sent_at` after its write returns, so on a busy 2-core machine
+            // running driver, fake and observers in one runtime, B's stamp can land a few hundred
+            // µs after the buffer already had B: a false real-time precedence violation. None of
+            // these tests is about precedence; a tolerance keeps them deterministic.
+            clock_tolerance_us: PRECEDENCE_TOLERANCE_US,
+            ..CheckOptions::default()
+        },
+        ..RehearseOptions::default()
+    };
+    tokio::time::timeout(TEST_LIMIT, rehearse(scenario, out, options))
+        .await
+        .expect("the rehearsal finishes in time")
+        .expect("the rehearsal runs")
+}
