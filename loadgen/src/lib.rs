@@ -4,6 +4,7 @@ pub mod check;
 pub mod commands;
 
 pub mod driver;
+pub mod gate;
 pub mod merge;
 pub mod observe;
 pub mod rehearse;

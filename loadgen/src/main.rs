@@ -33,6 +33,9 @@ enum Command {
     Report(landrush::commands::ReportArgs),
     /// Put the reports of two run folders side by side (ratios B/A).
     Compare(landrush::commands::CompareArgs),
+    /// The CI gate: rehearse the runs of a gate file (or read run folders) and judge their
+    /// thresholds; junit.xml and summary.md. Exit 1 when a threshold failed.
+    Gate(landrush::gate::GateArgs),
     /// Run the barrage buffer built into landrush (`landrush buffer serve …`, same arguments
     /// as `barrage`): what `rehearse` starts as its child process.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
         Command::Rehearse(args) => {
             init_logging();
             runtime().and_then(|rt| rt.block_on(landrush::commands::rehearse_command(args)))
+        }
+        Command::Gate(args) => {
+            init_logging();
+            runtime().and_then(|rt| rt.block_on(landrush::gate::gate_command(args)))
         }
         Command::Check(args) => landrush::commands::check_command(args),
         Command::Report(args) => landrush::commands::report_command(args),

@@ -1,0 +1,386 @@
+//! The gate's outputs: JUnit XML (one test case per threshold, a test suite per run), a Markdown
+//! summary and the terminal table. Pure functions of the judged thresholds.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{GateFile, Judged, RunState};
+
+/// `junit.xml`: a `<testsuite>` per run, a `<testcase>` per threshold; a failed threshold is a
+/// `<failure>` whose message says the measured value, the bound and by how much it missed.
+pub fn junit(
+    gate: &GateFile,
+    states: &HashMap<String, RunState>,
+    judged: &[Judged],
+    elapsed: Duration,
+) -> String {
+    let failures = judged.iter().filter(|j| j.passed == Some(false)).count();
+    let skipped = judged.iter().filter(|j| j.passed.is_none()).count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        x,
+        "<testsuites name=\"landrush gate\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" \
+         time=\"{:.3}\">",
+        judged.len(),
+        elapsed.as_secs_f64()
+    );
+    for run in &gate.runs {
+        let cases: Vec<&Judged> = judged.iter().filter(|j| j.run == run.name).collect();
+        let f = cases.iter().filter(|j| j.passed == Some(false)).count();
+        let s = cases.iter().filter(|j| j.passed.is_none()).count();
+        let _ = writeln!(
+            x,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" skipped=\"{s}\">",
+            esc(&format!("gate.{}", run.name)),
+            cases.len()
+        );
+        let _ = writeln!(x, "    <properties>");
+        let _ = writeln!(
+            x,
+            "      <property name=\"scenario\" value=\"{}\"/>",
+            esc(&run.scenario.display().to_string())
+        );
+        if let Some(RunState::Done { dir, .. }) = states.get(&run.name) {
+            let _ = writeln!(
+                x,
+                "      <property name=\"run_dir\" value=\"{}\"/>",
+                esc(&dir.display().to_string())
+            );
+        }
+        let _ = writeln!(x, "    </properties>");
+        for case in cases {
+            let _ = write!(
+                x,
+                "    <testcase classname=\"{}\" name=\"{}\"",
+                esc(&format!("gate.{}", case.run)),
+                esc(&case.threshold)
+            );
+            let o = &case.outcome;
+            match case.passed {
+                Some(true) => {
+                    let _ = writeln!(x, ">");
+                    let _ = writeln!(
+                        x,
+                        "      <system-out>measured {} (needed {})</system-out>",
+                        esc(&o.measured),
+                        esc(&o.needed)
+                    );
+                    let _ = writeln!(x, "    </testcase>");
+                }
+                Some(false) => {
+                    let _ = writeln!(x, ">");
+                    let message = failure_text(case);
+                    let _ = writeln!(
+                        x,
+                        "      <failure message=\"{}\" type=\"threshold\">{}</failure>",
+                        esc(&message),
+                        esc(&message)
+                    );
+                    let _ = writeln!(x, "    </testcase>");
+                }
+                None => {
+                    let _ = writeln!(x, ">");
+                    let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(&o.miss));
+                    let _ = writeln!(x, "    </testcase>");
+                }
+            }
+        }
+        let _ = writeln!(x, "  </testsuite>");
+    }
+    let _ = writeln!(x, "</testsuites>");
+    x
+}
+
+fn failure_text(j: &Judged) -> String {
+    let o = &j.outcome;
+    if o.needed.is_empty() {
+        format!("{}: {}", j.threshold, o.miss)
+    } else {
+        format!(
+            "{}: measured {}, needed {}: {}",
+            j.threshold, o.measured, o.needed, o.miss
+        )
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn status(j: &Judged) -> &'static str {
+    match j.passed {
+        Some(true) => "pass",
+        Some(false) => "FAIL",
+        None => "skip",
+    }
+}
+
+/// The terminal table: run, threshold, measured, result, by how much it missed.
+pub fn table(judged: &[Judged]) -> String {
+    let rows: Vec<[String; 5]> = judged
+        .iter()
+        .map(|j| {
+            [
+                j.run.clone(),
+                j.threshold.clone(),
+                j.outcome.measured.clone(),
+                status(j).to_string(),
+                j.outcome.miss.clone(),
+            ]
+        })
+        .collect();
+    let head = ["run", "threshold", "measured", "result", "missed by"];
+    let mut widths = head.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    // The last column is free text: no padding.
+    let line = |cells: [&str; 5]| -> String {
+        let mut s = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 4 {
+                s.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(head));
+    out.push('\n');
+    out.push_str(&line(
+        widths.map(|w| "-".repeat(w)).each_ref().map(|s| s.as_str()),
+    ));
+    out.push('\n');
+    for row in &rows {
+        out.push_str(&line(row.each_ref().map(|s| s.as_str())));
+        out.push('\n');
+    }
+    out
+}
+
+/// `summary.md`: the verdict, the table, and per run its folder and key figures.
+pub fn summary_md(
+    gate_path: &Path,
+    gate: &GateFile,
+    states: &HashMap<String, RunState>,
+    judged: &[Judged],
+) -> String {
+    let failed = judged.iter().filter(|j| j.passed == Some(false)).count();
+    let skipped = judged.iter().filter(|j| j.passed.is_none()).count();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Gate `{}`\n", gate_path.display());
+    if !gate.description.is_empty() {
+        let _ = writeln!(md, "{}\n", gate.description.trim());
+    }
+    let _ = writeln!(
+        md,
+        "**{}**: {} thresholds, {} passed, {failed} failed, {skipped} skipped.\n",
+        if failed == 0 { "PASS" } else { "FAIL" },
+        judged.len(),
+        judged.len() - failed - skipped
+    );
+    let _ = writeln!(md, "| run | threshold | measured | result | missed by |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    for j in judged {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} | {} |",
+            j.run,
+            j.threshold.replace('|', "\\|"),
+            j.outcome.measured.replace('|', "\\|"),
+            status(j),
+            j.outcome.miss.replace('|', "\\|")
+        );
+    }
+    let _ = writeln!(md, "\n## Runs\n");
+    for run in &gate.runs {
+        match states.get(&run.name) {
+            Some(RunState::Done { dir, docs }) => {
+                let r = &docs.report;
+                let f = |p: &str| -> String {
+                    let mut at = r;
+                    for k in p.split('.') {
+                        at = &at[k];
+                    }
+                    match at {
+                        serde_json::Value::Null => "–".into(),
+                        v => v.to_string().trim_matches('"').to_string(),
+                    }
+                };
+                let _ = writeln!(
+                    md,
+                    "- **{}** (`{}`, {}): verdict {}, {} sent, {} accepted, {} accepted/s, accept \
+                     p50 {} ms, p99 {} ms; report `{}/report.md`",
+                    run.name,
+                    run.scenario.display(),
+                    target_label(run),
+                    f("verdict"),
+                    f("counts.sent"),
+                    f("counts.accepted"),
+                    f("throughput.accepted_per_s"),
+                    f("latency_ms.accept.p50"),
+                    f("latency_ms.accept.p99"),
+                    dir.display()
+                );
+            }
+            Some(RunState::Failed(e)) => {
+                let _ = writeln!(md, "- **{}**: not made: {e}", run.name);
+            }
+            Some(RunState::Skipped(e)) => {
+                let _ = writeln!(md, "- **{}**: skipped: {e}", run.name);
+            }
+            None => {
+                let _ = writeln!(md, "- **{}**: not made", run.name);
+            }
+        }
+    }
+    md
+}
+
+fn target_label(run: &super::RunSpec) -> String {
+    match (&run.target, &run.barrage) {
+        (Some(t), _) => format!("running buffer at {t}"),
+        (None, Some(b)) => format!("barrage {}", b.display()),
+        (None, None) => "built-in barrage".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{RunDocs, judge};
+    use super::*;
+    use serde_json::json;
+
+    fn gate() -> GateFile {
+        toml::from_str(
+            r#"
+            [[run]]
+            name = "smoke"
+            scenario = "s.toml"
+            thresholds = ["verdict == pass", "lost == 0", 'accept_latency.p99 < "5ms"',
+                          "throughput >= 2x ref"]
+            [[run]]
+            name = "ref"
+            scenario = "s.toml"
+            optional = true
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn done(report: serde_json::Value) -> RunState {
+        RunState::Done {
+            dir: "runs/x".into(),
+            docs: RunDocs {
+                report,
+                rehearse: None,
+            },
+        }
+    }
+
+    #[test]
+    fn junit_has_one_case_per_threshold_and_failures_say_by_how_much() {
+        let g = gate();
+        g.validate().unwrap();
+        let mut states = HashMap::new();
+        states.insert(
+            "smoke".into(),
+            done(json!({"verdict": "pass", "checks": {"loss": {"lost": 0}},
+                        "latency_ms": {"accept": {"p99": 6.0}},
+                        "throughput": {"accepted_per_s": 900.0}})),
+        );
+        states.insert(
+            "ref".into(),
+            done(json!({"throughput": {"accepted_per_s": 300.0}})),
+        );
+        let judged = judge(&g, &states);
+        assert_eq!(judged.len(), 4);
+        let passed: Vec<Option<bool>> = judged.iter().map(|j| j.passed).collect();
+        assert_eq!(passed, [Some(true), Some(true), Some(false), Some(true)]);
+        let xml = junit(&g, &states, &judged, Duration::from_secs(3));
+        assert_eq!(xml.matches("<testcase ").count(), 4);
+        assert!(
+            xml.contains("tests=\"4\" failures=\"1\" skipped=\"0\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<failure message=\"accept_latency.p99 &lt; &quot;5ms&quot;: measured 6 ms, \
+                 needed &lt; 5 ms: over by 1 ms (+20%)\""
+            ),
+            "{xml}"
+        );
+        let t = table(&judged);
+        assert!(t.contains("FAIL"), "{t}");
+        assert!(t.contains("3.00x ref (900/s vs 300/s)"), "{t}");
+        let md = summary_md(Path::new("ci/gate.toml"), &g, &states, &judged);
+        assert!(
+            md.contains("**FAIL**: 4 thresholds, 3 passed, 1 failed, 0 skipped."),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_skipped_optional_reference_skips_its_ratios_and_a_missing_run_fails() {
+        let g = gate();
+        let mut states = HashMap::new();
+        states.insert("ref".into(), RunState::Skipped("no postfix here".into()));
+        let judged = judge(&g, &states);
+        assert!(
+            judged[..3].iter().all(|j| j.passed == Some(false)),
+            "a run not made fails its thresholds"
+        );
+        states.insert(
+            "smoke".into(),
+            done(json!({"throughput": {"accepted_per_s": 900.0}})),
+        );
+        let judged = judge(&g, &states);
+        assert_eq!(judged[3].passed, None, "{:?}", judged[3]);
+        let xml = junit(&g, &states, &judged, Duration::ZERO);
+        assert!(xml.contains("<skipped message=\"reference `ref` skipped: no postfix here\"/>"));
+    }
+
+    #[test]
+    fn the_gate_file_is_checked() {
+        let bad: GateFile = toml::from_str(
+            r#"
+            [[run]]
+            name = "a"
+            scenario = "s.toml"
+            thresholds = ["throughput >= 2x nobody"]
+            "#,
+        )
+        .unwrap();
+        assert!(bad.validate().is_err());
+        let bad: GateFile = toml::from_str(
+            r#"
+            [[run]]
+            name = "a"
+            scenario = "s.toml"
+            thresholds = ["speed > 1"]
+            "#,
+        )
+        .unwrap();
+        assert!(bad.validate().is_err());
+    }
+}
