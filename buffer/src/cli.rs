@@ -22,7 +22,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the SMTP intake and the handover API until SIGTERM/SIGINT.
+    /// Serve the SMTP and web intakes and the handover API until SIGTERM/SIGINT.
     ///
     /// Settings come from the config file (see buffer/barrage.example.toml), then these flags,
     /// which override it.
@@ -59,6 +59,13 @@ struct ServeArgs {
     /// --api-token. [default: 127.0.0.1:8025]
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Address of the public web intake (the form at `/`, `POST /requests`).
+    /// [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR", conflicts_with = "no_web")]
+    web: Option<SocketAddr>,
+    /// Serve no web intake (SMTP only), whatever the config file says.
+    #[arg(long)]
+    no_web: bool,
     /// Bearer token every /v1 call must carry.
     #[arg(
         long,
@@ -107,6 +114,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(addr) = args.http {
                 config.http.listen = addr;
+            }
+            if let Some(addr) = args.web {
+                config.web.listen = addr;
+                config.web.enabled = true;
+            }
+            if args.no_web {
+                config.web.enabled = false;
             }
             if let Some(token) = args.api_token {
                 config.http.api_token = Some(token);

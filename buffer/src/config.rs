@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::ack::AckConfig;
+use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
 use crate::smtp::SmtpLimits;
 
@@ -21,6 +22,8 @@ pub struct Config {
     pub hostname: String,
     pub smtp: SmtpConfig,
     pub http: HttpConfig,
+    /// The public web intake (`GET /` form, `POST /requests`).
+    pub web: WebConfig,
     pub journal: JournalConfig,
     /// Acknowledgement mails; `None` (no `[ack]` section): no acks are queued or sent.
     pub ack: Option<AckConfig>,
@@ -48,6 +51,20 @@ pub struct HttpConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// False: no web intake at all (SMTP only).
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub max_body_size: usize,
+    pub max_connections: usize,
+    pub max_concurrent_requests: usize,
+    pub header_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    pub retry_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
     pub max_batch: usize,
     pub queue_capacity: usize,
@@ -61,6 +78,7 @@ impl Default for Config {
             hostname: SmtpLimits::default().hostname,
             smtp: SmtpConfig::default(),
             http: HttpConfig::default(),
+            web: WebConfig::default(),
             journal: JournalConfig::default(),
             ack: None,
         }
@@ -88,6 +106,22 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8025".parse().expect("valid address"),
             api_token: None,
+        }
+    }
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        let limits = WebLimits::default();
+        WebConfig {
+            enabled: true,
+            listen: "127.0.0.1:8080".parse().expect("valid address"),
+            max_body_size: limits.max_body_size,
+            max_connections: limits.max_connections,
+            max_concurrent_requests: limits.max_concurrent_requests,
+            header_timeout_secs: limits.header_timeout.as_secs(),
+            request_timeout_secs: limits.request_timeout.as_secs(),
+            retry_after_secs: limits.retry_after_secs,
         }
     }
 }
@@ -129,6 +163,19 @@ impl Config {
             s.max_connections >= 1,
             "smtp.max_connections must be at least 1"
         );
+        let w = &self.web;
+        anyhow::ensure!(
+            (256..=64 * 1024 * 1024).contains(&w.max_body_size),
+            "web.max_body_size must be between 256 and 67108864"
+        );
+        anyhow::ensure!(
+            w.max_connections >= 1 && w.max_concurrent_requests >= 1,
+            "web.max_connections and web.max_concurrent_requests must be at least 1"
+        );
+        anyhow::ensure!(
+            w.header_timeout_secs >= 1 && w.request_timeout_secs >= 1,
+            "web.header_timeout_secs and web.request_timeout_secs must be at least 1"
+        );
         let j = &self.journal;
         anyhow::ensure!(j.max_batch >= 1, "journal.max_batch must be at least 1");
         anyhow::ensure!(
@@ -159,6 +206,18 @@ impl Config {
             command_timeout: Duration::from_secs(s.command_timeout_secs),
             data_timeout: Duration::from_secs(s.data_timeout_secs),
             max_commands: s.max_commands,
+        }
+    }
+
+    pub fn web_limits(&self) -> WebLimits {
+        let w = &self.web;
+        WebLimits {
+            max_body_size: w.max_body_size,
+            max_connections: w.max_connections,
+            max_concurrent_requests: w.max_concurrent_requests,
+            header_timeout: Duration::from_secs(w.header_timeout_secs),
+            request_timeout: Duration::from_secs(w.request_timeout_secs),
+            retry_after_secs: w.retry_after_secs,
         }
     }
 

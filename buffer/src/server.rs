@@ -1,5 +1,5 @@
-//! `barrage serve`: opens and locks the data dir, starts the journal, the SMTP intake and the
-//! handover API, and shuts them down in order on SIGTERM/SIGINT.
+//! `barrage serve`: opens and locks the data dir, starts the journal, the SMTP and web intakes and
+//! the handover API, and shuts them down in order on SIGTERM/SIGINT.
 
 use std::fs::File;
 use std::path::Path;
@@ -13,6 +13,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::intake::IntakeCounters;
 use crate::intake::smtp::SmtpIntake;
+use crate::intake::web::WebIntake;
 use crate::journal::sqlite::SqliteJournal;
 
 /// The file in the data dir that says where a running barrage listens (for scripts and the
@@ -81,18 +82,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let http_listener = TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    let web_listener = if config.web.enabled {
+        Some(
+            TcpListener::bind(config.web.listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen for the web intake on {} (choose another --web ADDR, or \
+                         --no-web)",
+                        config.web.listen
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
     let smtp_addr = smtp_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    let endpoints = serde_json::json!({
+    let web_addr = match &web_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let mut endpoints = serde_json::json!({
         "smtp": smtp_addr.to_string(),
         "http": http_addr.to_string(),
         "pid": std::process::id(),
     });
+    if let Some(addr) = web_addr {
+        endpoints["web"] = addr.to_string().into();
+    }
     std::fs::write(config.data_dir.join(ENDPOINTS_FILE), endpoints.to_string())?;
     tracing::info!(
-        "barrage {} serving: SMTP intake on {smtp_addr}, handover API on http://{http_addr}, \
-         journal in {}",
+        "barrage {} serving: SMTP intake on {smtp_addr}, web intake on {}, handover API on \
+         http://{http_addr}, journal in {}",
         env!("CARGO_PKG_VERSION"),
+        web_addr.map_or("(none)".to_string(), |a| format!("http://{a}/")),
         config.data_dir.display()
     );
 
@@ -113,6 +137,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         intake,
         stopped(stop_rx.clone()),
     ));
+    let web = web_listener.map(|listener| {
+        let intake = Arc::new(WebIntake::new(
+            journal.clone(),
+            counters.clone(),
+            config.hostname.clone(),
+            config.web_limits(),
+        ));
+        tokio::spawn(crate::intake::web::serve(
+            listener,
+            intake,
+            stopped(stop_rx.clone()),
+        ))
+    });
     let acks = crate::ack::start(
         config.ack.as_ref(),
         journal.clone(),
@@ -136,6 +173,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     let _ = stop_tx.send(true);
     smtp.await??;
+    if let Some(web) = web {
+        web.await??;
+    }
     http.await??;
     if let Some(sender) = acks.sender {
         // Acks in flight at the deadline stay pending and go out after the restart.

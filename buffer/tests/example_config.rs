@@ -8,9 +8,19 @@ fn example_config_parses_and_matches_the_defaults() {
     let example = Config::load(std::path::Path::new(path)).expect("example config loads");
     example.validate().expect("example config is valid");
     let defaults = Config::default();
-    assert_eq!(format!("{:?}", example.smtp), format!("{:?}", defaults.smtp));
-    assert_eq!(format!("{:?}", example.http), format!("{:?}", defaults.http));
-    assert_eq!(format!("{:?}", example.journal), format!("{:?}", defaults.journal));
+    assert_eq!(
+        format!("{:?}", example.smtp),
+        format!("{:?}", defaults.smtp)
+    );
+    assert_eq!(
+        format!("{:?}", example.http),
+        format!("{:?}", defaults.http)
+    );
+    assert_eq!(format!("{:?}", example.web), format!("{:?}", defaults.web));
+    assert_eq!(
+        format!("{:?}", example.journal),
+        format!("{:?}", defaults.journal)
+    );
     assert_eq!(example.data_dir, defaults.data_dir);
     assert_eq!(example.hostname, defaults.hostname);
 }
@@ -21,5 +31,8 @@ fn unknown_keys_are_refused_with_the_file_name() {
     let path = dir.path().join("typo.toml");
     std::fs::write(&path, "[smtp]\nmax_conections = 5\n").unwrap();
     let error = format!("{:#}", Config::load(&path).unwrap_err());
-    assert!(error.contains("typo.toml") && error.contains("max_conections"), "{error}");
+    assert!(
+        error.contains("typo.toml") && error.contains("max_conections"),
+        "{error}"
+    );
 }

@@ -1,9 +1,10 @@
-//! The intakes: where requests come in (SMTP today, the web form next) and become journal rows.
+//! The intakes: where requests come in (SMTP, and the web form of [`web`]) and become journal rows.
 //!
 //! Each intake validates its request, hands it to the [`Journal`](crate::journal::Journal), and
 //! answers success only once the journal says the request is durable.
 
 pub mod smtp;
+pub mod web;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

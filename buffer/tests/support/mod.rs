@@ -17,6 +17,8 @@ pub struct Barrage {
     pub data_dir: PathBuf,
     pub smtp: SocketAddr,
     pub http: SocketAddr,
+    /// The web intake (`None` with `--no-web`).
+    pub web: Option<SocketAddr>,
     extra_args: Vec<String>,
 }
 
@@ -36,7 +38,16 @@ impl Barrage {
         let _ = std::fs::remove_file(&endpoints);
         let mut command = Command::new(env!("CARGO_BIN_EXE_barrage"));
         command
-            .args(["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--smtp",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--web",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra_args)
             .env("RUST_LOG", "warn")
@@ -45,15 +56,18 @@ impl Barrage {
         let mut child = command.spawn().expect("barrage binary starts");
         let deadline = Instant::now() + Duration::from_secs(20);
         let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints) {
-                if !text.is_empty() {
-                    break text;
-                }
+            if let Ok(text) = std::fs::read_to_string(&endpoints)
+                && !text.is_empty()
+            {
+                break text;
             }
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("barrage exited before listening: {status}");
             }
-            assert!(Instant::now() < deadline, "barrage did not start listening in 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "barrage did not start listening in 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -62,6 +76,7 @@ impl Barrage {
             data_dir: data_dir.to_path_buf(),
             smtp: json["smtp"].as_str().unwrap().parse().unwrap(),
             http: json["http"].as_str().unwrap().parse().unwrap(),
+            web: json["web"].as_str().map(|a| a.parse().unwrap()),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         }
     }
@@ -85,7 +100,11 @@ impl Barrage {
     pub async fn get(&self, path: &str) -> serde_json::Value {
         let url = format!("http://{}{}", self.http, path);
         let response = reqwest::get(&url).await.expect("handover API answers");
-        assert!(response.status().is_success(), "{url}: {}", response.status());
+        assert!(
+            response.status().is_success(),
+            "{url}: {}",
+            response.status()
+        );
         response.json().await.unwrap()
     }
 
@@ -94,7 +113,9 @@ impl Barrage {
         let mut all = Vec::new();
         let mut after = 0;
         loop {
-            let page = self.get(&format!("/v1/requests?after={after}&limit=1000")).await;
+            let page = self
+                .get(&format!("/v1/requests?after={after}&limit=1000"))
+                .await;
             let requests = page["requests"].as_array().unwrap().clone();
             if requests.is_empty() {
                 return all;
@@ -199,8 +220,16 @@ impl Client {
 
     /// A whole transaction without pipelining; returns the final reply.
     pub async fn submit(&mut self, sender: &str, message: &str) -> Reply {
-        assert_eq!(self.command(&format!("MAIL FROM:<{sender}>")).await.code, 250);
-        assert_eq!(self.command("RCPT TO:<requests@registry.example>").await.code, 250);
+        assert_eq!(
+            self.command(&format!("MAIL FROM:<{sender}>")).await.code,
+            250
+        );
+        assert_eq!(
+            self.command("RCPT TO:<requests@registry.example>")
+                .await
+                .code,
+            250
+        );
         assert_eq!(self.command("DATA").await.code, 354);
         self.send(message.as_bytes()).await;
         self.send(b".\r\n").await;
