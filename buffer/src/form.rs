@@ -167,3 +167,25 @@ mod tests {
         assert_eq!(check_domain("xn--caf-dma.fr").unwrap(), "xn--caf-dma.fr");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_body_parses_or_names_a_problem(body in ".{0,400}") {
+            if let Ok(form) = parse_body(&body) {
+                prop_assert_eq!(check_domain(&form.domain), Ok(form.domain.clone()));
+                prop_assert!(form.fields.len() <= MAX_FIELDS);
+            }
+        }
+
+        #[test]
+        fn valid_names_survive_surrounding_prose(label in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", prose in "[^\r\n:]{0,50}") {
+            let body = format!("{prose}\r\ndomain: {label}.fr\r\n{prose}\r\n");
+            prop_assert_eq!(parse_body(&body).unwrap().domain, format!("{label}.fr"));
+        }
+    }
+}

@@ -16,7 +16,12 @@ const CLIENTS: usize = 16;
 
 /// Submits requests in a loop until `stop`, returning (Message-ID, ticket) of each 250. Any
 /// error (the server died) ends the client: what it had no reply for is indeterminate.
-async fn load(addr: std::net::SocketAddr, client: usize, round: usize, stop: Arc<AtomicBool>) -> Vec<(String, u64)> {
+async fn load(
+    addr: std::net::SocketAddr,
+    client: usize,
+    round: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, u64)> {
     let mut accepted = Vec::new();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
         return accepted;
@@ -29,7 +34,8 @@ async fn load(addr: std::net::SocketAddr, client: usize, round: usize, stop: Arc
         }
         let message_id = format!("<r{round}.c{client}.n{n}@crash.test>");
         let mail = format!("{}.\r\n", request_mail(&message_id, "crash.fr"));
-        let script = format!("MAIL FROM:<c{client}@example.net>\r\nRCPT TO:<r@x>\r\nDATA\r\n{mail}");
+        let script =
+            format!("MAIL FROM:<c{client}@example.net>\r\nRCPT TO:<r@x>\r\nDATA\r\n{mail}");
         c.send(script.as_bytes()).await;
         let mut final_reply = None;
         for _ in 0..4 {
@@ -68,7 +74,10 @@ async fn sigkill_under_load_loses_no_accepted_request() {
                 round_accepted += 1;
             }
         }
-        assert!(round_accepted > 0, "round {round}: the load never got a 250 before the kill");
+        assert!(
+            round_accepted > 0,
+            "round {round}: the load never got a 250 before the kill"
+        );
         eprintln!("round {round}: killed after {kill_after:?}, {round_accepted} accepted");
     }
 
@@ -76,10 +85,21 @@ async fn sigkill_under_load_loses_no_accepted_request() {
     let stored = barrage.all_requests().await;
     let mut stored_seq = HashMap::new();
     for (i, row) in stored.iter().enumerate() {
-        assert_eq!(row["seq"].as_u64(), Some(i as u64 + 1), "seqs gap-free across restarts");
-        stored_seq.insert(row["message_id"].as_str().unwrap().to_string(), i as u64 + 1);
+        assert_eq!(
+            row["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "seqs gap-free across restarts"
+        );
+        stored_seq.insert(
+            row["message_id"].as_str().unwrap().to_string(),
+            i as u64 + 1,
+        );
     }
     for (id, ticket) in &promised {
-        assert_eq!(stored_seq.get(id), Some(ticket), "{id} was answered 250 but is lost or moved");
+        assert_eq!(
+            stored_seq.get(id),
+            Some(ticket),
+            "{id} was answered 250 but is lost or moved"
+        );
     }
 }

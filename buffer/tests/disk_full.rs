@@ -11,7 +11,10 @@ use support::{Barrage, Client, request_mail};
 const LIMIT_BYTES: u64 = 384 * 1024;
 
 fn set_file_size_limit(pid: i32, bytes: u64) {
-    let limit = libc::rlimit { rlim_cur: bytes, rlim_max: libc::RLIM_INFINITY };
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: prlimit only reads `limit`; the old value is not asked for.
     let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
@@ -24,7 +27,10 @@ async fn full_disk_answers_451_and_recovers() {
         // SAFETY: setrlimit is async-signal-safe and touches only the child.
         unsafe {
             command.pre_exec(|| {
-                let limit = libc::rlimit { rlim_cur: LIMIT_BYTES, rlim_max: libc::RLIM_INFINITY };
+                let limit = libc::rlimit {
+                    rlim_cur: LIMIT_BYTES,
+                    rlim_max: libc::RLIM_INFINITY,
+                };
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -37,7 +43,10 @@ async fn full_disk_answers_451_and_recovers() {
     let (mut accepted, mut refused) = (Vec::new(), Vec::new());
     for n in 0..2000 {
         let id = format!("<full{n}@disk.test>");
-        let mail = format!("{}note: {padding}\r\nnote2: {padding}\r\n", request_mail(&id, "plein.fr"));
+        let mail = format!(
+            "{}note: {padding}\r\nnote2: {padding}\r\n",
+            request_mail(&id, "plein.fr")
+        );
         let reply = c.submit("a@b.example", &mail).await;
         match reply.code {
             250 => accepted.push(id),
@@ -56,7 +65,12 @@ async fn full_disk_answers_451_and_recovers() {
 
     // Space returns: the same process serves again.
     set_file_size_limit(barrage.pid(), libc::RLIM_INFINITY);
-    let reply = c.submit("a@b.example", &request_mail("<after@disk.test>", "retour.fr")).await;
+    let reply = c
+        .submit(
+            "a@b.example",
+            &request_mail("<after@disk.test>", "retour.fr"),
+        )
+        .await;
     assert_eq!(reply.code, 250, "{reply:?}");
 
     let stored: Vec<String> = barrage
@@ -67,13 +81,23 @@ async fn full_disk_answers_451_and_recovers() {
         .collect();
     for (i, id) in stored.iter().enumerate() {
         let row_seq = i + 1;
-        assert!(!refused.contains(id), "{id} was answered 451 but stored as seq {row_seq}");
+        assert!(
+            !refused.contains(id),
+            "{id} was answered 451 but stored as seq {row_seq}"
+        );
     }
     for id in &accepted {
-        assert!(stored.contains(id), "{id} was answered 250 but is not stored");
+        assert!(
+            stored.contains(id),
+            "{id} was answered 250 but is not stored"
+        );
     }
     assert_eq!(stored.last().map(String::as_str), Some("<after@disk.test>"));
     let stats = barrage.get("/v1/stats").await;
     assert!(stats["write_failures"].as_u64().unwrap() >= 1);
-    assert_eq!(stats["accepted"].as_u64(), Some(stored.len() as u64), "gap-free after failures");
+    assert_eq!(
+        stats["accepted"].as_u64(),
+        Some(stored.len() as u64),
+        "gap-free after failures"
+    );
 }

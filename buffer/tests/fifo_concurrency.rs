@@ -43,7 +43,12 @@ async fn concurrent_clients_get_gap_free_fifo_tickets() {
                 let reply = c.reply().await;
                 let replied = start.elapsed().as_micros();
                 assert_eq!(reply.code, 250, "{reply:?}");
-                seen.push(Observed { message_id, sent_end, replied, ticket: reply.ticket().unwrap() });
+                seen.push(Observed {
+                    message_id,
+                    sent_end,
+                    replied,
+                    ticket: reply.ticket().unwrap(),
+                });
             }
             seen
         }));
@@ -58,21 +63,40 @@ async fn concurrent_clients_get_gap_free_fifo_tickets() {
     let mut by_message_id = HashMap::new();
     let mut last_accepted_at = String::new();
     for (i, row) in stored.iter().enumerate() {
-        assert_eq!(row["seq"].as_u64(), Some(i as u64 + 1), "seqs gap-free from 1");
+        assert_eq!(
+            row["seq"].as_u64(),
+            Some(i as u64 + 1),
+            "seqs gap-free from 1"
+        );
         let at = row["accepted_at"].as_str().unwrap().to_string();
-        assert!(at >= last_accepted_at, "accepted_at decreased at seq {}", i + 1);
+        assert!(
+            at >= last_accepted_at,
+            "accepted_at decreased at seq {}",
+            i + 1
+        );
         last_accepted_at = at;
-        let previous = by_message_id.insert(row["message_id"].as_str().unwrap().to_string(), i as u64 + 1);
+        let previous = by_message_id.insert(
+            row["message_id"].as_str().unwrap().to_string(),
+            i as u64 + 1,
+        );
         assert!(previous.is_none(), "a request stored twice");
     }
     for o in &observed {
-        assert_eq!(by_message_id.get(&o.message_id), Some(&o.ticket), "ticket of {}", o.message_id);
+        assert_eq!(
+            by_message_id.get(&o.message_id),
+            Some(&o.ticket),
+            "ticket of {}",
+            o.message_id
+        );
     }
     assert_eq!(real_time_precedence_violations(&observed), 0);
 
     let stats = barrage.get("/v1/stats").await;
     assert!(stats["commits"].as_u64().unwrap() >= 1);
-    assert_eq!(stats["committed_requests"].as_u64(), Some((CLIENTS * PER_CLIENT) as u64));
+    assert_eq!(
+        stats["committed_requests"].as_u64(),
+        Some((CLIENTS * PER_CLIENT) as u64)
+    );
 }
 
 /// Counts pairs (A, B) with A's reply before B's end of data but seq(A) > seq(B), in
@@ -98,9 +122,20 @@ fn real_time_precedence_violations(observed: &[Observed]) -> usize {
 
 #[test]
 fn precedence_checker_catches_a_swap() {
-    let o = |sent_end, replied, ticket| Observed { message_id: String::new(), sent_end, replied, ticket };
+    let o = |sent_end, replied, ticket| Observed {
+        message_id: String::new(),
+        sent_end,
+        replied,
+        ticket,
+    };
     // B was sent after A's reply, yet got the smaller seq.
-    assert_eq!(real_time_precedence_violations(&[o(0, 10, 2), o(20, 30, 1)]), 1);
+    assert_eq!(
+        real_time_precedence_violations(&[o(0, 10, 2), o(20, 30, 1)]),
+        1
+    );
     // Overlapping requests may be ordered either way.
-    assert_eq!(real_time_precedence_violations(&[o(0, 30, 2), o(10, 20, 1)]), 0);
+    assert_eq!(
+        real_time_precedence_violations(&[o(0, 30, 2), o(10, 20, 1)]),
+        0
+    );
 }

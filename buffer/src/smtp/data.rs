@@ -246,4 +246,24 @@ mod tests {
         assert_eq!(progress, Progress::Flood);
         assert!(rx.message.capacity() <= 16 * 1024);
     }
+
+    proptest::proptest! {
+        /// Dot-stuffing any CRLF text and framing it gives back exactly that text.
+        #[test]
+        fn stuffed_text_round_trips(lines in proptest::collection::vec("[ -~]{0,60}", 0..30)) {
+            let text: String = lines.iter().map(|l| format!("{l}\r\n")).collect();
+            let mut framed = String::new();
+            for line in &lines {
+                if line.starts_with('.') {
+                    framed.push('.');
+                }
+                framed.push_str(line);
+                framed.push_str("\r\n");
+            }
+            framed.push_str(".\r\n");
+            let mut rx = DataReceiver::new(1 << 20, 1000);
+            proptest::prop_assert_eq!(rx.ingest(framed.as_bytes()), Progress::Done { consumed: framed.len() });
+            proptest::prop_assert_eq!(rx.finish(), Ok(text.into_bytes()));
+        }
+    }
 }
