@@ -23,9 +23,17 @@ async fn full_conversation_stores_the_request_and_answers_with_its_ticket() {
     assert_eq!(c.command("NOOP").await.code, 250);
     assert_eq!(c.command("VRFY someone").await.code, 252);
     assert_eq!(c.command("HELP").await.code, 214);
-    let reply = c.submit("client@example.net", &request_mail("<one@example.net>", "exemple.fr")).await;
+    let reply = c
+        .submit(
+            "client@example.net",
+            &request_mail("<one@example.net>", "exemple.fr"),
+        )
+        .await;
     assert_eq!(reply.code, 250, "{reply:?}");
-    assert!(reply.text.starts_with("2.0.0 queued as ticket 1 at "), "{reply:?}");
+    assert!(
+        reply.text.starts_with("2.0.0 queued as ticket 1 at "),
+        "{reply:?}"
+    );
     assert_eq!(c.command("RSET").await.code, 250);
     assert_eq!(c.command("QUIT").await.code, 221);
 
@@ -37,10 +45,18 @@ async fn full_conversation_stores_the_request_and_answers_with_its_ticket() {
     assert_eq!(stored[0]["sender"], "client@example.net");
     assert_eq!(stored[0]["fields"]["holder"], "Jeanne Durand");
     let accepted_at = stored[0]["accepted_at"].as_str().unwrap();
-    assert!(reply.text.ends_with(accepted_at), "{reply:?} vs {accepted_at}");
+    assert!(
+        reply.text.ends_with(accepted_at),
+        "{reply:?} vs {accepted_at}"
+    );
     assert_eq!(accepted_at.len(), "2026-05-11T09:00:00.123456Z".len());
     let raw = barrage.get("/v1/requests?after=0&raw=true").await;
-    assert!(raw["requests"][0]["raw"].as_str().unwrap().contains("domain: exemple.fr"));
+    assert!(
+        raw["requests"][0]["raw"]
+            .as_str()
+            .unwrap()
+            .contains("domain: exemple.fr")
+    );
 }
 
 #[tokio::test]
@@ -49,8 +65,16 @@ async fn ehlo_advertises_the_extensions() {
     let mut c = Client::connect(barrage.smtp).await;
     c.reply().await;
     let ehlo = c.command("EHLO client.example").await;
-    for ext in ["PIPELINING", "SIZE 1048576", "8BITMIME", "ENHANCEDSTATUSCODES"] {
-        assert!(ehlo.lines.iter().any(|l| l == ext), "{ext} missing from {ehlo:?}");
+    for ext in [
+        "PIPELINING",
+        "SIZE 1048576",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(
+            ehlo.lines.iter().any(|l| l == ext),
+            "{ext} missing from {ehlo:?}"
+        );
     }
 }
 
@@ -61,7 +85,8 @@ async fn pipelined_transactions_get_replies_in_order() {
     // Two transactions in one write, the second's DATA after the first's end mark.
     let mut batch = String::new();
     for (id, domain) in [("<p1@x>", "un.fr"), ("<p2@x>", "deux.fr")] {
-        batch.push_str("MAIL FROM:<client@example.net>\r\nRCPT TO:<r@registry.example>\r\nDATA\r\n");
+        batch
+            .push_str("MAIL FROM:<client@example.net>\r\nRCPT TO:<r@registry.example>\r\nDATA\r\n");
         batch.push_str(&request_mail(id, domain));
         batch.push_str(".\r\n");
     }
@@ -76,7 +101,10 @@ async fn pipelined_transactions_get_replies_in_order() {
     };
     assert_eq!(codes, [250, 250, 354, 250, 250, 250, 354, 250, 221]);
     let stored = barrage.all_requests().await;
-    let domains: Vec<_> = stored.iter().map(|r| r["domain"].as_str().unwrap()).collect();
+    let domains: Vec<_> = stored
+        .iter()
+        .map(|r| r["domain"].as_str().unwrap())
+        .collect();
     assert_eq!(domains, ["un.fr", "deux.fr"]);
 }
 
@@ -96,7 +124,10 @@ async fn malformed_requests_are_refused_with_the_reason() {
     let no_domain = "From: <a@b.example>\r\nMessage-ID: <nd@x>\r\n\r\nholder: x\r\n.\r\n";
     let reply = send_data(&barrage, no_domain.as_bytes()).await;
     assert_eq!(reply.code, 550);
-    assert!(reply.text.starts_with("5.6.0") && reply.text.contains("domain"), "{reply:?}");
+    assert!(
+        reply.text.starts_with("5.6.0") && reply.text.contains("domain"),
+        "{reply:?}"
+    );
 
     let bad_domain = request_mail("<bd@x>", "not a domain!") + ".\r\n";
     let reply = send_data(&barrage, bad_domain.as_bytes()).await;
@@ -106,15 +137,24 @@ async fn malformed_requests_are_refused_with_the_reason() {
     // `.` as the very first line of DATA: an empty message, which has no form.
     let reply = send_data(&barrage, b".\r\n").await;
     assert_eq!(reply.code, 550, "{reply:?}");
-    assert!(barrage.all_requests().await.is_empty(), "nothing refused may be stored");
+    assert!(
+        barrage.all_requests().await.is_empty(),
+        "nothing refused may be stored"
+    );
 
     // `..` as the first line is a stuffed `.`, not the end: the data goes on, unstuffed.
-    let stuffed = format!("..\r\n{}..tail\r\n.\r\n", request_mail("<dd@x>", "point.fr"));
+    let stuffed = format!(
+        "..\r\n{}..tail\r\n.\r\n",
+        request_mail("<dd@x>", "point.fr")
+    );
     let reply = send_data(&barrage, stuffed.as_bytes()).await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let stored = barrage.get("/v1/requests?raw=true").await;
     let raw = stored["requests"][0]["raw"].as_str().unwrap();
-    assert!(raw.starts_with(".\r\nFrom:") && raw.ends_with("\r\n.tail\r\n"), "{raw:?}");
+    assert!(
+        raw.starts_with(".\r\nFrom:") && raw.ends_with("\r\n.tail\r\n"),
+        "{raw:?}"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +183,11 @@ async fn smuggling_and_bad_bytes_are_refused_and_smuggled_commands_never_run() {
     }
     let nul = format!("{}\0\r\n.\r\n", request_mail("<nul@x>", "nul.fr"));
     let reply = send_data(&barrage, nul.as_bytes()).await;
-    assert_eq!((reply.code, reply.text.contains("NUL")), (550, true), "{reply:?}");
+    assert_eq!(
+        (reply.code, reply.text.contains("NUL")),
+        (550, true),
+        "{reply:?}"
+    );
     assert!(barrage.all_requests().await.is_empty());
 }
 
@@ -151,12 +195,23 @@ async fn smuggling_and_bad_bytes_are_refused_and_smuggled_commands_never_run() {
 async fn oversize_is_552_and_declared_size_is_checked_at_mail_from() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("small.toml");
-    std::fs::write(&config, "[smtp]\nmax_message_size = 4096\nmax_recipients = 2\n").unwrap();
-    let barrage = Barrage::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    std::fs::write(
+        &config,
+        "[smtp]\nmax_message_size = 4096\nmax_recipients = 2\n",
+    )
+    .unwrap();
+    let barrage = Barrage::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
     let mut c = Client::greet(barrage.smtp).await;
     let reply = c.command("MAIL FROM:<a@b.example> SIZE=5000").await;
     assert_eq!(reply.code, 552, "{reply:?}");
-    let big = format!("{}{}\r\n.\r\n", request_mail("<big@x>", "gros.fr"), "x\r\n".repeat(3000));
+    let big = format!(
+        "{}{}\r\n.\r\n",
+        request_mail("<big@x>", "gros.fr"),
+        "x\r\n".repeat(3000)
+    );
     let reply = send_data(&barrage, big.as_bytes()).await;
     assert_eq!(reply.code, 552, "{reply:?}");
 
@@ -172,12 +227,24 @@ async fn command_errors_have_their_codes() {
     let (_dir, barrage) = start();
     let mut c = Client::connect(barrage.smtp).await;
     c.reply().await;
-    assert_eq!(c.command("MAIL FROM:<a@b.example>").await.code, 503, "MAIL before EHLO");
+    assert_eq!(
+        c.command("MAIL FROM:<a@b.example>").await.code,
+        503,
+        "MAIL before EHLO"
+    );
     assert_eq!(c.command("EHLO x").await.code, 250);
-    assert_eq!(c.command("RCPT TO:<r@x>").await.code, 503, "RCPT before MAIL");
+    assert_eq!(
+        c.command("RCPT TO:<r@x>").await.code,
+        503,
+        "RCPT before MAIL"
+    );
     assert_eq!(c.command("DATA").await.code, 503, "DATA before MAIL");
     assert_eq!(c.command("MAIL FROM:<a@b.example>").await.code, 250);
-    assert_eq!(c.command("MAIL FROM:<a@b.example>").await.code, 503, "nested MAIL");
+    assert_eq!(
+        c.command("MAIL FROM:<a@b.example>").await.code,
+        503,
+        "nested MAIL"
+    );
     assert_eq!(c.command("DATA").await.code, 554, "DATA without recipients");
     assert_eq!(c.command("FROB").await.code, 500);
     assert_eq!(c.command("MAIL FROM:bad").await.code, 501);
@@ -198,7 +265,10 @@ async fn too_many_connections_get_421() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "[smtp]\nmax_connections = 3\n").unwrap();
-    let barrage = Barrage::start(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let barrage = Barrage::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(Client::greet(barrage.smtp).await);
@@ -243,7 +313,14 @@ async fn retransmission_gets_the_original_ticket_and_no_new_row() {
 async fn second_barrage_on_the_same_data_dir_refuses_to_start() {
     let (dir, _barrage) = start();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_barrage"))
-        .args(["serve", "--smtp", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--smtp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -256,7 +333,14 @@ async fn second_barrage_on_the_same_data_dir_refuses_to_start() {
 async fn non_loopback_api_without_token_is_refused_and_token_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_barrage"))
-        .args(["serve", "--smtp", "127.0.0.1:0", "--http", "0.0.0.0:0", "--data-dir"])
+        .args([
+            "serve",
+            "--smtp",
+            "127.0.0.1:0",
+            "--http",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -266,9 +350,16 @@ async fn non_loopback_api_without_token_is_refused_and_token_is_enforced() {
     let barrage = Barrage::start(dir.path(), &["--api-token", "s3cret"]);
     let url = format!("http://{}/v1/stats", barrage.http);
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 401);
-    let ok = reqwest::Client::new().get(&url).bearer_auth("s3cret").send().await.unwrap();
+    let ok = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
-    let health = reqwest::get(format!("http://{}/healthz", barrage.http)).await.unwrap();
+    let health = reqwest::get(format!("http://{}/healthz", barrage.http))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 }
 
@@ -277,20 +368,34 @@ async fn cursor_never_moves_backwards_nor_past_the_end() {
     let (_dir, barrage) = start();
     let mut c = Client::greet(barrage.smtp).await;
     for i in 0..3 {
-        let reply = c.submit("a@b.example", &request_mail(&format!("<c{i}@x>"), "c.fr")).await;
+        let reply = c
+            .submit("a@b.example", &request_mail(&format!("<c{i}@x>"), "c.fr"))
+            .await;
         assert_eq!(reply.code, 250);
     }
     let http = reqwest::Client::new();
     let url = format!("http://{}/v1/cursor", barrage.http);
-    let post = |through: u64| http.post(&url).json(&serde_json::json!({ "through": through })).send();
+    let post = |through: u64| {
+        http.post(&url)
+            .json(&serde_json::json!({ "through": through }))
+            .send()
+    };
     let r: serde_json::Value = post(2).await.unwrap().json().await.unwrap();
     assert_eq!(r["cursor"], 2);
     let r: serde_json::Value = post(1).await.unwrap().json().await.unwrap();
     assert_eq!(r["cursor"], 2);
     assert_eq!(post(9).await.unwrap().status(), 422);
     let stats = barrage.get("/v1/stats").await;
-    assert_eq!((stats["accepted"].as_u64(), stats["queue_depth"].as_u64()), (Some(3), Some(1)));
-    let metrics = reqwest::get(format!("http://{}/metrics", barrage.http)).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        (stats["accepted"].as_u64(), stats["queue_depth"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", barrage.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("barrage_queue_depth 1\n"), "{metrics}");
 }
 
@@ -298,7 +403,12 @@ async fn cursor_never_moves_backwards_nor_past_the_end() {
 async fn sigterm_finishes_cleanly() {
     let (_dir, mut barrage) = start();
     let mut c = Client::greet(barrage.smtp).await;
-    assert_eq!(c.submit("a@b.example", &request_mail("<t@x>", "t.fr")).await.code, 250);
+    assert_eq!(
+        c.submit("a@b.example", &request_mail("<t@x>", "t.fr"))
+            .await
+            .code,
+        250
+    );
     let status = barrage.terminate();
     assert!(status.success(), "{status}");
     // The idle session was told why it is being closed.
