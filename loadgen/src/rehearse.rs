@@ -320,8 +320,10 @@ impl Rig {
             buffer_config(&data_dir, self.ack_sink.as_ref().map(|s| s.addr())),
         )?;
         let _ = std::fs::remove_file(self.out_dir.join(BUFFER_LOG));
+        let extra_args = program.extra_serve_args();
         let spec = BufferSpec {
             program,
+            extra_args,
             data_dir,
             config: config_path,
             log: self.out_dir.join(BUFFER_LOG),

@@ -58,6 +58,23 @@ impl BufferProgram {
         }
     }
 
+    /// Extra `serve` flags this program understands and a rehearsal wants: a web intake (where
+    /// the build has one) on a free port rather than its fixed default, so rehearsals never clash.
+    pub fn extra_serve_args(&self) -> Vec<OsString> {
+        let help = std::process::Command::new(&self.program)
+            .args(&self.prefix)
+            .args(["serve", "--help"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output();
+        match help {
+            Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--web ") => {
+                vec!["--web".into(), "127.0.0.1:0".into()]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         let mut words = vec![self.program.display().to_string()];
         words.extend(self.prefix.iter().map(|a| a.to_string_lossy().into_owned()));
@@ -77,6 +94,8 @@ pub struct BufferSpec {
     /// Listen addresses; port 0 picks free ports on the first start, a restart reuses them.
     pub smtp: SocketAddr,
     pub http: SocketAddr,
+    /// More `serve` arguments (see [`BufferProgram::extra_serve_args`]).
+    pub extra_args: Vec<OsString>,
 }
 
 /// Where a running buffer listens, from its `endpoints.json`.
@@ -200,6 +219,7 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
         .arg(spec.http.to_string())
         .arg("--config")
         .arg(&spec.config)
+        .args(&spec.extra_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
