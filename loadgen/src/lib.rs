@@ -4,6 +4,8 @@ pub mod check;
 pub mod commands;
 
 pub mod driver;
+pub mod fsync_audit;
+pub mod http_driver;
 pub mod gate;
 pub mod merge;
 pub mod observe;

@@ -36,6 +36,9 @@ enum Command {
     /// The CI gate: rehearse the runs of a gate file (or read run folders) and judge their
     /// thresholds; junit.xml and summary.md. Exit 1 when a threshold failed.
     Gate(landrush::gate::GateArgs),
+    /// Run barrage under strace during a burst and check that every 250 follows the fsync of the
+    /// journal write that holds its request. Exit 1 when one came first.
+    FsyncAudit(landrush::fsync_audit::FsyncAuditArgs),
     /// Run the barrage buffer built into landrush (`landrush buffer serve …`, same arguments
     /// as `barrage`): what `rehearse` starts as its child process.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
             init_logging();
             runtime().and_then(|rt| rt.block_on(landrush::gate::gate_command(args)))
         }
+        Command::FsyncAudit(args) => runtime()
+            .and_then(|rt| rt.block_on(landrush::fsync_audit::fsync_audit_command(args))),
         Command::Check(args) => landrush::commands::check_command(args),
         Command::Report(args) => landrush::commands::report_command(args),
         Command::Compare(args) => landrush::commands::compare_command(args),
