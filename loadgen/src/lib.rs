@@ -5,7 +5,6 @@ pub mod commands;
 
 pub mod driver;
 pub mod fsync_audit;
-pub mod http_driver;
 pub mod gate;
 pub mod merge;
 pub mod observe;
