@@ -335,7 +335,9 @@ impl Request {
         let mut line = 0u64;
         while out.len() - start + 3 < target {
             out.extend_from_slice(b"\r\n");
-            let room = (target - (out.len() - start) - 3).saturating_sub(2);
+            let room = target
+                .saturating_sub(out.len() - start + 3)
+                .saturating_sub(2);
             if line % 8 == 7 {
                 out.extend_from_slice(b"..");
             }
