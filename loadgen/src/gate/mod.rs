@@ -435,7 +435,13 @@ async fn command(argv: &[String], base: &Path, dir: &Path, what: &str) -> anyhow
     std::fs::create_dir_all(dir)?;
     let log = dir.join(format!("{what}.log"));
     let file = std::fs::File::create(&log)?;
-    let status = tokio::process::Command::new(&argv[0])
+    // A program named by a relative path is found from the gate file's folder.
+    let program = if argv[0].contains('/') {
+        std::path::absolute(base.join(&argv[0]))?
+    } else {
+        PathBuf::from(&argv[0])
+    };
+    let status = tokio::process::Command::new(&program)
         .args(&argv[1..])
         .current_dir(if base.as_os_str().is_empty() {
             Path::new(".")

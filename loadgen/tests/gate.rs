@@ -1,0 +1,93 @@
+//! `landrush gate --runs`: judges run folders made before, writes junit.xml and summary.md, and
+//! exits 1 when a threshold fails (0 when all pass; skipped ones do not fail).
+
+use std::path::Path;
+use std::process::Command;
+
+fn run_folder(dir: &Path, p99: f64, accepted_per_s: f64, lost: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let report = serde_json::json!({
+        "verdict": if lost == 0 { "pass" } else { "fail" },
+        "checks": {"loss": {"ok": lost == 0, "lost": lost, "gaps": 0}},
+        "counts": {"sent": 100, "accepted": 100},
+        "latency_ms": {"accept": {"p50": 1.0, "p99": p99, "max": p99}},
+        "throughput": {"accepted_per_s": accepted_per_s}
+    });
+    std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+}
+
+fn gate(dir: &Path, runs: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_landrush"))
+        .arg("gate")
+        .arg(dir.join("gate.toml"))
+        .arg("--out")
+        .arg(dir.join("out"))
+        .arg("--runs")
+        .args(runs)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn the_gate_fails_on_a_missed_threshold_and_passes_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        r#"
+        [[run]]
+        name = "ours"
+        scenario = "x.toml"
+        thresholds = ["verdict == pass", "lost == 0", 'accept_latency.p99 < "5ms"',
+                      "throughput >= 3x ref"]
+        [[run]]
+        name = "ref"
+        scenario = "x.toml"
+        optional = true
+        "#,
+    )
+    .unwrap();
+    let (ours, reference) = (dir.path().join("ours"), dir.path().join("ref"));
+    run_folder(&reference, 40.0, 1000.0, 0);
+
+    run_folder(&ours, 7.5, 2500.0, 0);
+    let (code, table) = gate(
+        dir.path(),
+        &[ours.to_str().unwrap(), reference.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{table}");
+    assert!(table.contains("over by 2.5 ms (+50%)"), "{table}");
+    assert!(table.contains("under by 0.50x (-17%)"), "{table}");
+    let junit = std::fs::read_to_string(dir.path().join("out/junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase ").count(), 4);
+    assert_eq!(junit.matches("<failure ").count(), 2, "{junit}");
+    let summary = std::fs::read_to_string(dir.path().join("out/summary.md")).unwrap();
+    assert!(summary.contains("**FAIL**"), "{summary}");
+
+    run_folder(&ours, 3.0, 3500.0, 0);
+    let (code, table) = gate(
+        dir.path(),
+        &[ours.to_str().unwrap(), reference.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{table}");
+
+    // A loss fails whatever the speed.
+    run_folder(&ours, 3.0, 3500.0, 1);
+    let (code, _) = gate(
+        dir.path(),
+        &[
+            &format!("ours={}", ours.display()),
+            reference.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+
+    // Without the optional reference its ratio is skipped, not failed and not passed.
+    run_folder(&ours, 3.0, 3500.0, 0);
+    let (code, table) = gate(dir.path(), &[ours.to_str().unwrap()]);
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains("skip"), "{table}");
+}
