@@ -34,6 +34,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "I/N", default_value = "1/1")]
     pub shard: Shard,
 
+    /// The web intake to play the scenario's `[http]` part against, HOST:PORT (barrage's
+    /// `--web`). Without it the `[http]` part is not played. Loopback only unless the host is
+    /// named with --allow-remote-target.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub web_target: Option<String>,
+
     /// Allow a target outside loopback; HOST must be the host of --target, written the same way.
     /// Repeatable.
     #[arg(long, value_name = "HOST")]
@@ -144,10 +150,20 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         }
     });
+    let web_target = match (&args.web_target, &scenario.http) {
+        (Some(web), Some(_)) => Some(resolve_target(web, &args.allow_remote_target).await?),
+        (Some(_), None) => bail!(
+            "--web-target given, but scenario {} has no [http] part to play",
+            args.scenario.display()
+        ),
+        (None, _) => None,
+    };
+    // Both parts share one absolute start instant.
+    let start_at = start.resolve(reports::records::Stamp::now());
     let options = RunOptions {
         shard: args.shard,
-        tag: args.tag,
-        start: args.start,
+        tag: args.tag.clone(),
+        start: Some(Start::At(start_at)),
         progress: !args.quiet,
         print_summary: true,
         scenario_file: Some(args.scenario.clone()),
@@ -155,7 +171,20 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         stop: Some(stop_rx),
         ..RunOptions::default()
     };
-    run_scenario(&scenario, target, &out, options).await?;
+    let Some(web) = web_target else {
+        run_scenario(&scenario, target, &out, options).await?;
+        return Ok(());
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (smtp, http) = tokio::join!(
+        run_scenario(&scenario, target, &out, options),
+        crate::http_driver::run_http(&scenario, web, &out, start_at, args.tag.clone())
+    );
+    smtp?;
+    let http = http?;
+    crate::http_driver::append_to_sent(&out)?;
+    crate::http_driver::note_in_run_info(&out, &http)?;
+    crate::http_driver::print_summary(&http);
     Ok(())
 }
 

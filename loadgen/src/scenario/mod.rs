@@ -11,6 +11,7 @@
 //! held in memory.
 
 pub mod duration;
+pub mod http;
 pub mod request;
 
 use std::path::Path;
@@ -63,9 +64,10 @@ pub struct Scenario {
     pub domains: Domains,
     #[serde(default)]
     pub misbehaviour: Misbehaviour,
-    /// Reserved for the HTTP intake driver (another issue); accepted, not used by the SMTP driver.
+    /// Web-form submissions, played by the HTTP driver alongside the SMTP part when `landrush
+    /// run` is given `--web-target` (see [`http::HttpPart`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<toml::Table>,
+    pub http: Option<http::HttpPart>,
     /// Reserved for `landrush rehearse` fault injection (another issue); not used by `run`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<toml::Table>,
@@ -614,6 +616,9 @@ impl Scenario {
                     "schedule.think_time: at most an hour"
                 );
             }
+        }
+        if let Some(http) = &self.http {
+            http.validate()?;
         }
         if self.clients.pre_connect && matches!(self.schedule, Schedule::Closed { .. }) {
             bail!(
