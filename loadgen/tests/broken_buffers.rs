@@ -220,9 +220,6 @@ fn rehearsing_the_real_barrage_passes() {
         .arg("--out")
         .arg(&out)
         .arg("--quiet")
-        // See support::rehearse_running: sent_at is stamped after the write returns.
-        .arg("--clock-tolerance")
-        .arg("5ms")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -22,6 +22,9 @@ use super::{Clock, LAG_WARN_MAX};
 use crate::scenario::PreConnectStage;
 use crate::scenario::request::{Kind, Request, Requests};
 
+/// The last bytes of every framed message: the line `.` that ends DATA.
+const END_MARK: &[u8] = b".\r\n";
+
 /// What every client of a run shares.
 pub struct Ctx {
     pub target: SocketAddr,
@@ -339,17 +342,33 @@ async fn transmit_inner(
             }
         }
         session.on_conn += 1;
+        // `sent_at` is stamped before the write that carries the end mark, never after it: the
+        // buffer may have the whole message before `write` returns, and a later stamp would make
+        // the checker see real-time precedence where there was none.
+        let (body, end_mark) = message.split_at(message.len().saturating_sub(END_MARK.len()));
+        debug_assert_eq!(end_mark, END_MARK);
         let written = if request.slow {
-            conn.write_slowly(message, scenario.misbehaviour.slow_bytes_per_second)
+            match conn
+                .write_slowly(body, scenario.misbehaviour.slow_bytes_per_second)
                 .await
+            {
+                Ok(()) => {
+                    let sent_at = Instant::now();
+                    conn.write(end_mark).await.map(|()| sent_at)
+                }
+                Err(e) => Err(e),
+            }
         } else {
-            conn.write(message).await
+            let sent_at = Instant::now();
+            conn.write(message).await.map(|()| sent_at)
         };
-        if let Err(e) = written {
-            session.conn = None;
-            return Tx::failed(&e);
-        }
-        let sent_at = Instant::now();
+        let sent_at = match written {
+            Ok(sent_at) => sent_at,
+            Err(e) => {
+                session.conn = None;
+                return Tx::failed(&e);
+            }
+        };
         ctx.live.sent.fetch_add(1, Ordering::Relaxed);
         if drop_after_dot {
             if let Some(conn) = session.conn.take() {

@@ -18,9 +18,6 @@ use landrush::check::CheckOptions;
 use landrush::rehearse::{Handover, Rehearsal, RehearseOptions, Target, rehearse};
 use landrush::scenario::Scenario;
 
-/// See [`rehearse_running`]: the slack given to real-time precedence in these tests.
-pub const PRECEDENCE_TOLERANCE_US: u64 = 5_000;
-
 /// Every test gives up after this long rather than hang CI.
 pub const TEST_LIMIT: Duration = Duration::from_secs(120);
 
@@ -91,14 +88,7 @@ pub async fn rehearse_running(
         acks: true,
         quiet_period: Duration::from_millis(1500),
         progress: false,
-        check: CheckOptions {
-            // The driver stamps `sent_at` after its write returns, so on a busy 2-core machine
-            // running driver, fake and observers in one runtime, B's stamp can land a few hundred
-            // µs after the buffer already had B: a false real-time precedence violation. None of
-            // these tests is about precedence; a tolerance keeps them deterministic.
-            clock_tolerance_us: PRECEDENCE_TOLERANCE_US,
-            ..CheckOptions::default()
-        },
+        check: CheckOptions::default(),
         ..RehearseOptions::default()
     };
     tokio::time::timeout(TEST_LIMIT, rehearse(scenario, out, options))
