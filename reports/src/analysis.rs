@@ -15,9 +15,9 @@ use anyhow::Context;
 
 use crate::checks::{self, Checks};
 use crate::latency::{self, RunHistograms};
-#[cfg(test)]
-use crate::model::Percentiles;
-use crate::model::{Counts, LatencyMs, QueueSample, Report, SecondStats, Spectra, Throughput};
+use crate::model::{
+    Counts, LatencyMs, Percentiles, QueueSample, Report, SecondStats, Spectra, Throughput,
+};
 use crate::records::{
     self, AckRecord, FaultRecord, HandedRecord, Outcome, SentRecord, Stamp, StatsSample,
 };
@@ -226,7 +226,14 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
         accept: latency::spectrum(&accept),
         accept_corrected: latency::spectrum(&accept_corrected),
     };
-    report.driver_lag_ms = latency::percentiles(&histograms.total(latency::TAG_DRIVER_LAG));
+    // The driver measures its lag where it happens (when a request was started, against its
+    // schedule); `sent_at − intended_at` also counts slow clients' deliberate trickle and
+    // reconnects, so it is only the fallback for runs without the driver's own figure.
+    report.driver_lag_ms = records
+        .run
+        .as_ref()
+        .and_then(driver_lag_from_run)
+        .unwrap_or_else(|| latency::percentiles(&histograms.total(latency::TAG_DRIVER_LAG)));
     report.ack_delay_ms = latency::percentiles(&histograms.total(latency::TAG_ACK_DELAY));
     report.ack_delay_buckets = latency::buckets(&ack_delays_ms, 20);
     report.throughput = Throughput {
@@ -328,6 +335,20 @@ fn derived_queue(
         .collect()
 }
 
+/// The driver's own lag summary from run.json (`driver_lag`, in microseconds), if present.
+fn driver_lag_from_run(run: &serde_json::Value) -> Option<Percentiles> {
+    let lag = run.get("driver_lag")?;
+    let ms = |key: &str| Some(latency::micros_to_ms(lag.get(key)?.as_u64()?));
+    Some(Percentiles {
+        count: lag.get("count")?.as_u64()?,
+        p50: ms("p50_us")?,
+        p90: ms("p90_us")?,
+        p99: ms("p99_us")?,
+        p999: ms("p999_us")?,
+        max: ms("max_us")?,
+    })
+}
+
 fn all_instants(records: &RunRecords) -> impl Iterator<Item = Stamp> + '_ {
     let sent = records.sent.iter().flat_map(|s| {
         [Some(s.intended_at), s.sent_at, s.replied_at]
@@ -392,6 +413,15 @@ fn environment(records: &RunRecords) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn driver_lag_comes_from_the_drivers_own_measure() {
+        let run = serde_json::json!({"driver_lag": {"count": 3, "mean_us": 1.0, "p50_us": 500,
+            "p90_us": 900, "p99_us": 1500, "p999_us": 2000, "max_us": 25000, "behind_schedule": false}});
+        let lag = driver_lag_from_run(&run).unwrap();
+        assert_eq!((lag.count, lag.p50, lag.max), (3, 0.5, 25.0));
+        assert!(driver_lag_from_run(&serde_json::json!({"scenario": "x"})).is_none());
+    }
+
     use super::*;
 
     /// p50, p99 and max, to HdrHistogram's 0.1%: 10 ms may read 10.007 ms.

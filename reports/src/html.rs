@@ -151,7 +151,7 @@ fn figures(h: &mut String, r: &Report) {
         "accept, corrected (reply − intended)",
         &r.latency_ms.accept_corrected,
     );
-    row(h, "driver lag (sent − intended)", &r.driver_lag_ms);
+    row(h, "driver lag (start − schedule)", &r.driver_lag_ms);
     row(h, "ack delay (first ack − accept)", &r.ack_delay_ms);
     h.push_str("</table>\n");
     let t = &r.throughput;

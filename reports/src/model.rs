@@ -26,8 +26,9 @@ pub struct Report {
     pub latency_ms: LatencyMs,
     #[serde(default)]
     pub throughput: Throughput,
-    /// How late the driver sent, `sent_at − intended_at` over every transmission: the load
-    /// generator's own lag. A large lag means the driver, not the buffer, was the bottleneck.
+    /// How late the driver started requests against its schedule: the load generator's own lag,
+    /// as the driver measured it (run.json `driver_lag`; without it, `sent_at − intended_at`).
+    /// A large lag means the driver, not the buffer, was the bottleneck.
     #[serde(default)]
     pub driver_lag_ms: Percentiles,
     /// `received_at` of the first ack of a request − the client-observed accept time (`replied_at`
