@@ -4,6 +4,7 @@ pub mod check;
 pub mod commands;
 
 pub mod driver;
+pub mod faults;
 pub mod http_driver;
 pub mod fsync_audit;
 pub mod gate;

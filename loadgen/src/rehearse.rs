@@ -370,13 +370,8 @@ impl Rig {
 
     /// Plays the scenario against the buffer.
     pub async fn play(&mut self, scenario: &Scenario) -> anyhow::Result<RunSummary> {
-        if !scenario.faults.is_empty() {
-            self.notes.push(format!(
-                "the scenario lists {} [[faults]]; fault injection is not played yet",
-                scenario.faults.len()
-            ));
-        }
-        let options = RunOptions {
+        let faults = crate::faults::parse(&scenario.faults, scenario.seed)?;
+        let mut options = RunOptions {
             tag: self.options.tag.clone(),
             start: self.options.start,
             progress: self.options.progress,
@@ -392,7 +387,33 @@ impl Rig {
             }),
             ..RunOptions::default()
         };
-        run_scenario(scenario, self.target, &self.out_dir, options).await
+        if faults.is_empty() {
+            return run_scenario(scenario, self.target, &self.out_dir, options).await;
+        }
+        // Faults are timed from the scenario's time zero: fix it here and give it to the driver.
+        let t0 = self
+            .options
+            .start
+            .unwrap_or(scenario.start)
+            .resolve(Stamp::now());
+        options.start = Some(Start::At(t0));
+        let (target, out_dir) = (self.target, self.out_dir.clone());
+        let (sent_all, sent_all_rx) = watch::channel(false);
+        // The driver plays the requests; the faults are played here.
+        let mut requests_only = scenario.clone();
+        requests_only.faults.clear();
+        let driver = async {
+            let run = run_scenario(&requests_only, target, &out_dir, options).await;
+            sent_all.send_replace(true);
+            run
+        };
+        let rate = self.options.registry_rate;
+        let (run, played) = tokio::join!(
+            driver,
+            crate::faults::play(self, &faults, t0, rate, sent_all_rx)
+        );
+        self.notes.extend(played?);
+        run
     }
 
     /// What the handover observer has seen.

@@ -221,12 +221,20 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
         .arg(&spec.config)
         .args(&spec.extra_args)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
+        // Through pipes, as under systemd: a disk-full fault (RLIMIT_FSIZE on the buffer) then
+        // hits the buffer's own files, not its log.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start the buffer ({})", spec.program.describe()))?;
+    if let Some(out) = child.stdout.take() {
+        copy_to_log(out, log.try_clone()?);
+    }
+    if let Some(err) = child.stderr.take() {
+        copy_to_log(err, log);
+    }
     let pid = child.id().unwrap_or(0);
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
@@ -255,6 +263,15 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Appends what the buffer writes to its log file, until the pipe closes.
+fn copy_to_log(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static, log: std::fs::File) {
+    tokio::spawn(async move {
+        let mut log = tokio::fs::File::from_std(log);
+        let _ = tokio::io::copy(&mut pipe, &mut log).await;
+        let _ = tokio::io::AsyncWriteExt::flush(&mut log).await;
+    });
 }
 
 /// The last lines of a log file, for error messages.
