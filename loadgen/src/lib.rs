@@ -5,8 +5,8 @@ pub mod commands;
 
 pub mod driver;
 pub mod faults;
-pub mod http_driver;
 pub mod fsync_audit;
+pub mod http_driver;
 pub mod gate;
 pub mod merge;
 pub mod observe;
