@@ -285,7 +285,6 @@ pub async fn play(
         }
         match step {
             Step::Begin(i) => {
-                let begun = Stamp::now();
                 let detail = match begin(rig, &faults[i].kind, &mut held[i]).await {
                     Ok(detail) => detail,
                     Err(e) => {
@@ -297,11 +296,18 @@ pub async fn play(
                         json!({"error": format!("{e:#}")})
                     }
                 };
-                began[i] = Some((begun, detail));
+                // From when the fault is in effect (the process reaped, the limit set, …).
+                began[i] = Some((Stamp::now(), detail));
             }
             Step::End(i) => {
                 let mut detail = began[i].take();
-                if let Err(e) = end(rig, &faults[i].kind, registry_rate, &mut held[i]).await {
+                // Until the fault is lifted; a kill lasts until the restarted buffer listens.
+                let mut ended = Stamp::now();
+                let result = end(rig, &faults[i].kind, registry_rate, &mut held[i]).await;
+                if matches!(faults[i].kind, FaultKind::Kill { .. }) {
+                    ended = Stamp::now();
+                }
+                if let Err(e) = result {
                     notes.push(format!(
                         "fault {} at +{:?} could not be ended: {e:#}",
                         faults[i].kind.name(),
@@ -315,7 +321,7 @@ pub async fn play(
                     out.write(&FaultRecord {
                         kind: faults[i].kind.name().into(),
                         at: begun,
-                        until: Some(Stamp::now()),
+                        until: Some(ended),
                         detail: d,
                     })?;
                     out.flush()?;
