@@ -105,6 +105,8 @@ struct Counters {
 
 pub struct SqliteJournal {
     commands: mpsc::Sender<Command>,
+    /// Dropping it stops the checkpointer thread.
+    _checkpointer: std::sync::mpsc::Sender<()>,
     reader: Arc<Mutex<Connection>>,
     counters: Arc<Counters>,
     instance_id: String,
@@ -142,6 +144,11 @@ impl SqliteJournal {
 
         let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
+        let checkpointer = start_checkpointer(&path)?;
+        // Checkpoints copy the WAL into the database file and fsync it: a stall of milliseconds
+        // that SQLite would otherwise run inside whichever commit crosses the threshold. The
+        // checkpointer thread does it beside the writer instead (WAL lets both run at once).
+        writer.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let state = WriterState {
             conn: writer,
@@ -158,6 +165,7 @@ impl SqliteJournal {
             .spawn(move || state.run(rx))?;
         Ok(SqliteJournal {
             commands: tx,
+            _checkpointer: checkpointer,
             reader: Arc::new(Mutex::new(reader)),
             counters,
             instance_id,
@@ -192,6 +200,29 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     );
     conn.execute_batch("PRAGMA synchronous=FULL;")?;
     Ok(conn)
+}
+
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Starts the thread that checkpoints the WAL off the commit path; it stops when the returned
+/// sender is dropped.
+fn start_checkpointer(path: &Path) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
+    let conn = open_connection(path)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("journal-checkpointer".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
+            {
+                // PASSIVE never blocks the writer; what it cannot copy now waits for the next turn.
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("WAL checkpoint failed (the WAL grows until one succeeds): {e}");
+                }
+            }
+        })?;
+    Ok(stop)
 }
 
 fn load_instance_id(conn: &Connection) -> anyhow::Result<String> {
