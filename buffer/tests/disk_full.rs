@@ -4,40 +4,14 @@
 
 mod support;
 
-use std::os::unix::process::CommandExt;
-
 use support::{Barrage, Client, request_mail};
 
 const LIMIT_BYTES: u64 = 384 * 1024;
 
-fn set_file_size_limit(pid: i32, bytes: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit only reads `limit`; the old value is not asked for.
-    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 #[tokio::test]
 async fn full_disk_answers_451_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let barrage = Barrage::start_with(dir.path(), &[], |command| {
-        // SAFETY: setrlimit is async-signal-safe and touches only the child.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: LIMIT_BYTES,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let barrage = Barrage::start_with_file_size_limit(dir.path(), LIMIT_BYTES);
     let padding = "x".repeat(900);
     let mut c = Client::greet(barrage.smtp).await;
     let (mut accepted, mut refused) = (Vec::new(), Vec::new());
@@ -64,7 +38,7 @@ async fn full_disk_answers_451_and_recovers() {
     assert!(!accepted.is_empty());
 
     // Space returns: the same process serves again.
-    set_file_size_limit(barrage.pid(), libc::RLIM_INFINITY);
+    barrage.lift_file_size_limit();
     let reply = c
         .submit(
             "a@b.example",

@@ -8,7 +8,6 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use ack_support::{Sink, ack_config, wait_until};
@@ -348,21 +347,7 @@ async fn smtp_and_http_share_one_gap_free_sequence() {
 async fn a_failed_write_is_503_with_retry_after_and_is_not_stored() {
     const LIMIT_BYTES: u64 = 384 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let barrage = Barrage::start_with(dir.path(), &[], |command| {
-        // SAFETY: setrlimit is async-signal-safe and touches only the child.
-        unsafe {
-            command.pre_exec(|| {
-                let limit = libc::rlimit {
-                    rlim_cur: LIMIT_BYTES,
-                    rlim_max: libc::RLIM_INFINITY,
-                };
-                if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let barrage = Barrage::start_with_file_size_limit(dir.path(), LIMIT_BYTES);
     let addr = web(&barrage);
     let padding = "x".repeat(900);
     let (mut accepted, mut refused) = (Vec::new(), Vec::new());
@@ -386,20 +371,7 @@ async fn a_failed_write_is_503_with_retry_after_and_is_not_stored() {
     }
     assert!(!refused.is_empty(), "the file size limit was never reached");
 
-    let limit = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit only reads `limit`.
-    let rc = unsafe {
-        libc::prlimit(
-            barrage.pid(),
-            libc::RLIMIT_FSIZE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0);
+    barrage.lift_file_size_limit();
     // The refused request, posted again with its key, is now stored (it never was before).
     let key = refused[0].trim_matches(['<', '>']).to_string();
     let mut body = form("plein.fr", "a@b.fr");
@@ -441,7 +413,7 @@ async fn too_many_requests_in_flight_get_503_and_a_stalled_body_408() {
     let config = dir.path().join("barrage.toml");
     std::fs::write(
         &config,
-        "[web]\nmax_concurrent_requests = 1\nrequest_timeout_secs = 2\nretry_after_secs = 3\n",
+        "[web]\nmax_concurrent_requests = 1\nrequest_timeout_secs = 8\nretry_after_secs = 3\n",
     )
     .unwrap();
     let barrage = Barrage::start(
@@ -459,8 +431,10 @@ async fn too_many_requests_in_flight_get_503_and_a_stalled_body_408() {
         )
         .await
         .unwrap();
+    // The stalled request holds the slot for 8 s (its timeout): ample time, even on a loaded
+    // machine, for another request to find the slot taken.
     let mut saw_503 = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (status, retry_after, _) = post_json(addr, &form("attente.fr", "a@b.fr"), None).await;
         if status == 503 {
             assert_eq!(retry_after.as_deref(), Some("3"));

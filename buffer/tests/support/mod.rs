@@ -81,6 +81,39 @@ impl Barrage {
         }
     }
 
+    /// Starts barrage with RLIMIT_FSIZE = `bytes`: its journal writes fail with EFBIG past that
+    /// size, a real write failure (barrage ignores SIGXFSZ).
+    pub fn start_with_file_size_limit(data_dir: &Path, bytes: u64) -> Barrage {
+        use std::os::unix::process::CommandExt;
+        Self::start_with(data_dir, &[], |command| {
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: bytes,
+                        rlim_max: libc::RLIM_INFINITY,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        })
+    }
+
+    /// Lifts the running barrage's file size limit ("space returns").
+    pub fn lift_file_size_limit(&self) {
+        let limit = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: prlimit only reads `limit`; the old value is not asked for.
+        let rc =
+            unsafe { libc::prlimit(self.pid(), libc::RLIMIT_FSIZE, &limit, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
