@@ -63,12 +63,26 @@ start() {
   if postfix status >/dev/null 2>&1; then
     # Running (perhaps for another script): reload, which picks up the new listener too.
     postfix reload >/dev/null 2>&1
-  elif ! postfix start >/dev/null 2>&1; then
+  else
+    # Temporary files of a cleanup process killed by an earlier `postfix stop` make postsuper warn,
+    # and a warning it cannot log (maillog_file before postlogd runs) fails the start.
+    find /var/spool/postfix/incoming -maxdepth 1 -regextype posix-extended \
+      -regex '.*/[0-9]+\.[0-9]+' -delete 2>/dev/null || true
+  fi
+  if ! postfix status >/dev/null 2>&1 && ! postfix start >/dev/null 2>&1; then
     echo "postfix did not start: see $(postconf -h maillog_file)" >&2
     exit 1
   fi
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+      # Mail left in the queue by an earlier run would land in this run's Maildir: let it be
+      # delivered (30 s at most), then empty the Maildir.
+      postqueue -f >/dev/null 2>&1 || true
+      for _ in $(seq 60); do
+        postqueue -p 2>/dev/null | grep -q "Mail queue is empty" && break
+        sleep 0.5
+      done
+      empty
       echo "postfix listens on 127.0.0.1:$PORT and delivers $DOMAIN to $MAILDIR" >&2
       return 0
     fi
