@@ -70,8 +70,9 @@ fn main() -> ExitCode {
             init_logging();
             runtime().and_then(|rt| rt.block_on(landrush::gate::gate_command(args)))
         }
-        Command::FsyncAudit(args) => runtime()
-            .and_then(|rt| rt.block_on(landrush::fsync_audit::fsync_audit_command(args))),
+        Command::FsyncAudit(args) => {
+            runtime().and_then(|rt| rt.block_on(landrush::fsync_audit::fsync_audit_command(args)))
+        }
         Command::Check(args) => landrush::commands::check_command(args),
         Command::Report(args) => landrush::commands::report_command(args),
         Command::Compare(args) => landrush::commands::compare_command(args),
