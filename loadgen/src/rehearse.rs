@@ -387,16 +387,55 @@ impl Rig {
             }),
             ..RunOptions::default()
         };
-        if faults.is_empty() {
+        // The web part plays against the spawned buffer's web intake, when it has one.
+        let web = match (&scenario.http, &self.buffer) {
+            (Some(_), Some(buffer)) => buffer.endpoints().web,
+            _ => None,
+        };
+        if scenario.http.is_some() && web.is_none() {
+            self.notes.push(
+                "the scenario's [http] part was not played: no web intake to play it against"
+                    .into(),
+            );
+        }
+        if faults.is_empty() && web.is_none() {
             return run_scenario(scenario, self.target, &self.out_dir, options).await;
         }
-        // Faults are timed from the scenario's time zero: fix it here and give it to the driver.
+        // Faults and the web part are timed from the scenario's time zero: fix it here and give
+        // it to the drivers.
         let t0 = self
             .options
             .start
             .unwrap_or(scenario.start)
             .resolve(Stamp::now());
         options.start = Some(Start::At(t0));
+        let Some(web) = web else {
+            return self.play_with_faults(scenario, faults, t0, options).await;
+        };
+        let (out_dir, tag) = (self.out_dir.clone(), self.options.tag.clone());
+        let progress = self.options.progress;
+        let http = crate::http_driver::run_http(scenario, web, &out_dir, t0, tag);
+        let (run, http) = tokio::join!(self.play_with_faults(scenario, faults, t0, options), http);
+        let run = run?;
+        let http = http?;
+        crate::http_driver::append_to_sent(&out_dir)?;
+        if progress {
+            crate::http_driver::print_summary(&http);
+        }
+        Ok(run)
+    }
+
+    /// Plays the SMTP part with its faults (none is fine) from the fixed time zero `t0`.
+    async fn play_with_faults(
+        &mut self,
+        scenario: &Scenario,
+        faults: Vec<crate::faults::Fault>,
+        t0: Stamp,
+        options: RunOptions,
+    ) -> anyhow::Result<RunSummary> {
+        if faults.is_empty() {
+            return run_scenario(scenario, self.target, &self.out_dir, options).await;
+        }
         let (target, out_dir) = (self.target, self.out_dir.clone());
         let (sent_all, sent_all_rx) = watch::channel(false);
         // The driver plays the requests; the faults are played here.

@@ -156,8 +156,18 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             "--web-target given, but scenario {} has no [http] part to play",
             args.scenario.display()
         ),
-        (None, _) => None,
+        (None, Some(_)) => {
+            eprintln!("landrush: the scenario's [http] part is not played: give --web-target");
+            None
+        }
+        (None, None) => None,
     };
+    if !scenario.faults.is_empty() {
+        eprintln!(
+            "landrush: the scenario's [[faults]] are not played by `landrush run`: they need \
+             `landrush rehearse`, which owns the buffer"
+        );
+    }
     // Both parts share one absolute start instant.
     let start_at = start.resolve(reports::records::Stamp::now());
     let options = RunOptions {
@@ -183,7 +193,6 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     smtp?;
     let http = http?;
     crate::http_driver::append_to_sent(&out)?;
-    crate::http_driver::note_in_run_info(&out, &http)?;
     crate::http_driver::print_summary(&http);
     Ok(())
 }

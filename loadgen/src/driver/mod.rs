@@ -336,11 +336,6 @@ pub async fn run_scenario(
             stats.pre_connect_late, stats.pre_connect_failed
         ));
     }
-    if scenario.http.is_some() || !scenario.faults.is_empty() {
-        warnings.push(
-            "the scenario's [http] / [[faults]] sections are not played by `landrush run`".into(),
-        );
-    }
     let info = RunInfo {
         scenario: scenario.name.clone(),
         scenario_file: options

@@ -503,16 +503,6 @@ pub fn append_to_sent(dir: &Path) -> anyhow::Result<u64> {
     Ok(text.lines().filter(|l| !l.trim().is_empty()).count() as u64)
 }
 
-/// Notes the HTTP part in `run.json` (written by the SMTP driver, which does not play it):
-/// drops its "not played" warning (the web figures are in `http-run.json`).
-pub fn note_in_run_info(dir: &Path, http: &HttpRunInfo) -> anyhow::Result<()> {
-    let mut info = crate::driver::read_run_info(dir)?;
-    info.warnings
-        .retain(|w| !w.contains("[http]") || !w.contains("not played"));
-    let _ = http;
-    crate::driver::write_run_info(dir, &info)
-}
-
 /// The end-of-run lines of the HTTP part, on stderr.
 pub fn print_summary(http: &HttpRunInfo) {
     eprintln!(

@@ -103,6 +103,9 @@ pub struct BufferSpec {
 pub struct Endpoints {
     pub smtp: SocketAddr,
     pub http: SocketAddr,
+    /// The public web intake, for builds that have one.
+    #[serde(default)]
+    pub web: Option<SocketAddr>,
     pub pid: u32,
 }
 
@@ -188,6 +191,12 @@ impl Buffer {
         let mut spec = self.spec.clone();
         spec.smtp = self.endpoints.smtp;
         spec.http = self.endpoints.http;
+        if let Some(web) = self.endpoints.web
+            && let Some(at) = spec.extra_args.iter().position(|a| a == "--web")
+            && at + 1 < spec.extra_args.len()
+        {
+            spec.extra_args[at + 1] = web.to_string().into();
+        }
         let (child, endpoints) = spawn(&spec).await?;
         self.child = Some(child);
         self.endpoints = endpoints;
