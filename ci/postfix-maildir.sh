@@ -46,7 +46,7 @@ configure() {
     "virtual_mailbox_maps = static:requests/" "virtual_uid_maps = static:$uid" \
     "virtual_gid_maps = static:$gid" "virtual_minimum_uid = 1" \
     "virtual_destination_concurrency_limit = 20" "virtual_destination_recipient_limit = 1" \
-    "message_size_limit = 10240000"
+    "message_size_limit = 10240000" "smtpd_peername_lookup = no"
   postconf -M "127.0.0.1:$PORT/inet=127.0.0.1:$PORT inet n - y - - smtpd"
 }
 
