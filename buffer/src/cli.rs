@@ -87,7 +87,7 @@ where
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
         .try_init()
         .ok();
     match run(cli) {
@@ -137,5 +137,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::ack::preview(ack, &config.hostname)?);
             Ok(())
         }
+    }
+}
+
+/// Standard error that never fails: a log line that cannot be written (stderr is a file on a
+/// full disk, a closed pipe) is dropped. Without it, the failed write makes tracing fall back to
+/// `eprintln!`, which panics, and the panic would kill whichever thread logged, the journal
+/// writer included.
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }

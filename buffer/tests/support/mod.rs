@@ -82,10 +82,16 @@ impl Barrage {
     }
 
     /// Starts barrage with RLIMIT_FSIZE = `bytes`: its journal writes fail with EFBIG past that
-    /// size, a real write failure (barrage ignores SIGXFSZ).
+    /// size, a real write failure (barrage ignores SIGXFSZ). Its stderr goes to a file already at
+    /// the limit, so every log line fails to be written too, as when the log shares the full disk.
     pub fn start_with_file_size_limit(data_dir: &Path, bytes: u64) -> Barrage {
         use std::os::unix::process::CommandExt;
+        std::fs::create_dir_all(data_dir).unwrap();
+        let log = data_dir.join("stderr-at-the-limit.log");
+        std::fs::File::create(&log).unwrap().set_len(bytes).unwrap();
+        let stderr = std::fs::File::options().append(true).open(&log).unwrap();
         Self::start_with(data_dir, &[], |command| {
+            command.stderr(stderr);
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
             unsafe {
                 command.pre_exec(move || {
