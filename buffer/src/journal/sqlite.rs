@@ -162,7 +162,15 @@ impl SqliteJournal {
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
-            .spawn(move || state.run(rx))?;
+            .spawn(move || {
+                // Without its writer the buffer could only answer 451 forever. A crash instead
+                // lets the supervisor restart it on the journal, which every commit left whole.
+                let run = std::panic::AssertUnwindSafe(|| state.run(rx));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("the journal writer panicked: aborting so barrage restarts");
+                    std::process::abort();
+                }
+            })?;
         Ok(SqliteJournal {
             commands: tx,
             _checkpointer: checkpointer,
