@@ -126,7 +126,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.http.api_token = Some(token);
             }
             crate::server::prepare_process();
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.worker_threads())
+                .enable_all()
+                .build()?;
             runtime.block_on(crate::server::serve(config))
         }
         Command::Ack(AckCommand::Preview { config }) => {

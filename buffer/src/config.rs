@@ -20,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The name barrage gives itself in SMTP greetings and generated Message-IDs.
     pub hostname: String,
+    /// Threads serving connections (SMTP, web, API, acks); 0 = one per core but one, which is
+    /// left to the journal writer thread.
+    pub workers: usize,
     pub smtp: SmtpConfig,
     pub http: HttpConfig,
     /// The public web intake (`GET /` form, `POST /requests`).
@@ -76,6 +79,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./barrage-data"),
             hostname: SmtpLimits::default().hostname,
+            workers: 0,
             smtp: SmtpConfig::default(),
             http: HttpConfig::default(),
             web: WebConfig::default(),
@@ -193,6 +197,15 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The number of connection-serving threads `workers` stands for.
+    pub fn worker_threads(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
     }
 
     pub fn smtp_limits(&self) -> SmtpLimits {

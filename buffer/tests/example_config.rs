@@ -23,6 +23,7 @@ fn example_config_parses_and_matches_the_defaults() {
     );
     assert_eq!(example.data_dir, defaults.data_dir);
     assert_eq!(example.hostname, defaults.hostname);
+    assert_eq!(example.workers, defaults.workers);
 }
 
 #[test]
