@@ -76,9 +76,14 @@ struct TimeChart<'a> {
     report: &'a Report,
 }
 
-/// Sent, accepted, refused and unanswered transmissions per second.
-pub fn requests_per_second(r: &Report) -> anyhow::Result<Option<String>> {
-    let per_second = |name, color, value: fn(&crate::model::SecondStats) -> u64| Series {
+/// One per-second count of the report's series as a plotted line.
+fn per_second(
+    r: &Report,
+    name: &'static str,
+    color: RGBColor,
+    value: fn(&crate::model::SecondStats) -> u64,
+) -> Series {
+    Series {
         name,
         color,
         points: r
@@ -86,14 +91,18 @@ pub fn requests_per_second(r: &Report) -> anyhow::Result<Option<String>> {
             .iter()
             .map(|s| (mid(s.second), value(s) as f64))
             .collect(),
-    };
+    }
+}
+
+/// Sent, accepted, refused and unanswered transmissions per second.
+pub fn requests_per_second(r: &Report) -> anyhow::Result<Option<String>> {
     draw_time_chart(TimeChart {
         y_desc: "transmissions / s",
         series: vec![
-            per_second("sent", BLUE_SENT, |s| s.sent),
-            per_second("accepted", GREEN_ACCEPTED, |s| s.accepted),
-            per_second("refused", RED_REFUSED, |s| s.refused),
-            per_second("no reply", ORANGE_UNKNOWN, |s| s.indeterminate),
+            per_second(r, "sent", BLUE_SENT, |s| s.sent),
+            per_second(r, "accepted", GREEN_ACCEPTED, |s| s.accepted),
+            per_second(r, "refused", RED_REFUSED, |s| s.refused),
+            per_second(r, "no reply", ORANGE_UNKNOWN, |s| s.indeterminate),
         ],
         report: r,
     })
@@ -152,20 +161,11 @@ pub fn queue_depth(r: &Report) -> anyhow::Result<Option<String>> {
 
 /// Handover records and ack mails received per second.
 pub fn handover_per_second(r: &Report) -> anyhow::Result<Option<String>> {
-    let per_second = |name, color, value: fn(&crate::model::SecondStats) -> u64| Series {
-        name,
-        color,
-        points: r
-            .series
-            .iter()
-            .map(|s| (mid(s.second), value(s) as f64))
-            .collect(),
-    };
     draw_time_chart(TimeChart {
         y_desc: "per second",
         series: vec![
-            per_second("handed over", BLUE_SENT, |s| s.handed),
-            per_second("acks received", GREEN_ACCEPTED, |s| s.acked),
+            per_second(r, "handed over", BLUE_SENT, |s| s.handed),
+            per_second(r, "acks received", GREEN_ACCEPTED, |s| s.acked),
         ],
         report: r,
     })
