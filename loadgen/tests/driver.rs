@@ -35,12 +35,13 @@ struct Got {
 }
 
 /// Records deliveries; refuses forms without a valid domain (550) like a buffer would; can be
-/// told to never answer.
+/// told to never answer, or to answer 451 the first time it sees a Message-ID.
 #[derive(Default)]
 struct Handler {
     next_ticket: AtomicU64,
     got: Mutex<Vec<Got>>,
     hang: bool,
+    temp_fail_first: bool,
 }
 
 fn header(message: &str, name: &str) -> String {
@@ -63,13 +64,22 @@ impl MessageHandler for Handler {
                 .lines()
                 .find_map(|l| l.strip_prefix("domain:"))
                 .map(|d| d.trim().to_string());
-            self.got.lock().unwrap().push(Got {
-                peer,
-                at: Stamp::now(),
-                landrush_id: header(&text, "X-Landrush-Id:"),
-                message_id: header(&text, "Message-ID:"),
-                domain: domain.clone(),
-            });
+            let message_id = header(&text, "Message-ID:");
+            let seen_before = {
+                let mut got = self.got.lock().unwrap();
+                let seen = got.iter().any(|g| g.message_id == message_id);
+                got.push(Got {
+                    peer,
+                    at: Stamp::now(),
+                    landrush_id: header(&text, "X-Landrush-Id:"),
+                    message_id,
+                    domain: domain.clone(),
+                });
+                seen
+            };
+            if self.temp_fail_first && !seen_before {
+                return Reply::new(451, [4, 3, 0], "try again later");
+            }
             match domain {
                 Some(d) if landrush::scenario::is_valid_domain(&d) => {
                     let n = self.next_ticket.fetch_add(1, Ordering::SeqCst) + 1;
@@ -336,6 +346,59 @@ async fn retransmissions_drop_after_the_dot_and_resend_the_same_message() {
         retransmitted >= 3,
         "only {retransmitted} retransmissions drawn"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_retry_a_temporary_refusal_with_the_same_message() {
+    let srv = server(Handler {
+        temp_fail_first: true,
+        ..Handler::default()
+    })
+    .await;
+    let s = scenario(
+        2,
+        "retries = 2\nretry_backoff = \"50ms\"",
+        "model = \"constant\"\nrate = 10\nduration = \"1s\"",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&s, srv.addr, dir.path(), quiet()).await;
+    let mut by_id: BTreeMap<String, Vec<SentRecord>> = BTreeMap::new();
+    for r in records(dir.path()) {
+        by_id.entry(r.id.clone()).or_default().push(r);
+    }
+    assert_eq!(by_id.len(), 10);
+    for (id, mut attempts) in by_id {
+        attempts.sort_by_key(|r| r.attempt);
+        assert_eq!(attempts.len(), 2, "{id}: {attempts:?}");
+        assert_eq!(
+            (attempts[0].code, attempts[0].outcome),
+            (Some(451), Outcome::Refused)
+        );
+        assert_eq!(
+            (attempts[1].attempt, attempts[1].outcome),
+            (2, Outcome::Accepted)
+        );
+        assert_eq!(attempts[0].message_id, attempts[1].message_id);
+    }
+
+    // Without `retries`, a temporary refusal stays the request's outcome.
+    let srv = server(Handler {
+        temp_fail_first: true,
+        ..Handler::default()
+    })
+    .await;
+    let s = scenario(
+        2,
+        "",
+        "model = \"constant\"\nrate = 10\nduration = \"1s\"",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    run(&s, srv.addr, dir.path(), quiet()).await;
+    let recs = records(dir.path());
+    assert_eq!(recs.len(), 10);
+    assert!(recs.iter().all(|r| r.attempt == 1 && r.code == Some(451)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,13 @@ impl Tx {
         }
     }
 
+    /// No reply at all, or a temporary refusal: what a real client sends again.
+    fn worth_retrying(&self) -> bool {
+        self.reply
+            .as_ref()
+            .is_none_or(|reply| reply.code / 100 == 4)
+    }
+
     fn refused(reply: Reply) -> Tx {
         Tx {
             sent_at: None,
@@ -250,11 +257,31 @@ pub async fn run_client(
         let retransmit = request.kind == Kind::Retransmission;
         let tx = transmit(&ctx, &mut session, &request, &message, retransmit).await;
         let first_sent = tx.sent_at.is_some();
+        let mut unresolved = tx.worth_retrying();
         emit(&ctx, &sink, &mut stats, &request, 1, intended, lag, tx).await;
+        let mut attempt = 1;
         if retransmit && first_sent {
             // RFC 1047: the client never saw a reply, so it sends the same message again.
+            attempt = 2;
             let tx = transmit(&ctx, &mut session, &request, &message, false).await;
-            emit(&ctx, &sink, &mut stats, &request, 2, intended, None, tx).await;
+            unresolved = tx.worth_retrying();
+            emit(
+                &ctx, &sink, &mut stats, &request, attempt, intended, None, tx,
+            )
+            .await;
+        }
+        for _ in 0..scenario.clients.retries {
+            let retry_at = Instant::now() + scenario.clients.retry_backoff.0;
+            if !unresolved || retry_at >= ctx.deadline || !sleep_until(retry_at, &mut stop).await {
+                break;
+            }
+            attempt += 1;
+            let tx = transmit(&ctx, &mut session, &request, &message, false).await;
+            unresolved = tx.worth_retrying();
+            emit(
+                &ctx, &sink, &mut stats, &request, attempt, intended, None, tx,
+            )
+            .await;
         }
         ctx.live.done.fetch_add(1, Ordering::Relaxed);
         if message.capacity() > 1024 * 1024 {

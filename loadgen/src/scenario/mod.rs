@@ -181,6 +181,15 @@ pub struct Clients {
     /// How long a client waits for any one reply before it records the request indeterminate.
     #[serde(default = "default_reply_timeout")]
     pub reply_timeout: Dur,
+    /// How many times a client sends a request again after no reply (connection refused or cut,
+    /// timeout) or a temporary refusal (4xx), as a real mail client would: the same message
+    /// with the same Message-ID, so a buffer that did store it answers with the original ticket
+    /// (RFC 1047). Each try is recorded as the next `attempt`. 0: never.
+    #[serde(default)]
+    pub retries: u32,
+    /// The wait before each retry.
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: Dur,
 }
 
 fn default_helo() -> String {
@@ -191,6 +200,9 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_reply_timeout() -> Dur {
     Dur(Duration::from_secs(30))
+}
+fn default_retry_backoff() -> Dur {
+    Dur(Duration::from_millis(500))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
