@@ -312,16 +312,7 @@ async fn retransmission_gets_the_original_ticket_and_no_new_row() {
 #[tokio::test]
 async fn second_barrage_on_the_same_data_dir_refuses_to_start() {
     let (dir, _barrage) = start();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_barrage"))
-        .args([
-            "serve",
-            "--smtp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let output = support::serve_command(dir.path(), "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -332,16 +323,7 @@ async fn second_barrage_on_the_same_data_dir_refuses_to_start() {
 #[tokio::test]
 async fn non_loopback_api_without_token_is_refused_and_token_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_barrage"))
-        .args([
-            "serve",
-            "--smtp",
-            "127.0.0.1:0",
-            "--http",
-            "0.0.0.0:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
+    let output = support::serve_command(dir.path(), "0.0.0.0:0")
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -36,22 +36,8 @@ impl Barrage {
     ) -> Barrage {
         let endpoints = data_dir.join("endpoints.json");
         let _ = std::fs::remove_file(&endpoints);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_barrage"));
-        command
-            .args([
-                "serve",
-                "--smtp",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--web",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null());
+        let mut command = serve_command(data_dir, "127.0.0.1:0");
+        command.args(extra_args);
         adjust(&mut command);
         let mut child = command.spawn().expect("barrage binary starts");
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -170,6 +156,19 @@ impl Drop for Barrage {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `barrage serve` on free loopback ports (the handover API on `http`) with its journal in
+/// `data_dir`, quiet but for warnings.
+pub fn serve_command(data_dir: &Path, http: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_barrage"));
+    command
+        .args(["serve", "--smtp", "127.0.0.1:0", "--web", "127.0.0.1:0"])
+        .args(["--http", http, "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    command
 }
 
 /// A request mail as a client would write it (CRLF line ends, dot-stuffed by the caller if needed).
