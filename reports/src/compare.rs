@@ -144,6 +144,7 @@ fn is_figure(cell: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Verdict;
 
     #[test]
     fn ratios_read_like_one_point_zero_zero_x() {
@@ -155,14 +156,14 @@ mod tests {
     #[test]
     fn compare_shows_both_runs_and_the_ratio() {
         let mut a = Report {
-            verdict: "pass".into(),
+            verdict: Verdict::Pass,
             ..Report::default()
         };
         a.counts.accepted = 1000;
         a.latency_ms.accept.p99 = 2.5;
         a.throughput.accepted_per_s = 1400.0;
         let mut b = a.clone();
-        b.verdict = "fail".into();
+        b.verdict = Verdict::Fail;
         b.latency_ms.accept.p99 = 1.25;
         b.throughput.accepted_per_s = 14000.0;
         let text = compare(&a, &b);

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use reports::checks::Checks;
+use reports::checks::{Checks, Verdict};
 use reports::{Report, build_report, compare, load_report, plots, regenerate, write_reports};
 
 fn fixture() -> PathBuf {
@@ -161,7 +161,7 @@ fn json_loads_back_and_regenerating_keeps_the_checks() {
     std::fs::remove_file(dir.path().join("report.md")).unwrap();
     let regenerated = regenerate(dir.path()).unwrap();
     assert_eq!(regenerated.checks, fixture_checks());
-    assert_eq!(regenerated.verdict, "fail");
+    assert_eq!(regenerated.verdict, Verdict::Fail);
     assert!(dir.path().join("report.md").exists());
 }
 
