@@ -249,4 +249,27 @@ mod tests {
             !page.contains("http://") && !page.contains("https://") && !page.contains("@import")
         );
     }
+
+    #[test]
+    fn every_recorded_text_is_escaped_and_the_verdict_named() {
+        let mut r = Report {
+            verdict: Verdict::Incomplete,
+            scenario: serde_json::json!({"name": "<b onclick=x>\"rush\""}),
+            ..Report::default()
+        };
+        r.checks.insert(
+            "a<b".into(),
+            CheckResult {
+                ok: None,
+                note: Some("no acks & no <handover>".into()),
+                ..CheckResult::default()
+            },
+        );
+        let page = render(&r);
+        assert!(page.contains("<span class=\"verdict incomplete\">INCOMPLETE</span>"));
+        assert!(page.contains("Scenario <b>&lt;b onclick=x&gt;&quot;rush&quot;</b>"));
+        assert!(page.contains(">a&lt;b</a>"));
+        assert!(page.contains("<p>no acks &amp; no &lt;handover&gt;</p>"));
+        assert!(!page.contains("<b onclick") && !page.contains("a<b"));
+    }
 }
