@@ -43,7 +43,7 @@ fn report_md_of_the_fixture() {
 fn report_json_of_the_fixture() {
     let (dir, _) = written_report();
     let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    // The fields issue 6 promises other tools.
+    // The keys report.json promises other tools (contract: Run records).
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     for path in [
         "/verdict",
