@@ -13,11 +13,10 @@ use minijinja::{AutoEscape, Environment, context};
 use serde::Serialize;
 
 use crate::checks::CheckResult;
-use crate::compare::format_figure;
-use crate::markdown::{RunFacts, check_counts, status};
 use crate::model::{Percentiles, Report};
 use crate::plots;
 use crate::records::Stamp;
+use crate::text::{RunFacts, check_counts, format_figure, status};
 
 const TEMPLATE: &str = include_str!("../templates/report.html");
 

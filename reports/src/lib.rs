@@ -17,6 +17,7 @@ pub mod latency;
 pub mod markdown;
 pub mod model;
 pub mod plots;
+pub mod text;
 
 pub use contract::{checks, records};
 

@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::checks::{CheckResult, Verdict};
-use crate::compare::{format_figure, table};
+use crate::checks::Verdict;
 use crate::model::{Percentiles, Report};
+use crate::text::{RunFacts, check_counts, format_figure, status};
 
 /// Counterexamples shown per failed check; report.html and report.json have them all.
 const EXAMPLES_SHOWN: usize = 3;
@@ -162,50 +162,45 @@ pub(crate) fn run_line(r: &Report) -> String {
     )
 }
 
-/// What the run line says, as text: report.md sets it in Markdown, report.html in HTML.
-#[derive(Debug, Clone, serde::Serialize)]
-pub(crate) struct RunFacts {
-    pub scenario: String,
-    pub started: String,
-    pub seconds: String,
-}
-
-impl RunFacts {
-    pub fn of(r: &Report) -> Self {
-        let scenario = r
-            .scenario
-            .get("name")
-            .and_then(|n| n.as_str())
-            .or_else(|| r.scenario.as_str())
-            .unwrap_or("unknown scenario");
-        RunFacts {
-            scenario: scenario.to_string(),
-            started: r
-                .started_at
-                .map_or_else(|| "unknown".to_string(), |s| s.to_string()),
-            seconds: format_figure(r.duration_s),
+/// A Markdown table padded so it also reads in a terminal: columns of figures right-aligned, others
+/// left-aligned.
+pub(crate) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: [usize; N] = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
         }
     }
+    let numeric: [bool; N] = std::array::from_fn(|i| rows.iter().all(|row| is_figure(&row[i])));
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let pad = |i: usize, cell: &str| {
+        if numeric[i] {
+            format!("{cell:>width$}", width = widths[i])
+        } else {
+            format!("{cell:<width$}", width = widths[i])
+        }
+    };
+    let mut text = line(header.iter().enumerate().map(|(i, h)| pad(i, h)).collect());
+    text.push_str(&line(
+        (0..N)
+            .map(|i| {
+                if numeric[i] {
+                    format!("{}:", "-".repeat(widths[i] - 1))
+                } else {
+                    "-".repeat(widths[i])
+                }
+            })
+            .collect(),
+    ));
+    for row in rows {
+        text.push_str(&line(
+            row.iter().enumerate().map(|(i, c)| pad(i, c)).collect(),
+        ));
+    }
+    text
 }
 
-pub(crate) fn status(check: &CheckResult) -> &'static str {
-    match check.ok {
-        Some(true) => "pass",
-        Some(false) => "FAIL",
-        None => "skipped",
-    }
-}
-
-/// `lost 3, redelivered 0`: the check's named counts.
-pub(crate) fn check_counts(check: &CheckResult) -> String {
-    let counts: Vec<String> = check
-        .counts
-        .iter()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect();
-    match &check.note {
-        Some(note) if counts.is_empty() => note.clone(),
-        Some(note) => format!("{} ({note})", counts.join(", ")),
-        None => counts.join(", "),
-    }
+/// `12`, `1.5`, `0.50x`, `-`: a cell that holds a figure.
+fn is_figure(cell: &str) -> bool {
+    cell == "-" || cell.is_empty() || cell.trim_end_matches('x').parse::<f64>().is_ok()
 }
