@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use reports::checks::verdict;
+use reports::checks::{Verdict, verdict};
 
 use crate::check::{CheckOptions, check_run, render_verdict};
 use crate::driver::cli::resolve_target;
@@ -207,7 +207,7 @@ pub async fn rehearse_command(args: RehearseArgs) -> anyhow::Result<ExitCode> {
     );
     let rehearsal = rehearse(&scenario, &out, options).await?;
     println!("{}", summary(&rehearsal));
-    Ok(if verdict(&rehearsal.checks) == "pass" {
+    Ok(if verdict(&rehearsal.checks) == Verdict::Pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -335,7 +335,7 @@ pub fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
         reports::write_reports(&args.dir, &report)?;
         println!("report: {}/report.html", args.dir.display());
     }
-    Ok(if verdict(&checks) == "pass" {
+    Ok(if verdict(&checks) == Verdict::Pass {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

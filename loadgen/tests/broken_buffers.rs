@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use landrush::rehearse::Rehearsal;
-use reports::checks::{CheckResult, verdict};
+use reports::checks::{CheckResult, Verdict, verdict};
 use support::fake_buffer::{Event, FakeBuffer, Flaw};
 use support::{free_addr, rehearse_running, scenario};
 
@@ -70,7 +70,7 @@ async fn a_correct_fake_passes() {
     )
     .await;
     assert!(fake.events().is_empty());
-    assert_eq!(verdict(&r.checks), "pass", "{}", summary(&r));
+    assert_eq!(verdict(&r.checks), Verdict::Pass, "{}", summary(&r));
     assert!(r.drain.complete, "{:?}", r.drain);
     assert!(count(check(&r, "retransmissions"), "retransmitted") > 0);
 }
@@ -90,7 +90,7 @@ async fn losing_one_accepted_request_in_1000_fails_loss() {
     assert_eq!(count(check(&r, "acks"), "missing"), 1);
     assert!(!r.drain.complete);
     assert_eq!(r.drain.missing_handed_ids, vec![lost.id.clone().unwrap()]);
-    assert_eq!(verdict(&r.checks), "fail");
+    assert_eq!(verdict(&r.checks), Verdict::Fail);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -242,7 +242,7 @@ fn rehearsing_the_real_barrage_passes() {
     );
     assert!(stdout.contains("verdict: PASS"), "{stdout}");
     let report = reports::load_report(&out).unwrap();
-    assert_eq!(report.verdict, "pass");
+    assert_eq!(report.verdict, Verdict::Pass);
     assert!(report.counts.accepted > 250, "{:?}", report.counts);
     assert_eq!(report.counts.handed_over, report.counts.accepted);
     assert_eq!(report.counts.acked, report.counts.accepted);

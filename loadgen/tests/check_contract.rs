@@ -4,7 +4,7 @@
 
 use landrush::check::{CheckOptions, SeqSource, check_records, check_run, render_verdict};
 use proptest::prelude::*;
-use reports::checks::{Checks, verdict};
+use reports::checks::{Checks, Verdict, verdict};
 use reports::records::{self, AckRecord, HandedRecord, JsonlWriter, Outcome, SentRecord, Stamp};
 
 /// 2026-12-01T09:00:00Z in microseconds: the opening instant.
@@ -139,7 +139,7 @@ fn count(checks: &Checks, check: &str, name: &str) -> u64 {
 fn assert_passes(checks: &Checks) {
     let failed: Vec<_> = checks.iter().filter(|(_, c)| c.ok != Some(true)).collect();
     assert!(failed.is_empty(), "{}", render_verdict(checks));
-    assert_eq!(verdict(checks), "pass");
+    assert_eq!(verdict(checks), Verdict::Pass);
 }
 
 /// Asserts exactly the named checks failed and the others passed.
@@ -154,7 +154,7 @@ fn assert_fails_only(checks: &Checks, failing: &[&str]) {
             render_verdict(checks)
         );
     }
-    assert_eq!(verdict(checks), "fail");
+    assert_eq!(verdict(checks), Verdict::Fail);
 }
 
 fn example_text(checks: &Checks, check: &str) -> String {
@@ -679,7 +679,7 @@ fn without_acks_the_ack_check_is_skipped_not_passed() {
     let checks = run.check(&options);
     assert_eq!(checks["acks"].ok, None);
     assert!(checks["acks"].note.as_deref().unwrap().contains("no acks"));
-    assert_eq!(verdict(&checks), "pass");
+    assert_eq!(verdict(&checks), Verdict::Pass);
     assert!(render_verdict(&checks).contains("skipped"));
     // And with acks expected, their absence fails.
     let checks = run.checks();
@@ -712,7 +712,12 @@ fn delivery_order_is_checked_for_precedence_only() {
     };
     let run = maildir(&Run::correct(50));
     let checks = run.check(&no_acks);
-    assert_eq!(verdict(&checks), "pass", "{}", render_verdict(&checks));
+    assert_eq!(
+        verdict(&checks),
+        Verdict::Pass,
+        "{}",
+        render_verdict(&checks)
+    );
     assert!(checks["fifo"].note.is_some());
 
     // Delivered r30 before r20, which it came long after.
@@ -740,7 +745,7 @@ fn delivery_order_is_checked_for_precedence_only() {
     for h in &mut run.handed {
         h.seq_is_order = false;
     }
-    assert_eq!(verdict(&run.check(&explicit)), "pass");
+    assert_eq!(verdict(&run.check(&explicit)), Verdict::Pass);
 }
 
 #[test]
@@ -802,7 +807,7 @@ proptest! {
     #[test]
     fn any_valid_history_passes(run in history()) {
         let checks = run.checks();
-        prop_assert_eq!(verdict(&checks), "pass", "{}", render_verdict(&checks));
+        prop_assert_eq!(verdict(&checks), Verdict::Pass, "{}", render_verdict(&checks));
     }
 
     #[test]
@@ -822,7 +827,7 @@ proptest! {
             prop_assert_eq!(&example["earlier"]["id"], &serde_json::json!(format!("r{k}")));
             prop_assert_eq!(&example["later"]["id"], &serde_json::json!(format!("r{}", k + 1)));
         } else {
-            prop_assert_eq!(verdict(&checks), "pass", "{}", render_verdict(&checks));
+            prop_assert_eq!(verdict(&checks), Verdict::Pass, "{}", render_verdict(&checks));
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use landrush::rehearse::{BufferProgram, RehearseOptions, Target, rehearse};
 use landrush::scenario::Scenario;
-use reports::checks::verdict;
+use reports::checks::{Verdict, verdict};
 use reports::records::{self, FaultRecord, Outcome, SentRecord};
 
 const SCENARIO: &str = r#"
@@ -85,7 +85,7 @@ async fn every_fault_is_played_recorded_and_survived() {
     .expect("the rehearsal finished in time")
     .unwrap();
     eprintln!("{}", landrush::commands::summary(&r));
-    assert_eq!(verdict(&r.checks), "pass");
+    assert_eq!(verdict(&r.checks), Verdict::Pass);
     assert!(r.drain.complete, "{:?}", r.drain);
 
     let faults: Vec<FaultRecord> = records::read_all(&dir.path().join(records::FAULTS)).unwrap();

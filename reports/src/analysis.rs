@@ -69,11 +69,211 @@ struct RequestFate {
     unanswered: bool,
 }
 
+/// The per-second tallies of a run, each second created when first touched.
+struct Seconds {
+    t0: Stamp,
+    by_second: BTreeMap<u64, SecondStats>,
+}
+
+impl Seconds {
+    fn new(t0: Stamp) -> Self {
+        Seconds {
+            t0,
+            by_second: BTreeMap::new(),
+        }
+    }
+
+    /// The tally of the second `at` falls in; instants before `t0` count in second 0.
+    fn at(&mut self, at: Stamp) -> &mut SecondStats {
+        let second = ((at.micros() - self.t0.micros()).max(0) / 1_000_000) as u64;
+        self.by_second.entry(second).or_insert_with(|| SecondStats {
+            second,
+            ..SecondStats::default()
+        })
+    }
+
+    /// Every second from 0 to the last one touched, without holes so that plots read as time,
+    /// each with the accept latency of the replies that arrived in it. Leaves the tallies empty.
+    fn take_series(&mut self, histograms: &RunHistograms) -> Vec<SecondStats> {
+        let mut by_second = std::mem::take(&mut self.by_second);
+        let last_second = by_second.keys().next_back().copied().unwrap_or(0);
+        let accept_by_second = histograms.by_tag.get(latency::TAG_ACCEPT);
+        (0..=last_second)
+            .map(|second| {
+                let mut stats = by_second.remove(&second).unwrap_or(SecondStats {
+                    second,
+                    ..SecondStats::default()
+                });
+                stats.latency_ms = accept_by_second
+                    .and_then(|by_second| by_second.get(&second))
+                    .map(latency::percentiles);
+                stats
+            })
+            .collect()
+    }
+}
+
+/// What one pass over the records gathers before the report is assembled.
+struct Tally<'a> {
+    seconds: Seconds,
+    histograms: RunHistograms,
+    counts: Counts,
+    /// Message-ID → earliest accepting reply: where an ack's delay is measured from.
+    first_accept_of_message: HashMap<&'a str, Stamp>,
+    /// Request id → earliest accepting reply: the accepted side of the derived queue.
+    first_accept_of_request: HashMap<&'a str, Stamp>,
+    last_accept: Option<Stamp>,
+    /// Request → earliest handover: the handed side of the derived queue, and the handover rate.
+    first_handover: HashMap<String, Stamp>,
+    /// Each acked request's first ack delay, for the distribution's bars.
+    ack_delays_ms: Vec<f64>,
+}
+
+impl<'a> Tally<'a> {
+    fn new(t0: Stamp) -> Self {
+        Tally {
+            seconds: Seconds::new(t0),
+            histograms: RunHistograms::new(t0),
+            counts: Counts::default(),
+            first_accept_of_message: HashMap::new(),
+            first_accept_of_request: HashMap::new(),
+            last_accept: None,
+            first_handover: HashMap::new(),
+            ack_delays_ms: Vec::new(),
+        }
+    }
+
+    /// Counts transmissions and requests (see the module's counting rules) and times accepts.
+    fn transmissions(&mut self, sent: &'a [SentRecord]) {
+        let mut fates: HashMap<&str, RequestFate> = HashMap::new();
+        for record in sent {
+            self.counts.transmissions += 1;
+            if record.attempt > 1 {
+                self.counts.retransmissions += 1;
+            }
+            let fate = fates.entry(&record.id).or_default();
+            self.transmission(record, fate);
+        }
+        self.counts.sent = fates.len() as u64;
+        for fate in fates.values() {
+            match (fate.accepted, fate.unanswered) {
+                (true, _) => self.counts.accepted += 1,
+                (false, true) => self.counts.indeterminate += 1,
+                (false, false) => self.counts.refused += 1,
+            }
+        }
+    }
+
+    fn transmission(&mut self, sent: &'a SentRecord, fate: &mut RequestFate) {
+        let sent_or_intended = sent.sent_at.unwrap_or(sent.intended_at);
+        self.seconds.at(sent_or_intended).sent += 1;
+        if let Some(sent_at) = sent.sent_at {
+            self.driver_lag(
+                sent.intended_at,
+                sent_at.micros() - sent.intended_at.micros(),
+            );
+        }
+        match (sent.outcome, sent.replied_at) {
+            (Outcome::Accepted, Some(replied_at)) => {
+                fate.accepted = true;
+                self.accept(sent, replied_at);
+            }
+            // An acceptance without a reply time cannot be timed, but it still counts.
+            (Outcome::Accepted, None) => fate.accepted = true,
+            (Outcome::Refused, replied_at) => {
+                self.seconds
+                    .at(replied_at.unwrap_or(sent_or_intended))
+                    .refused += 1;
+            }
+            (Outcome::Indeterminate, _) => {
+                fate.unanswered = true;
+                self.seconds.at(sent_or_intended).indeterminate += 1;
+            }
+        }
+    }
+
+    fn driver_lag(&mut self, intended_at: Stamp, lag: i64) {
+        self.histograms
+            .record(latency::TAG_DRIVER_LAG, intended_at, lag);
+        let max_lag = &mut self.seconds.at(intended_at).max_lag_ms;
+        let lag_ms = latency::micros_to_ms(lag.max(0) as u64);
+        *max_lag = Some(max_lag.map_or(lag_ms, |m: f64| m.max(lag_ms)));
+    }
+
+    fn accept(&mut self, sent: &'a SentRecord, replied_at: Stamp) {
+        self.seconds.at(replied_at).accepted += 1;
+        let sent_at = sent.sent_at.unwrap_or(sent.intended_at);
+        let h = &mut self.histograms;
+        h.record(
+            latency::TAG_ACCEPT,
+            replied_at,
+            replied_at.micros() - sent_at.micros(),
+        );
+        h.record(
+            latency::TAG_ACCEPT_CORRECTED,
+            replied_at,
+            replied_at.micros() - sent.intended_at.micros(),
+        );
+        keep_earliest(
+            &mut self.first_accept_of_message,
+            &sent.message_id,
+            replied_at,
+        );
+        keep_earliest(&mut self.first_accept_of_request, &sent.id, replied_at);
+        self.last_accept = self.last_accept.max(Some(replied_at));
+    }
+
+    /// Counts handover records and the distinct requests they carry.
+    fn handovers(&mut self, handed: &[HandedRecord]) {
+        for record in handed {
+            self.counts.handed_records += 1;
+            self.seconds.at(record.handed_at).handed += 1;
+            let key = record
+                .landrush_id
+                .clone()
+                .or_else(|| record.message_id.clone())
+                .unwrap_or_else(|| format!("seq:{}", record.seq));
+            let first = self.first_handover.entry(key).or_insert(record.handed_at);
+            *first = (*first).min(record.handed_at);
+        }
+        self.counts.handed_over = self.first_handover.len() as u64;
+    }
+
+    /// Counts ack mails and acked requests, in arrival order so a request's first ack is timed.
+    fn acks(&mut self, acks: &[AckRecord]) {
+        let mut acks: Vec<&AckRecord> = acks.iter().collect();
+        acks.sort_by_key(|a| a.received_at);
+        let mut acked: BTreeSet<String> = BTreeSet::new();
+        for ack in acks {
+            self.counts.ack_mails += 1;
+            self.seconds.at(ack.received_at).acked += 1;
+            let key = match (&ack.in_reply_to, ack.ticket) {
+                (Some(request), _) => request.clone(),
+                (None, Some(ticket)) => format!("ticket:{ticket}"),
+                (None, None) => format!("ack:{}", ack.message_id.as_deref().unwrap_or("?")),
+            };
+            let first_ack = acked.insert(key);
+            let accepted_at = ack
+                .in_reply_to
+                .as_deref()
+                .and_then(|request| self.first_accept_of_message.get(request));
+            if let (true, Some(accepted_at)) = (first_ack, accepted_at) {
+                let delay = ack.received_at.micros() - accepted_at.micros();
+                self.histograms
+                    .record(latency::TAG_ACK_DELAY, ack.received_at, delay);
+                self.ack_delays_ms
+                    .push(latency::micros_to_ms(delay.max(0) as u64));
+            }
+        }
+        self.counts.acked = acked.len() as u64;
+    }
+}
+
 /// Builds the report from records already in memory.
 pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     let t0 = earliest_instant(records);
     let mut report = Report {
-        verdict: checks::verdict(&checks).to_string(),
+        verdict: checks::verdict(&checks),
         checks,
         faults: records.faults.clone(),
         t0,
@@ -85,137 +285,41 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     let Some(t0) = t0 else {
         return report;
     };
-    let second_of = |at: Stamp| ((at.micros() - t0.micros()).max(0) / 1_000_000) as u64;
-    let mut seconds: BTreeMap<u64, SecondStats> = BTreeMap::new();
-    // A macro, not a closure: a closure cannot hand out borrows of the map it captures.
-    macro_rules! at_second {
-        ($at:expr) => {{
-            let second = second_of($at);
-            seconds.entry(second).or_insert_with(|| SecondStats {
-                second,
-                ..SecondStats::default()
-            })
-        }};
-    }
-    let mut histograms = RunHistograms::new(t0);
-    let mut counts = Counts::default();
+    let mut tally = Tally::new(t0);
+    tally.transmissions(&records.sent);
+    tally.handovers(&records.handed);
+    tally.acks(&records.acks);
 
-    // Transmissions.
-    let mut fates: HashMap<&str, RequestFate> = HashMap::new();
-    let mut first_accept_of_message: HashMap<&str, Stamp> = HashMap::new();
-    let mut first_accept_of_request: HashMap<&str, Stamp> = HashMap::new();
-    let mut last_accept: Option<Stamp> = None;
-    for sent in &records.sent {
-        counts.transmissions += 1;
-        if sent.attempt > 1 {
-            counts.retransmissions += 1;
-        }
-        let fate = fates.entry(&sent.id).or_default();
-        let sent_or_intended = sent.sent_at.unwrap_or(sent.intended_at);
-        at_second!(sent_or_intended).sent += 1;
-        if let Some(sent_at) = sent.sent_at {
-            let lag = sent_at.micros() - sent.intended_at.micros();
-            histograms.record(latency::TAG_DRIVER_LAG, sent.intended_at, lag);
-            let max_lag = &mut at_second!(sent.intended_at).max_lag_ms;
-            let lag_ms = latency::micros_to_ms(lag.max(0) as u64);
-            *max_lag = Some(max_lag.map_or(lag_ms, |m: f64| m.max(lag_ms)));
-        }
-        match (sent.outcome, sent.replied_at) {
-            (Outcome::Accepted, Some(replied_at)) => {
-                fate.accepted = true;
-                at_second!(replied_at).accepted += 1;
-                let sent_at = sent.sent_at.unwrap_or(sent.intended_at);
-                histograms.record(
-                    latency::TAG_ACCEPT,
-                    replied_at,
-                    replied_at.micros() - sent_at.micros(),
-                );
-                histograms.record(
-                    latency::TAG_ACCEPT_CORRECTED,
-                    replied_at,
-                    replied_at.micros() - sent.intended_at.micros(),
-                );
-                keep_earliest(&mut first_accept_of_message, &sent.message_id, replied_at);
-                keep_earliest(&mut first_accept_of_request, &sent.id, replied_at);
-                last_accept = last_accept.max(Some(replied_at));
-            }
-            // An acceptance without a reply time cannot be timed, but it still counts.
-            (Outcome::Accepted, None) => fate.accepted = true,
-            (Outcome::Refused, replied_at) => {
-                at_second!(replied_at.unwrap_or(sent_or_intended)).refused += 1;
-            }
-            (Outcome::Indeterminate, _) => {
-                fate.unanswered = true;
-                at_second!(sent_or_intended).indeterminate += 1;
-            }
-        }
-    }
-    counts.sent = fates.len() as u64;
-    for fate in fates.values() {
-        match (fate.accepted, fate.unanswered) {
-            (true, _) => counts.accepted += 1,
-            (false, true) => counts.indeterminate += 1,
-            (false, false) => counts.refused += 1,
-        }
-    }
+    report.series = tally.seconds.take_series(&tally.histograms);
+    latency_figures(&mut report, &tally, records);
+    report.throughput = Throughput {
+        accepted_per_s: tally.last_accept.map_or(0.0, |last| {
+            per_second(tally.counts.accepted, last.micros() - t0.micros())
+        }),
+        peak_accepted_per_s: report.series.iter().map(|s| s.accepted).max().unwrap_or(0) as f64,
+        handed_over_per_s: handover_rate(tally.first_handover.values().copied()),
+    };
+    report.duration_s =
+        latest_instant(records).map_or(0.0, |last| seconds_since(t0, last).max(0.0));
+    (report.queue, report.queue_source) = if records.stats.is_empty() {
+        let derived = derived_queue(
+            &tally.first_accept_of_request,
+            &tally.first_handover,
+            t0,
+            report.series.len(),
+        );
+        (derived, "derived".to_string())
+    } else {
+        (stats_queue(&records.stats, t0), "stats".to_string())
+    };
+    report.counts = tally.counts;
+    report.histograms = Some(tally.histograms);
+    report
+}
 
-    // Handover.
-    let mut first_handover: HashMap<String, Stamp> = HashMap::new();
-    for handed in &records.handed {
-        counts.handed_records += 1;
-        at_second!(handed.handed_at).handed += 1;
-        let key = handed
-            .landrush_id
-            .clone()
-            .or_else(|| handed.message_id.clone())
-            .unwrap_or_else(|| format!("seq:{}", handed.seq));
-        let first = first_handover.entry(key).or_insert(handed.handed_at);
-        *first = (*first).min(handed.handed_at);
-    }
-    counts.handed_over = first_handover.len() as u64;
-
-    // Acks, in arrival order so that a request's first ack is the one timed.
-    let mut acks: Vec<&AckRecord> = records.acks.iter().collect();
-    acks.sort_by_key(|a| a.received_at);
-    let mut acked: BTreeSet<String> = BTreeSet::new();
-    let mut ack_delays_ms = Vec::new();
-    for ack in acks {
-        counts.ack_mails += 1;
-        at_second!(ack.received_at).acked += 1;
-        let key = match (&ack.in_reply_to, ack.ticket) {
-            (Some(request), _) => request.clone(),
-            (None, Some(ticket)) => format!("ticket:{ticket}"),
-            (None, None) => format!("ack:{}", ack.message_id.as_deref().unwrap_or("?")),
-        };
-        let first_ack = acked.insert(key);
-        let accepted_at = ack
-            .in_reply_to
-            .as_deref()
-            .and_then(|request| first_accept_of_message.get(request));
-        if let (true, Some(accepted_at)) = (first_ack, accepted_at) {
-            let delay = ack.received_at.micros() - accepted_at.micros();
-            histograms.record(latency::TAG_ACK_DELAY, ack.received_at, delay);
-            ack_delays_ms.push(latency::micros_to_ms(delay.max(0) as u64));
-        }
-    }
-    counts.acked = acked.len() as u64;
-
-    // The per-second series, without holes so that plots read as time.
-    let last_second = seconds.keys().next_back().copied().unwrap_or(0);
-    let accept_by_second = histograms.by_tag.get(latency::TAG_ACCEPT);
-    report.series = (0..=last_second)
-        .map(|second| {
-            let mut stats = seconds.remove(&second).unwrap_or(SecondStats {
-                second,
-                ..SecondStats::default()
-            });
-            stats.latency_ms = accept_by_second
-                .and_then(|by_second| by_second.get(&second))
-                .map(latency::percentiles);
-            stats
-        })
-        .collect();
-
+/// Latency percentiles, spectra, driver lag and ack delays of the tallied histograms.
+fn latency_figures(report: &mut Report, tally: &Tally, records: &RunRecords) {
+    let histograms = &tally.histograms;
     let accept = histograms.total(latency::TAG_ACCEPT);
     let accept_corrected = histograms.total(latency::TAG_ACCEPT_CORRECTED);
     report.latency_ms = LatencyMs {
@@ -235,35 +339,7 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
         .and_then(driver_lag_from_run)
         .unwrap_or_else(|| latency::percentiles(&histograms.total(latency::TAG_DRIVER_LAG)));
     report.ack_delay_ms = latency::percentiles(&histograms.total(latency::TAG_ACK_DELAY));
-    report.ack_delay_buckets = latency::buckets(&ack_delays_ms, 20);
-    report.throughput = Throughput {
-        accepted_per_s: last_accept.map_or(0.0, |last| {
-            per_second(counts.accepted, last.micros() - t0.micros())
-        }),
-        peak_accepted_per_s: report.series.iter().map(|s| s.accepted).max().unwrap_or(0) as f64,
-        handed_over_per_s: handover_rate(first_handover.values().copied()),
-    };
-    report.duration_s = latest_instant(records).map_or(0.0, |last| {
-        latency::round_ms(latency::micros_to_ms(
-            (last.micros() - t0.micros()).max(0) as u64
-        )) / 1000.0
-    });
-    (report.queue, report.queue_source) = if records.stats.is_empty() {
-        (
-            derived_queue(
-                &first_accept_of_request,
-                &first_handover,
-                t0,
-                report.series.len(),
-            ),
-            "derived".to_string(),
-        )
-    } else {
-        (stats_queue(&records.stats, t0), "stats".to_string())
-    };
-    report.counts = counts;
-    report.histograms = Some(histograms);
-    report
+    report.ack_delay_buckets = latency::buckets(&tally.ack_delays_ms, 20);
 }
 
 fn keep_earliest<'a>(map: &mut HashMap<&'a str, Stamp>, key: &'a str, at: Stamp) {
@@ -423,6 +499,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::checks::Verdict;
 
     /// p50, p99 and max, to HdrHistogram's 0.1%: 10 ms may read 10.007 ms.
     fn headline(p: &Percentiles) -> (f64, f64, f64) {
@@ -492,7 +569,7 @@ mod tests {
         // 2 accepted requests, the last accepted 1.511 s after t0.
         assert_eq!(report.throughput.accepted_per_s, 1.32);
         assert_eq!(report.driver_lag_ms.max, 1.0);
-        assert_eq!(report.verdict, "pass");
+        assert_eq!(report.verdict, Verdict::Pass);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! and after a change. Every figure is shown for both runs with the ratio B / A printed like
 //! `1.00x`, as a Markdown table whose columns also line up in a terminal.
 
+use crate::markdown::table;
 use crate::model::{Percentiles, Report};
+use crate::text::format_figure;
 
 /// A side-by-side table of `a` and `b` with the ratio of each figure.
 pub fn compare(a: &Report, b: &Report) -> String {
@@ -88,62 +90,10 @@ fn describe(r: &Report) -> String {
     format!("{scenario}, {started}, verdict {}", r.verdict)
 }
 
-/// Integers without decimals, other figures with at most three.
-pub(crate) fn format_figure(value: f64) -> String {
-    if value.fract() == 0.0 {
-        format!("{value:.0}")
-    } else {
-        let text = format!("{value:.3}");
-        text.trim_end_matches('0').to_string()
-    }
-}
-
-/// A Markdown table padded so it also reads in a terminal: columns of figures right-aligned, others
-/// left-aligned.
-pub(crate) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
-    let mut widths: [usize; N] = header.map(|h| h.chars().count());
-    for row in rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let numeric: [bool; N] = std::array::from_fn(|i| rows.iter().all(|row| is_figure(&row[i])));
-    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
-    let pad = |i: usize, cell: &str| {
-        if numeric[i] {
-            format!("{cell:>width$}", width = widths[i])
-        } else {
-            format!("{cell:<width$}", width = widths[i])
-        }
-    };
-    let mut text = line(header.iter().enumerate().map(|(i, h)| pad(i, h)).collect());
-    text.push_str(&line(
-        (0..N)
-            .map(|i| {
-                if numeric[i] {
-                    format!("{}:", "-".repeat(widths[i] - 1))
-                } else {
-                    "-".repeat(widths[i])
-                }
-            })
-            .collect(),
-    ));
-    for row in rows {
-        text.push_str(&line(
-            row.iter().enumerate().map(|(i, c)| pad(i, c)).collect(),
-        ));
-    }
-    text
-}
-
-/// `12`, `1.5`, `0.50x`, `-`: a cell that holds a figure.
-fn is_figure(cell: &str) -> bool {
-    cell == "-" || cell.is_empty() || cell.trim_end_matches('x').parse::<f64>().is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Verdict;
 
     #[test]
     fn ratios_read_like_one_point_zero_zero_x() {
@@ -155,14 +105,14 @@ mod tests {
     #[test]
     fn compare_shows_both_runs_and_the_ratio() {
         let mut a = Report {
-            verdict: "pass".into(),
+            verdict: Verdict::Pass,
             ..Report::default()
         };
         a.counts.accepted = 1000;
         a.latency_ms.accept.p99 = 2.5;
         a.throughput.accepted_per_s = 1400.0;
         let mut b = a.clone();
-        b.verdict = "fail".into();
+        b.verdict = Verdict::Fail;
         b.latency_ms.accept.p99 = 1.25;
         b.throughput.accepted_per_s = 14000.0;
         let text = compare(&a, &b);

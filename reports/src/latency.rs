@@ -1,9 +1,9 @@
 //! Distributions: HdrHistogram recording, percentiles, spectra, bars, and `latency.hlog`.
 //!
-//! Every histogram records microseconds with 3 significant digits, so a reported percentile is
-//! within 0.1% of the true value (exact below 2.048 ms). Like every HdrHistogram tool, a
-//! percentile reads as the highest value of its 0.1%-wide bucket: 10 ms may read 10.007 ms. `latency.hlog` is HdrHistogram's own
-//! interval-log format (V2 compressed histograms, one interval per second and tag), readable by
+//! Every histogram is [`contract::histogram::micros_histogram`]: microseconds with 3 significant
+//! digits, so a reported percentile is within 0.1% of the true value (exact below 2.048 ms). Like
+//! every HdrHistogram tool, a percentile reads as the highest value of its 0.1%-wide bucket: 10 ms
+//! may read 10.007 ms. `latency.hlog` is HdrHistogram's own interval-log format (V2 compressed histograms, one interval per second and tag), readable by
 //! the Java `HistogramLogProcessor`, HdrHistogram's plotters and the `hdrhistogram` crate.
 
 use std::collections::BTreeMap;
@@ -11,11 +11,12 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use contract::histogram::micros_histogram;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 
-use crate::model::{Bucket, Percentiles, SpectrumPoint};
+use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
 use crate::records::Stamp;
 
 /// The file name of the interval log in a run folder.
@@ -26,14 +27,6 @@ pub const TAG_ACCEPT: &str = "accept";
 pub const TAG_ACCEPT_CORRECTED: &str = "accept_corrected";
 pub const TAG_DRIVER_LAG: &str = "driver_lag";
 pub const TAG_ACK_DELAY: &str = "ack_delay";
-
-/// One hour: longer latencies are clamped rather than dropped, so they still show as the maximum.
-const HIGHEST_MICROS: u64 = 3_600_000_000;
-
-/// A histogram of microseconds.
-pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds")
-}
 
 /// Records a duration in microseconds; negative durations (clock steps) count as zero.
 pub fn record(histogram: &mut Histogram<u64>, micros: i64) {
@@ -151,13 +144,13 @@ impl RunHistograms {
             .entry(tag)
             .or_default()
             .entry(second)
-            .or_insert_with(new_histogram);
+            .or_insert_with(micros_histogram);
         record(histogram, micros);
     }
 
     /// All intervals of one tag added up.
     pub fn total(&self, tag: &str) -> Histogram<u64> {
-        let mut total = new_histogram();
+        let mut total = micros_histogram();
         for histogram in self.by_tag.get(tag).into_iter().flat_map(|s| s.values()) {
             total.add(histogram).expect("same bounds");
         }
@@ -215,7 +208,7 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     fn histogram_of(micros: &[i64]) -> Histogram<u64> {
-        let mut h = new_histogram();
+        let mut h = micros_histogram();
         for m in micros {
             record(&mut h, *m);
         }
@@ -238,7 +231,7 @@ mod tests {
         let p = percentiles(&histogram_of(&[-5, 1234, 1500, 2000]));
         assert_eq!((p.p50, p.max), (1.234, 2.0));
         assert_eq!(percentiles(&histogram_of(&[-5])).max, 0.0);
-        assert_eq!(percentiles(&new_histogram()), Percentiles::default());
+        assert_eq!(percentiles(&micros_histogram()), Percentiles::default());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Run records → `report.json` / `report.md` / `report.html`.
 //!
-//! `records` owns the files a landrush run folder holds (DESIGN.md "Run records"); `checks` owns the
-//! shape of the checkers' verdicts. Both are shared by every part of the harness. The rest turns a
-//! run folder into reports:
+//! The run records and the checkers' verdicts belong to the `contract` crate (contract: Run records,
+//! Verdicts); `records` and `checks` are re-exported here so `reports::records::…` paths keep
+//! working. This crate turns a run folder into reports:
 //!
 //! - [`build_report`] reads the records and computes a [`Report`] around the checkers' verdicts;
 //! - [`write_reports`] writes report.json, report.md, report.html and latency.hlog;
@@ -10,14 +10,16 @@
 //! - [`regenerate`] rebuilds the files from the records, keeping the stored checks.
 
 pub mod analysis;
-pub mod checks;
 pub mod compare;
+pub mod distribution;
 pub mod html;
 pub mod latency;
 pub mod markdown;
 pub mod model;
 pub mod plots;
-pub mod records;
+pub mod text;
+
+pub use contract::{checks, records};
 
 use std::path::Path;
 

@@ -3,31 +3,54 @@
 
 use std::fmt::Write;
 
-use crate::checks::CheckResult;
-use crate::compare::{format_figure, table};
+use crate::checks::Verdict;
 use crate::model::{Percentiles, Report};
+use crate::text::{RunFacts, check_counts, format_figure, status};
 
 /// Counterexamples shown per failed check; report.html and report.json have them all.
 const EXAMPLES_SHOWN: usize = 3;
 
 pub fn render(r: &Report) -> String {
     let mut md = String::new();
-    let mark = if r.verdict == "pass" { "✅" } else { "❌" };
-    let _ = writeln!(md, "## {mark} Landrush run: {}\n", r.verdict.to_uppercase());
+    let mark = match r.verdict {
+        Verdict::Pass => "✅",
+        Verdict::Fail => "❌",
+        Verdict::Incomplete => "⚠️",
+    };
+    let verdict = r.verdict.as_str().to_uppercase();
+    let _ = writeln!(md, "## {mark} Landrush run: {verdict}\n");
     let _ = writeln!(md, "{}\n", run_line(r));
+    checks_table(&mut md, r);
+    counts_table(&mut md, r);
+    latency_table(&mut md, r);
+    let t = &r.throughput;
+    let _ = writeln!(
+        md,
+        "Throughput: **{} accepted/s** (busiest second {}), handover {}/s.\n",
+        format_figure(t.accepted_per_s),
+        format_figure(t.peak_accepted_per_s),
+        format_figure(t.handed_over_per_s)
+    );
+    faults_line(&mut md, r);
+    counterexamples(&mut md, r);
+    md
+}
 
+fn checks_table(md: &mut String, r: &Report) {
     if r.checks.is_empty() {
         md.push_str("No checks were recorded for this run: the verdict only says none failed.\n\n");
-    } else {
-        let rows: Vec<[String; 3]> = r
-            .checks
-            .iter()
-            .map(|(name, check)| [name.clone(), status(check).into(), check_counts(check)])
-            .collect();
-        md.push_str(&table(&["check", "result", "counts"], &rows));
-        md.push('\n');
+        return;
     }
+    let rows: Vec<[String; 3]> = r
+        .checks
+        .iter()
+        .map(|(name, check)| [name.clone(), status(check).into(), check_counts(check)])
+        .collect();
+    md.push_str(&table(&["check", "result", "counts"], &rows));
+    md.push('\n');
+}
 
+fn counts_table(md: &mut String, r: &Report) {
     let c = &r.counts;
     let counts = [
         c.sent,
@@ -60,7 +83,9 @@ pub fn render(r: &Report) -> String {
         ]],
     ));
     md.push('\n');
+}
 
+fn latency_table(md: &mut String, r: &Report) {
     let latency_row = |name: &str, p: &Percentiles| {
         [name.to_string(), p.count.to_string()]
             .into_iter()
@@ -80,92 +105,102 @@ pub fn render(r: &Report) -> String {
         &rows,
     ));
     md.push('\n');
+}
 
-    let t = &r.throughput;
-    let _ = writeln!(
-        md,
-        "Throughput: **{} accepted/s** (busiest second {}), handover {}/s.\n",
-        format_figure(t.accepted_per_s),
-        format_figure(t.peak_accepted_per_s),
-        format_figure(t.handed_over_per_s)
-    );
-
-    if !r.faults.is_empty() {
-        let faults: Vec<String> = r
-            .faults
-            .iter()
-            .map(|f| match r.t0 {
-                Some(t0) => format!(
-                    "{} at +{} s",
-                    f.kind,
-                    format_figure((f.at.micros() - t0.micros()) as f64 / 1e6)
-                ),
-                None => format!("{} at {}", f.kind, f.at),
-            })
-            .collect();
-        let _ = writeln!(md, "Faults: {}.\n", faults.join(", "));
+fn faults_line(md: &mut String, r: &Report) {
+    if r.faults.is_empty() {
+        return;
     }
+    let faults: Vec<String> = r
+        .faults
+        .iter()
+        .map(|f| match r.t0 {
+            Some(t0) => format!(
+                "{} at +{} s",
+                f.kind,
+                format_figure((f.at.micros() - t0.micros()) as f64 / 1e6)
+            ),
+            None => format!("{} at {}", f.kind, f.at),
+        })
+        .collect();
+    let _ = writeln!(md, "Faults: {}.\n", faults.join(", "));
+}
 
+/// The first few counterexamples of each failed check.
+fn counterexamples(md: &mut String, r: &Report) {
     let failed: Vec<_> = r
         .checks
         .iter()
         .filter(|(_, c)| c.ok == Some(false) && !c.examples.is_empty())
         .collect();
-    if !failed.is_empty() {
-        md.push_str("### Counterexamples\n\n");
-        for (name, check) in failed {
-            let _ = writeln!(md, "**{name}**\n");
-            for example in check.examples.iter().take(EXAMPLES_SHOWN) {
-                let _ = writeln!(md, "- `{example}`");
-            }
-            if check.examples.len() > EXAMPLES_SHOWN {
-                let _ = writeln!(
-                    md,
-                    "- … {} more in report.html",
-                    check.examples.len() - EXAMPLES_SHOWN
-                );
-            }
-            md.push('\n');
-        }
+    if failed.is_empty() {
+        return;
     }
-    md
+    md.push_str("### Counterexamples\n\n");
+    for (name, check) in failed {
+        let _ = writeln!(md, "**{name}**\n");
+        for example in check.examples.iter().take(EXAMPLES_SHOWN) {
+            let _ = writeln!(md, "- `{example}`");
+        }
+        if check.examples.len() > EXAMPLES_SHOWN {
+            let _ = writeln!(
+                md,
+                "- … {} more in report.html",
+                check.examples.len() - EXAMPLES_SHOWN
+            );
+        }
+        md.push('\n');
+    }
 }
 
 /// Scenario, start and duration in one line.
 pub(crate) fn run_line(r: &Report) -> String {
-    let scenario = r
-        .scenario
-        .get("name")
-        .and_then(|n| n.as_str())
-        .or_else(|| r.scenario.as_str())
-        .unwrap_or("unknown scenario");
-    let started = r
-        .started_at
-        .map_or_else(|| "unknown".to_string(), |s| s.to_string());
+    let facts = RunFacts::of(r);
     format!(
-        "Scenario **{scenario}**, started {started}, {} s of records.",
-        format_figure(r.duration_s)
+        "Scenario **{}**, started {}, {} s of records.",
+        facts.scenario, facts.started, facts.seconds
     )
 }
 
-pub(crate) fn status(check: &CheckResult) -> &'static str {
-    match check.ok {
-        Some(true) => "pass",
-        Some(false) => "FAIL",
-        None => "skipped",
+/// A Markdown table padded so it also reads in a terminal: columns of figures right-aligned, others
+/// left-aligned.
+pub(crate) fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
+    let mut widths: [usize; N] = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
     }
+    let numeric: [bool; N] = std::array::from_fn(|i| rows.iter().all(|row| is_figure(&row[i])));
+    let line = |cells: Vec<String>| format!("| {} |\n", cells.join(" | "));
+    let pad = |i: usize, cell: &str| {
+        if numeric[i] {
+            format!("{cell:>width$}", width = widths[i])
+        } else {
+            format!("{cell:<width$}", width = widths[i])
+        }
+    };
+    let mut text = line(header.iter().enumerate().map(|(i, h)| pad(i, h)).collect());
+    text.push_str(&line(
+        (0..N)
+            .map(|i| {
+                if numeric[i] {
+                    format!("{}:", "-".repeat(widths[i] - 1))
+                } else {
+                    "-".repeat(widths[i])
+                }
+            })
+            .collect(),
+    ));
+    for row in rows {
+        text.push_str(&line(
+            row.iter().enumerate().map(|(i, c)| pad(i, c)).collect(),
+        ));
+    }
+    text
 }
 
-/// `lost 3, redelivered 0`: the check's named counts.
-pub(crate) fn check_counts(check: &CheckResult) -> String {
-    let counts: Vec<String> = check
-        .counts
-        .iter()
-        .map(|(name, n)| format!("{name} {n}"))
-        .collect();
-    match &check.note {
-        Some(note) if counts.is_empty() => note.clone(),
-        Some(note) => format!("{} ({note})", counts.join(", ")),
-        None => counts.join(", "),
-    }
+/// `12`, `1.5`, `0.50x`, `-`: a cell that holds a figure.
+fn is_figure(cell: &str) -> bool {
+    cell == "-" || cell.is_empty() || cell.trim_end_matches('x').parse::<f64>().is_ok()
 }

@@ -1,7 +1,7 @@
 //! The report model: what `report.json` holds, and what report.md / report.html are rendered from.
 //!
-//! The names required by issue 6 (`verdict`, `checks`, `counts`, `latency_ms`, `throughput`) and
-//! their inner fields are a public format read by other tools: add fields, never rename. Every
+//! The keys `verdict`, `checks`, `counts`, `latency_ms`, `throughput` and `faults` (contract: Run
+//! records) and their inner fields are a public format read by other tools: add fields, never rename. Every
 //! field added later must carry `#[serde(default)]` so older report.json files still load.
 //!
 //! Durations are milliseconds as floats rounded to the microsecond; times on plots are seconds since
@@ -9,15 +9,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Checks;
+use crate::checks::{Checks, Verdict};
 use crate::latency::RunHistograms;
 use crate::records::{FaultRecord, Stamp};
+
+pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
 
 /// Everything known about one run, ready to be rendered or compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
-    /// `pass` or `fail` (see [`crate::checks::verdict`]).
-    pub verdict: String,
+    /// The run's verdict (see [`crate::checks::verdict`]).
+    pub verdict: Verdict,
     #[serde(default)]
     pub checks: Checks,
     #[serde(default)]
@@ -75,7 +77,7 @@ pub struct Report {
     pub histograms: Option<RunHistograms>,
 }
 
-/// Request counts (issue 6). A request is one `id`; its retransmissions are not new requests.
+/// Request counts. A request is one `id`; its retransmissions are not new requests.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
     /// Distinct requests sent.
@@ -85,7 +87,7 @@ pub struct Counts {
     /// Requests whose every transmission was refused.
     pub refused: u64,
     /// Requests with no accepted transmission and at least one without a reply: they may or may
-    /// not be stored (DESIGN.md rule 6).
+    /// not be stored (contract: Indeterminate outcomes).
     pub indeterminate: u64,
     /// Distinct requests the registration side received.
     pub handed_over: u64,
@@ -105,7 +107,7 @@ pub struct Counts {
     pub ack_mails: u64,
 }
 
-/// Accept latency (issue 6).
+/// Accept latency.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyMs {
     /// `replied_at − sent_at` over accepted transmissions: what the client measured.
@@ -115,21 +117,7 @@ pub struct LatencyMs {
     pub accept_corrected: Percentiles,
 }
 
-/// A distribution summarized in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Percentiles {
-    #[serde(default)]
-    pub count: u64,
-    pub p50: f64,
-    #[serde(default)]
-    pub p90: f64,
-    pub p99: f64,
-    #[serde(default)]
-    pub p999: f64,
-    pub max: f64,
-}
-
-/// Throughput (issue 6).
+/// Throughput.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// Accepted requests / seconds from the first intended send to the last accepted reply.
@@ -181,19 +169,4 @@ pub struct QueueSample {
 pub struct Spectra {
     pub accept: Vec<SpectrumPoint>,
     pub accept_corrected: Vec<SpectrumPoint>,
-}
-
-/// One point of a percentile spectrum: `percentile` in 0‥100 and the latency at it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SpectrumPoint {
-    pub percentile: f64,
-    pub ms: f64,
-}
-
-/// One bar of a distribution: how many values fell in `[from_ms, to_ms)`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    pub from_ms: f64,
-    pub to_ms: f64,
-    pub count: u64,
 }

@@ -193,14 +193,7 @@ fn draw_time_chart(chart: TimeChart) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let r = chart.report;
-    let faults: Vec<(f64, &str)> = match r.t0 {
-        Some(t0) => r
-            .faults
-            .iter()
-            .map(|f| ((f.at.micros() - t0.micros()) as f64 / 1e6, f.kind.as_str()))
-            .collect(),
-        None => Vec::new(),
-    };
+    let faults = fault_positions(r);
     let points = || chart.series.iter().flat_map(|s| s.points.iter());
     let x_max = points()
         .map(|p| p.0)
@@ -223,44 +216,66 @@ fn draw_time_chart(chart: TimeChart) -> anyhow::Result<Option<String>> {
             .axis_desc_style(("sans-serif", 15))
             .draw()?;
         for series in &chart.series {
-            if series.points.is_empty() {
-                continue;
-            }
-            let color = series.color;
-            c.draw_series(LineSeries::new(
-                series.points.iter().copied(),
-                color.stroke_width(2),
-            ))?
-            .label(series.name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
-            if markers {
-                c.draw_series(
-                    series
-                        .points
-                        .iter()
-                        .map(|p| Circle::new(*p, 2, color.filled())),
-                )?;
-            }
+            draw_line(&mut c, series, markers)?;
         }
         for (at, kind) in &faults {
-            c.draw_series(DashedLineSeries::new(
-                [(*at, 0.0), (*at, y_max)],
-                6,
-                4,
-                PURPLE_FAULT.stroke_width(2),
-            ))?;
-            c.draw_series(std::iter::once(Text::new(
-                format!("⚡ {kind}"),
-                (*at + x_max / 200.0, y_max * 0.97),
-                ("sans-serif", 16).into_font().color(&PURPLE_FAULT),
-            )))?;
+            draw_fault(&mut c, *at, kind, x_max, y_max)?;
         }
         legend(&mut c)?;
         root.present()?;
     }
     Ok(Some(svg))
+}
+
+/// Each fault's instant in seconds since `t0`, with its kind.
+fn fault_positions(r: &Report) -> Vec<(f64, &str)> {
+    match r.t0 {
+        Some(t0) => r
+            .faults
+            .iter()
+            .map(|f| ((f.at.micros() - t0.micros()) as f64 / 1e6, f.kind.as_str()))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// One series as a labelled line, with a dot per point when there are few enough to tell apart.
+fn draw_line(c: &mut Chart, series: &Series, markers: bool) -> anyhow::Result<()> {
+    if series.points.is_empty() {
+        return Ok(());
+    }
+    let color = series.color;
+    c.draw_series(LineSeries::new(
+        series.points.iter().copied(),
+        color.stroke_width(2),
+    ))?
+    .label(series.name)
+    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    if markers {
+        c.draw_series(
+            series
+                .points
+                .iter()
+                .map(|p| Circle::new(*p, 2, color.filled())),
+        )?;
+    }
+    Ok(())
+}
+
+/// A fault as a dashed vertical line at its instant, labelled with its kind.
+fn draw_fault(c: &mut Chart, at: f64, kind: &str, x_max: f64, y_max: f64) -> anyhow::Result<()> {
+    c.draw_series(DashedLineSeries::new(
+        [(at, 0.0), (at, y_max)],
+        6,
+        4,
+        PURPLE_FAULT.stroke_width(2),
+    ))?;
+    c.draw_series(std::iter::once(Text::new(
+        format!("⚡ {kind}"),
+        (at + x_max / 200.0, y_max * 0.97),
+        ("sans-serif", 16).into_font().color(&PURPLE_FAULT),
+    )))?;
+    Ok(())
 }
 
 /// Latency against percentile, raw and corrected, with the tail stretched as HdrHistogram does:

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use reports::checks::Checks;
+use reports::checks::{Checks, Verdict};
 use reports::{Report, build_report, compare, load_report, plots, regenerate, write_reports};
 
 fn fixture() -> PathBuf {
@@ -43,7 +43,7 @@ fn report_md_of_the_fixture() {
 fn report_json_of_the_fixture() {
     let (dir, _) = written_report();
     let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    // The fields issue 6 promises other tools.
+    // The keys report.json promises other tools (contract: Run records).
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     for path in [
         "/verdict",
@@ -161,7 +161,7 @@ fn json_loads_back_and_regenerating_keeps_the_checks() {
     std::fs::remove_file(dir.path().join("report.md")).unwrap();
     let regenerated = regenerate(dir.path()).unwrap();
     assert_eq!(regenerated.checks, fixture_checks());
-    assert_eq!(regenerated.verdict, "fail");
+    assert_eq!(regenerated.verdict, Verdict::Fail);
     assert!(dir.path().join("report.md").exists());
 }
 

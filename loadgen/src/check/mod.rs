@@ -140,7 +140,7 @@ pub fn render_verdict(checks: &Checks) -> String {
             let _ = writeln!(out, "{:<25}- {example}", "");
         }
     }
-    let _ = writeln!(out, "verdict: {}", verdict(checks).to_uppercase());
+    let _ = writeln!(out, "verdict: {}", verdict(checks).as_str().to_uppercase());
     out
 }
 

@@ -1,6 +1,6 @@
 //! The run-record files of a landrush run folder, and how they are read and written.
 //!
-//! These names are a public format (DESIGN.md "Run records"): other tools read them, so fields may
+//! These names are a public format (contract: Run records): other tools read them, so fields may
 //! be added but never renamed. Every file is JSON Lines, one record per line, so a run of a million
 //! requests streams to and from disk without being held in memory.
 //!
@@ -13,7 +13,8 @@
 //! | `faults.jsonl`   | fault injected during the run                  | `landrush rehearse`            |
 //! | `run.json`       | (one JSON object) what was run, where, when    | `landrush run` / `rehearse`    |
 //!
-//! Times are UTC RFC 3339 strings with microseconds (`2026-12-01T09:00:00.123456Z`), see [`Stamp`].
+//! Times are UTC RFC 3339 strings with microseconds (`2026-12-01T09:00:00.123456Z`), see [`Stamp`]
+//! and [`crate::utc`].
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -23,7 +24,8 @@ use anyhow::Context;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+
+use crate::utc;
 
 pub const SENT: &str = "sent.jsonl";
 pub const HANDED: &str = "handed.jsonl";
@@ -53,27 +55,17 @@ impl Stamp {
         )
     }
 
+    /// Reads any RFC 3339 instant, converted to UTC.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let parsed = OffsetDateTime::parse(text, &Rfc3339)
-            .with_context(|| format!("`{text}` is not an RFC 3339 instant"))?;
-        Ok(Stamp(parsed.to_offset(time::UtcOffset::UTC)))
+        let parsed =
+            utc::parse_utc(text).with_context(|| format!("`{text}` is not an RFC 3339 instant"))?;
+        Ok(Stamp(parsed))
     }
 }
 
 impl std::fmt::Display for Stamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = self.0.to_offset(time::UtcOffset::UTC);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            t.month() as u8,
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        )
+        f.write_str(&utc::format_utc_micros(self.0))
     }
 }
 
@@ -90,7 +82,7 @@ impl<'de> Deserialize<'de> for Stamp {
     }
 }
 
-/// What became of one transmission, as the client saw it (DESIGN.md rule 6).
+/// What became of one transmission, as the client saw it (contract: Indeterminate outcomes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
