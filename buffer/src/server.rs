@@ -7,18 +7,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::endpoints::Endpoints;
 use crate::intake::IntakeCounters;
 use crate::intake::smtp::SmtpIntake;
 use crate::intake::web::WebIntake;
 use crate::journal::sqlite::SqliteJournal;
 
-/// The file in the data dir that says where a running barrage listens (for scripts and the
-/// harness, which may start barrage on port 0).
-pub const ENDPOINTS_FILE: &str = "endpoints.json";
+/// The file in the data dir that says where a running barrage listens; see [`Endpoints`].
+pub use crate::endpoints::FILE as ENDPOINTS_FILE;
 
 /// Holds the data dir's lock for as long as it lives.
 pub struct DataDirLock {
@@ -103,15 +103,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(listener) => Some(listener.local_addr()?),
         None => None,
     };
-    let mut endpoints = serde_json::json!({
-        "smtp": smtp_addr.to_string(),
-        "http": http_addr.to_string(),
-        "pid": std::process::id(),
-    });
-    if let Some(addr) = web_addr {
-        endpoints["web"] = addr.to_string().into();
-    }
-    std::fs::write(config.data_dir.join(ENDPOINTS_FILE), endpoints.to_string())?;
+    let endpoints = Endpoints {
+        smtp: smtp_addr,
+        http: http_addr,
+        web: web_addr,
+        pid: std::process::id(),
+    };
+    endpoints.write(&config.data_dir)?;
     tracing::info!(
         "barrage {} serving: SMTP intake on {smtp_addr}, web intake on {}, handover API on \
          http://{http_addr}, journal in {}",
@@ -120,11 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.data_dir.display()
     );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |rx: watch::Receiver<bool>| async move {
-        let mut rx = rx;
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stop = CancellationToken::new();
 
     let intake = Arc::new(SmtpIntake::new(
         journal.clone(),
@@ -135,7 +129,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         smtp_listener,
         Arc::new(config.smtp_limits()),
         intake,
-        stopped(stop_rx.clone()),
+        stop.clone().cancelled_owned(),
     ));
     let web = web_listener.map(|listener| {
         let intake = Arc::new(WebIntake::new(
@@ -147,7 +141,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::intake::web::serve(
             listener,
             intake,
-            stopped(stop_rx.clone()),
+            stop.clone().cancelled_owned(),
         ))
     });
     let acks = crate::ack::start(
@@ -155,7 +149,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         journal.clone(),
         journal.instance_id(),
         &config.hostname,
-        stop_rx.clone(),
+        stop.clone(),
     )?;
     let state = Arc::new(ApiState {
         journal: journal.clone(),
@@ -165,13 +159,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let http = tokio::spawn(
         axum::serve(http_listener, api::router(state))
-            .with_graceful_shutdown(stopped(stop_rx))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
             .into_future(),
     );
 
     wait_for_signal().await?;
     tracing::info!("stopping: no new connections, finishing transactions in flight");
-    let _ = stop_tx.send(true);
+    stop.cancel();
     smtp.await??;
     if let Some(web) = web {
         web.await??;
@@ -181,7 +175,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Acks in flight at the deadline stay pending and go out after the restart.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sender).await;
     }
-    let _ = std::fs::remove_file(config.data_dir.join(ENDPOINTS_FILE));
+    Endpoints::remove(&config.data_dir);
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::AckConfig;
 use super::outbox::{AckMark, AckOutbox, PendingAck};
@@ -77,9 +77,9 @@ impl<O: AckOutbox> AckSender<O> {
         Duration::from_millis(ms)
     }
 
-    /// Sends acks until `stop` turns true; acks in flight then are left pending (sent again,
+    /// Sends acks until `stop` is cancelled; acks in flight then are left pending (sent again,
     /// with the same Message-ID, by the next run).
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: CancellationToken) {
         let mut queue: VecDeque<PendingAck> = VecDeque::new();
         let mut in_flight: BTreeSet<u64> = BTreeSet::new();
         let mut tasks: JoinSet<(u64, u32, Outcome)> = JoinSet::new();
@@ -93,7 +93,7 @@ impl<O: AckOutbox> AckSender<O> {
             .then(|| Duration::from_secs_f64(1.0 / self.config.rate_per_sec));
 
         loop {
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             if paused_until.is_some_and(|t| t <= Instant::now()) {
@@ -162,7 +162,7 @@ impl<O: AckOutbox> AckSender<O> {
                 joined = tasks.join_next(), if !tasks.is_empty() => joined,
                 _ = self.outbox.acks_queued(), if tasks.is_empty() && paused_until.is_none() => None,
                 _ = tokio::time::sleep_until(wake) => None,
-                _ = stop.changed() => None,
+                _ = stop.cancelled() => None,
             };
             let mut outcomes: Vec<_> = first.into_iter().collect();
             while let Some(joined) = tasks.try_join_next() {
