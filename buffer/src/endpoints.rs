@@ -113,6 +113,9 @@ mod tests {
         assert_eq!(waited, endpoints);
         Endpoints::remove(dir.path());
         let error = Endpoints::wait(dir.path(), Duration::ZERO, || Ok(())).unwrap_err();
-        assert!(error.to_string().contains("did not start listening"), "{error}");
+        assert!(
+            error.to_string().contains("did not start listening"),
+            "{error}"
+        );
     }
 }

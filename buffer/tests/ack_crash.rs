@@ -9,17 +9,17 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, ack_stats, free_port, wait_until};
+use ack_support::{Gate, Sink, ack_config, ack_stats, wait_for_acks, wait_until};
 use support::{Barrage, Client, request_mail};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
     // A slow relay: it records each ack, then takes 250 ms to answer, so a kill catches acks the
     // relay has but barrage has not marked sent.
-    let relay = free_port();
+    let gate = Gate::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let config = ack_config(dir.path(), relay, "concurrency = 4");
+    let config = ack_config(dir.path(), gate.addr, "concurrency = 4");
     let args = ["--config", config.to_str().unwrap()];
     let mut barrage = Barrage::start(&data, &args);
 
@@ -36,7 +36,8 @@ async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
         tickets.insert(reply.ticket().unwrap());
     }
     // The relay comes up once every request is in, so the kill surely finds acks pending.
-    let sink = Sink::start_at(relay, Duration::from_millis(250), Arc::default()).await;
+    let sink = Sink::start_with(Duration::from_millis(250), Arc::default()).await;
+    gate.open(&sink);
     wait_until("some acks in flight", Duration::from_secs(30), || {
         sink.received().len() >= 6
     })
@@ -50,21 +51,14 @@ async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
         sink.by_ticket().keys().copied().collect::<BTreeSet<_>>() == tickets
     })
     .await;
-    wait_until("an empty outbox", Duration::from_secs(30), || {
-        let http = barrage.http;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                tokio::runtime::Runtime::new()
-                    .unwrap()
-                    .block_on(ack_stats(http))["pending"]
-                    == 0
-            })
-            .join()
-            .unwrap()
-        })
-    })
+    // Every ack marked sent: after that none is sent again, so the counts below are final.
+    wait_for_acks(
+        barrage.http,
+        "an empty outbox",
+        Duration::from_secs(60),
+        |s| s["pending"] == 0 && s["sent"] == 40,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let by_ticket = sink.by_ticket();
     let mut resends = 0;

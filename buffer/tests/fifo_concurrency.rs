@@ -14,7 +14,7 @@ const PER_CLIENT: usize = 40;
 
 struct Observed {
     message_id: String,
-    /// Microseconds since the test's start when the end mark was written.
+    /// Microseconds since the test's start just before the end mark was written.
     sent_end: u128,
     replied: u128,
     ticket: u64,
@@ -38,8 +38,11 @@ async fn concurrent_clients_get_gap_free_fifo_tickets() {
                 assert_eq!(c.command("RCPT TO:<r@registry.example>").await.code, 250);
                 assert_eq!(c.command("DATA").await.code, 354);
                 c.send(mail.as_bytes()).await;
-                c.send(b".\r\n").await;
+                // Stamped before the write that carries the end of data, as the driver does:
+                // stamped after, a reply to another request could arrive in between and look
+                // like it came before this request was complete.
                 let sent_end = start.elapsed().as_micros();
+                c.send(b".\r\n").await;
                 let reply = c.reply().await;
                 let replied = start.elapsed().as_micros();
                 assert_eq!(reply.code, 250, "{reply:?}");

@@ -434,8 +434,11 @@ async fn too_many_requests_in_flight_get_503_and_a_stalled_body_408() {
     // The stalled request holds the slot for 8 s (its timeout): ample time, even on a loaded
     // machine, for another request to find the slot taken.
     let mut saw_503 = false;
+    // On a busy machine a probe can overtake the stalled request and be stored: counted.
+    let mut probes_stored = 0;
     for _ in 0..300 {
         let (status, retry_after, _) = post_json(addr, &form("attente.fr", "a@b.fr"), None).await;
+        probes_stored += usize::from(status == 202);
         if status == 503 {
             assert_eq!(retry_after.as_deref(), Some("3"));
             saw_503 = true;
@@ -458,5 +461,5 @@ async fn too_many_requests_in_flight_get_503_and_a_stalled_body_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     let (status, _, body) = post_json(addr, &form("apres.fr", "a@b.fr"), None).await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(barrage.all_requests().await.len(), 1);
+    assert_eq!(barrage.all_requests().await.len(), 1 + probes_stored);
 }

@@ -202,9 +202,24 @@ impl<O: AckOutbox> ExtraStats for AckStats<O> {
             "1 when an [ack] section is configured.",
             u8::from(self.enabled),
         );
-        text.metric("acks_pending", Gauge, "Acks queued, not yet sent.", c.pending);
-        text.metric("acks_sent_total", Counter, "Acks the relay accepted.", c.sent);
-        text.metric("acks_failed_total", Counter, "Acks given up for good.", c.failed);
+        text.metric(
+            "acks_pending",
+            Gauge,
+            "Acks queued, not yet sent.",
+            c.pending,
+        );
+        text.metric(
+            "acks_sent_total",
+            Counter,
+            "Acks the relay accepted.",
+            c.sent,
+        );
+        text.metric(
+            "acks_failed_total",
+            Counter,
+            "Acks given up for good.",
+            c.failed,
+        );
         text.metric(
             "acks_oldest_pending_age_seconds",
             Gauge,

@@ -321,7 +321,10 @@ fn check_batch(answers: &[Answer], seq_before: u64, at_before: i64, last_seq: u6
         if let Answer::Ticket(_, ticket) = answer
             && !ticket.retransmission
         {
-            assert_eq!(ticket.seq, next, "journal writer: seqs not contiguous in a batch");
+            assert_eq!(
+                ticket.seq, next,
+                "journal writer: seqs not contiguous in a batch"
+            );
             assert!(
                 ticket.accepted_at >= at,
                 "journal writer: accepted_at decreased at seq {}",
@@ -330,7 +333,11 @@ fn check_batch(answers: &[Answer], seq_before: u64, at_before: i64, last_seq: u6
             (next, at) = (next + 1, ticket.accepted_at);
         }
     }
-    assert_eq!(next - 1, last_seq, "journal writer: batch rows and last seq disagree");
+    assert_eq!(
+        next - 1,
+        last_seq,
+        "journal writer: batch rows and last seq disagree"
+    );
 }
 
 impl WriterState {
@@ -647,7 +654,8 @@ mod tests {
         drop(journal);
         assert!(SqliteJournal::open(dir.path(), SqliteOptions::default()).is_ok());
         let conn = Connection::open(dir.path().join("barrage.db")).unwrap();
-        conn.execute("DELETE FROM requests WHERE seq = 2", []).unwrap();
+        conn.execute("DELETE FROM requests WHERE seq = 2", [])
+            .unwrap();
         drop(conn);
         let error = SqliteJournal::open(dir.path(), SqliteOptions::default())
             .err()
