@@ -21,9 +21,9 @@
 //! Requests from the web and from SMTP share one journal: one sequence, one ack outbox (the ack
 //! goes to the posted `email`).
 //!
-//! Layout: this file routes and runs a POST through its steps; [`listener`] is the accept loop,
-//! [`fields`] decodes and checks the posted fields, [`idempotency`] owns `Idempotency-Key`,
-//! [`record`] what is kept for disputes, and [`response`] the answers (JSON or HTML).
+//! Layout: this file routes and runs a POST through its steps; `listener` is the accept loop,
+//! `fields` decodes and checks the posted fields, `idempotency` owns `Idempotency-Key`,
+//! `record` what is kept for disputes, and `response` the answers (JSON or HTML).
 
 mod fields;
 mod idempotency;
