@@ -18,17 +18,19 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::intake::IntakeCounters;
-use crate::journal::{Journal, JournalError};
+use crate::intake::{IntakeCounters, IntakeSnapshot};
+use crate::journal::{Journal, JournalError, JournalStats};
+use crate::prometheus::Kind::{Counter, Gauge};
+use crate::prometheus::PrometheusText;
 
 /// Default and largest page of `/v1/requests`.
 const DEFAULT_LIMIT: usize = 100;
 
 /// Anything the operations API reports besides the journal, added by other parts (acks).
 pub trait ExtraStats: Send + Sync + 'static {
-    /// Fields merged into `/v1/stats`.
+    /// Fields merged into `/v1/stats`. May block (it is called on a blocking thread).
     fn json(&self) -> serde_json::Map<String, serde_json::Value>;
-    /// Lines appended to `/metrics`.
+    /// Lines appended to `/metrics`, written with [`PrometheusText`]. May block, like `json`.
     fn prometheus(&self) -> String;
 }
 
@@ -128,77 +130,81 @@ async fn stats<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response {
         "intake".into(),
         serde_json::to_value(state.intake.snapshot()).expect("counters serialize"),
     );
-    for extra in &state.extra {
-        object.extend(extra.json());
+    // The extras read SQLite (the ack outbox): off the runtime's few worker threads.
+    let extra = state.extra.clone();
+    match tokio::task::spawn_blocking(move || extra.iter().map(|e| e.json()).collect::<Vec<_>>())
+        .await
+    {
+        Ok(maps) => maps.into_iter().for_each(|map| object.extend(map)),
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     Json(body).into_response()
 }
 
 async fn metrics<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response {
-    let j = state.journal.stats();
-    let i = state.intake.snapshot();
-    let mut text = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        text.push_str(&format!(
-            "# HELP barrage_{name} {help}\n# TYPE barrage_{name} {kind}\nbarrage_{name} {value}\n"
-        ));
-    };
-    metric(
-        "accepted_seq",
-        "gauge",
-        "Highest seq accepted.",
-        j.accepted.to_string(),
-    );
-    metric(
-        "cursor",
-        "gauge",
-        "Highest seq handed over.",
-        j.cursor.to_string(),
-    );
-    metric(
-        "queue_depth",
-        "gauge",
-        "Requests accepted, not yet handed over.",
-        j.queue_depth.to_string(),
-    );
-    metric(
-        "commits_total",
-        "counter",
-        "Journal transactions committed (fsyncs).",
-        j.commits.to_string(),
-    );
-    metric(
-        "committed_requests_total",
-        "counter",
-        "Requests written by those commits.",
-        j.committed_requests.to_string(),
-    );
-    metric(
-        "write_failures_total",
-        "counter",
-        "Journal batches that failed to write.",
-        j.write_failures.to_string(),
-    );
-    metric(
-        "retransmissions_total",
-        "counter",
-        "Retransmissions answered with the original ticket.",
-        i.retransmissions.to_string(),
-    );
-    metric(
-        "refused_malformed_total",
-        "counter",
-        "Requests refused as malformed.",
-        i.refused_malformed.to_string(),
-    );
-    metric(
-        "refused_unavailable_total",
-        "counter",
-        "Requests refused because the journal could not write.",
-        i.refused_unavailable.to_string(),
-    );
-    for extra in &state.extra {
-        text.push_str(&extra.prometheus());
+    let mut text = core_metrics(&state.journal.stats(), &state.intake.snapshot());
+    let extra = state.extra.clone();
+    match tokio::task::spawn_blocking(move || {
+        extra.iter().map(|e| e.prometheus()).collect::<Vec<_>>()
+    })
+    .await
+    {
+        Ok(parts) => parts.iter().for_each(|part| text.extend(part)),
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text.into_string(),
+    )
+        .into_response()
+}
+
+/// The journal's and the intakes' part of `/metrics`.
+fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
+    let mut text = PrometheusText::new();
+    text.metric("accepted_seq", Gauge, "Highest seq accepted.", j.accepted);
+    text.metric("cursor", Gauge, "Highest seq handed over.", j.cursor);
+    text.metric(
+        "queue_depth",
+        Gauge,
+        "Requests accepted, not yet handed over.",
+        j.queue_depth,
+    );
+    text.metric(
+        "commits_total",
+        Counter,
+        "Journal transactions committed (fsyncs).",
+        j.commits,
+    );
+    text.metric(
+        "committed_requests_total",
+        Counter,
+        "Requests written by those commits.",
+        j.committed_requests,
+    );
+    text.metric(
+        "write_failures_total",
+        Counter,
+        "Journal batches that failed to write.",
+        j.write_failures,
+    );
+    text.metric(
+        "retransmissions_total",
+        Counter,
+        "Retransmissions answered with the original ticket.",
+        i.retransmissions,
+    );
+    text.metric(
+        "refused_malformed_total",
+        Counter,
+        "Requests refused as malformed.",
+        i.refused_malformed,
+    );
+    text.metric(
+        "refused_unavailable_total",
+        Counter,
+        "Requests refused because the journal could not write.",
+        i.refused_unavailable,
+    );
+    text
 }

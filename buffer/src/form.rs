@@ -1,4 +1,4 @@
-//! The request form (DESIGN.md "Request format"): `key: value` lines in the body of a request
+//! The request form (contract: Request format): `key: value` lines in the body of a request
 //! mail, or the same fields posted over HTTP. `domain` is required and must be a domain name.
 
 use std::collections::BTreeMap;

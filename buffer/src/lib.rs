@@ -3,14 +3,22 @@
 //! Requests come in through an intake ([`intake`], on the [`smtp`] server), are validated
 //! ([`form`]), made durable in FIFO order by the [`journal`], and handed to the registration system
 //! through the handover [`api`]; [`ack`] sends the acknowledgement mails. [`server`] wires them
-//! together, [`config`] holds the settings and [`cli`] is the command line.
+//! together, [`config`] holds the settings and [`cli`] is the command line. Two formats have
+//! their one definition here: [`endpoints`] (where a running barrage listens) and [`prometheus`]
+//! (the `/metrics` text).
+//!
+//! Layers, each pointing only down: `cli` → `server` → `config` → `ack` → `api` → `intake` →
+//! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `endpoints`
+//! and `prometheus` sit below them all.
 
 pub mod ack;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod endpoints;
 pub mod form;
 pub mod intake;
 pub mod journal;
+pub mod prometheus;
 pub mod server;
 pub mod smtp;

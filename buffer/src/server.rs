@@ -7,18 +7,19 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::endpoints::Endpoints;
 use crate::intake::IntakeCounters;
 use crate::intake::smtp::SmtpIntake;
 use crate::intake::web::WebIntake;
 use crate::journal::sqlite::SqliteJournal;
 
-/// The file in the data dir that says where a running barrage listens (for scripts and the
-/// harness, which may start barrage on port 0).
-pub const ENDPOINTS_FILE: &str = "endpoints.json";
+/// The file in the data dir that says where a running barrage listens; see [`Endpoints`].
+pub use crate::endpoints::FILE as ENDPOINTS_FILE;
 
 /// Holds the data dir's lock for as long as it lives.
 pub struct DataDirLock {
@@ -74,116 +75,151 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         SqliteJournal::open(&config.data_dir, config.journal_options())
             .with_context(|| format!("cannot open the journal in {}", config.data_dir.display()))?,
     );
-    let counters = Arc::new(IntakeCounters::default());
+    let listeners = Listeners::bind(&config).await?;
+    let endpoints = listeners.endpoints()?;
+    endpoints.write(&config.data_dir)?;
+    tracing::info!(
+        "barrage {} serving: SMTP intake on {}, web intake on {}, handover API on http://{}, \
+         journal in {}",
+        env!("CARGO_PKG_VERSION"),
+        endpoints.smtp,
+        endpoints
+            .web
+            .map_or("(none)".to_string(), |a| format!("http://{a}/")),
+        endpoints.http,
+        config.data_dir.display()
+    );
 
-    let smtp_listener = TcpListener::bind(config.smtp.listen)
-        .await
-        .with_context(|| format!("cannot listen for SMTP on {}", config.smtp.listen))?;
-    let http_listener = TcpListener::bind(config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
-    let web_listener = if config.web.enabled {
-        Some(
-            TcpListener::bind(config.web.listen)
+    let stop = CancellationToken::new();
+    let services = Services::start(&config, listeners, journal, &stop)?;
+    wait_for_signal().await?;
+    tracing::info!("stopping: no new connections, finishing transactions in flight");
+    stop.cancel();
+    services.finish().await?;
+    Endpoints::remove(&config.data_dir);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The three listeners, bound before anything is served so a taken port fails the start.
+struct Listeners {
+    smtp: TcpListener,
+    http: TcpListener,
+    web: Option<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let smtp = TcpListener::bind(config.smtp.listen)
+            .await
+            .with_context(|| format!("cannot listen for SMTP on {}", config.smtp.listen))?;
+        let http = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+        let web = if config.web.enabled {
+            let listener = TcpListener::bind(config.web.listen)
                 .await
                 .with_context(|| {
                     format!(
                         "cannot listen for the web intake on {} (choose another --web ADDR, or \
-                         --no-web)",
+                     --no-web)",
                         config.web.listen
                     )
-                })?,
-        )
-    } else {
-        None
-    };
-    let smtp_addr = smtp_listener.local_addr()?;
-    let http_addr = http_listener.local_addr()?;
-    let web_addr = match &web_listener {
-        Some(listener) => Some(listener.local_addr()?),
-        None => None,
-    };
-    let mut endpoints = serde_json::json!({
-        "smtp": smtp_addr.to_string(),
-        "http": http_addr.to_string(),
-        "pid": std::process::id(),
-    });
-    if let Some(addr) = web_addr {
-        endpoints["web"] = addr.to_string().into();
+                })?;
+            Some(listener)
+        } else {
+            None
+        };
+        Ok(Listeners { smtp, http, web })
     }
-    std::fs::write(config.data_dir.join(ENDPOINTS_FILE), endpoints.to_string())?;
-    tracing::info!(
-        "barrage {} serving: SMTP intake on {smtp_addr}, web intake on {}, handover API on \
-         http://{http_addr}, journal in {}",
-        env!("CARGO_PKG_VERSION"),
-        web_addr.map_or("(none)".to_string(), |a| format!("http://{a}/")),
-        config.data_dir.display()
-    );
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |rx: watch::Receiver<bool>| async move {
-        let mut rx = rx;
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    fn endpoints(&self) -> std::io::Result<Endpoints> {
+        Ok(Endpoints {
+            smtp: self.smtp.local_addr()?,
+            http: self.http.local_addr()?,
+            web: self.web.as_ref().map(TcpListener::local_addr).transpose()?,
+            pid: std::process::id(),
+        })
+    }
+}
 
-    let intake = Arc::new(SmtpIntake::new(
-        journal.clone(),
-        counters.clone(),
-        config.hostname.clone(),
-    ));
-    let smtp = tokio::spawn(crate::smtp::serve(
-        smtp_listener,
-        Arc::new(config.smtp_limits()),
-        intake,
-        stopped(stop_rx.clone()),
-    ));
-    let web = web_listener.map(|listener| {
-        let intake = Arc::new(WebIntake::new(
+/// The running intakes, handover API and ack sender, all stopping on one token.
+struct Services {
+    smtp: JoinHandle<std::io::Result<()>>,
+    web: Option<JoinHandle<std::io::Result<()>>>,
+    http: JoinHandle<std::io::Result<()>>,
+    ack_sender: Option<JoinHandle<()>>,
+}
+
+impl Services {
+    fn start(
+        config: &Config,
+        listeners: Listeners,
+        journal: Arc<SqliteJournal>,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let counters = Arc::new(IntakeCounters::default());
+        let hostname = config.hostname.clone();
+        let intake = Arc::new(SmtpIntake::new(
             journal.clone(),
             counters.clone(),
-            config.hostname.clone(),
-            config.web_limits(),
+            hostname.clone(),
         ));
-        tokio::spawn(crate::intake::web::serve(
-            listener,
+        let smtp = tokio::spawn(crate::smtp::serve(
+            listeners.smtp,
+            Arc::new(config.smtp_limits()),
             intake,
-            stopped(stop_rx.clone()),
-        ))
-    });
-    let acks = crate::ack::start(
-        config.ack.as_ref(),
-        journal.clone(),
-        journal.instance_id(),
-        &config.hostname,
-        stop_rx.clone(),
-    )?;
-    let state = Arc::new(ApiState {
-        journal: journal.clone(),
-        intake: counters,
-        token: config.http.api_token.clone(),
-        extra: vec![acks.stats],
-    });
-    let http = tokio::spawn(
-        axum::serve(http_listener, api::router(state))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .into_future(),
-    );
+            stop.clone().cancelled_owned(),
+        ));
+        let web = listeners.web.map(|listener| {
+            let limits = config.web_limits();
+            let intake = WebIntake::new(journal.clone(), counters.clone(), hostname, limits);
+            let serve = crate::intake::web::serve(
+                listener,
+                Arc::new(intake),
+                stop.clone().cancelled_owned(),
+            );
+            tokio::spawn(serve)
+        });
+        let acks = crate::ack::start(
+            config.ack.as_ref(),
+            journal.clone(),
+            journal.instance_id(),
+            &config.hostname,
+            stop.clone(),
+        )?;
+        let state = Arc::new(ApiState {
+            journal,
+            intake: counters,
+            token: config.http.api_token.clone(),
+            extra: vec![acks.stats],
+        });
+        let http = tokio::spawn(
+            axum::serve(listeners.http, api::router(state))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        );
+        Ok(Services {
+            smtp,
+            web,
+            http,
+            ack_sender: acks.sender,
+        })
+    }
 
-    wait_for_signal().await?;
-    tracing::info!("stopping: no new connections, finishing transactions in flight");
-    let _ = stop_tx.send(true);
-    smtp.await??;
-    if let Some(web) = web {
-        web.await??;
+    /// Waits for every service to finish once the stop token is cancelled.
+    async fn finish(self) -> anyhow::Result<()> {
+        self.smtp.await??;
+        if let Some(web) = self.web {
+            web.await??;
+        }
+        self.http.await??;
+        if let Some(sender) = self.ack_sender {
+            // Acks in flight at the deadline stay pending and go out after the restart.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sender).await;
+        }
+        Ok(())
     }
-    http.await??;
-    if let Some(sender) = acks.sender {
-        // Acks in flight at the deadline stay pending and go out after the restart.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sender).await;
-    }
-    let _ = std::fs::remove_file(config.data_dir.join(ENDPOINTS_FILE));
-    tracing::info!("stopped cleanly");
-    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -5,38 +5,66 @@
 mod ack_support;
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, ack_stats, free_port, wait_until};
+use ack_support::{Gate, Received, Sink, ack_config, ack_stats, wait_for_acks, wait_until};
 use support::{Barrage, Client, request_mail};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
-    // A slow relay: it records each ack, then takes 250 ms to answer, so a kill catches acks the
-    // relay has but barrage has not marked sent.
-    let relay = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let config = ack_config(dir.path(), relay, "concurrency = 4");
-    let args = ["--config", config.to_str().unwrap()];
-    let mut barrage = Barrage::start(&data, &args);
-
-    let mut client = Client::greet(barrage.smtp).await;
+/// Forty requests, each answered 250; their tickets.
+async fn submit_40(client: &mut Client) -> BTreeSet<u64> {
     let mut tickets = BTreeSet::new();
     for i in 0..40 {
+        let id = format!("<crash-{i}@client.test>");
         let reply = client
             .submit(
                 "client@example.net",
-                &request_mail(&format!("<crash-{i}@client.test>"), &format!("nom{i}.fr")),
+                &request_mail(&id, &format!("nom{i}.fr")),
             )
             .await;
         assert_eq!(reply.code, 250, "{reply:?}");
         tickets.insert(reply.ticket().unwrap());
     }
+    tickets
+}
+
+/// The acks sent more than once, after checking that every resend carries its ticket's one
+/// Message-ID and that no two tickets share one.
+fn count_resends(by_ticket: &BTreeMap<u64, Vec<Received>>) -> usize {
+    let mut resends = 0;
+    let mut ids = BTreeSet::new();
+    for (ticket, acks) in by_ticket {
+        let first = acks[0].message_id();
+        for ack in acks {
+            assert_eq!(
+                ack.message_id(),
+                first,
+                "ticket {ticket}: a resend with a new Message-ID"
+            );
+        }
+        resends += acks.len() - 1;
+        assert!(ids.insert(first), "two tickets share an ack Message-ID");
+    }
+    resends
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
+    // A slow relay: it records each ack, then takes 250 ms to answer, so a kill catches acks the
+    // relay has but barrage has not marked sent.
+    let gate = Gate::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = ack_config(dir.path(), gate.addr, "concurrency = 4");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut barrage = Barrage::start(&data, &args);
+
+    let mut client = Client::greet(barrage.smtp).await;
+    let tickets = submit_40(&mut client).await;
     // The relay comes up once every request is in, so the kill surely finds acks pending.
-    let sink = Sink::start_at(relay, Duration::from_millis(250), Arc::default()).await;
+    let sink = Sink::start_with(Duration::from_millis(250), Arc::default()).await;
+    gate.open(&sink);
     wait_until("some acks in flight", Duration::from_secs(30), || {
         sink.received().len() >= 6
     })
@@ -50,37 +78,16 @@ async fn every_accepted_request_gets_its_ack_across_a_sigkill() {
         sink.by_ticket().keys().copied().collect::<BTreeSet<_>>() == tickets
     })
     .await;
-    wait_until("an empty outbox", Duration::from_secs(30), || {
-        let http = barrage.http;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                tokio::runtime::Runtime::new()
-                    .unwrap()
-                    .block_on(ack_stats(http))["pending"]
-                    == 0
-            })
-            .join()
-            .unwrap()
-        })
-    })
+    // Every ack marked sent: after that none is sent again, so the counts below are final.
+    wait_for_acks(
+        barrage.http,
+        "an empty outbox",
+        Duration::from_secs(60),
+        |s| s["pending"] == 0 && s["sent"] == 40,
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let by_ticket = sink.by_ticket();
-    let mut resends = 0;
-    let mut ids = BTreeSet::new();
-    for (ticket, acks) in &by_ticket {
-        let first = acks[0].message_id();
-        for ack in acks {
-            assert_eq!(
-                ack.message_id(),
-                first,
-                "ticket {ticket}: a resend with a new Message-ID"
-            );
-        }
-        resends += acks.len() - 1;
-        assert!(ids.insert(first), "two tickets share an ack Message-ID");
-    }
+    let resends = count_resends(&sink.by_ticket());
     assert!(
         resends >= 1,
         "the kill caught acks the relay had taken but barrage had not marked: they are resent"

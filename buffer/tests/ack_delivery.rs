@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, ack_stats, wait_until};
+use ack_support::{Received, Sink, ack_config, ack_stats, wait_for_acks, wait_until};
 use support::{Barrage, Client, request_mail};
 
 /// A request mail with the given sender headers.
@@ -36,6 +36,38 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         &["--config", config.to_str().unwrap()],
     );
     let mut client = Client::greet(barrage.smtp).await;
+    let (expected, silent_ticket) = submit_every_case(&mut client).await;
+
+    let n = expected.len();
+    wait_until("every ack", Duration::from_secs(30), || {
+        sink.received().len() >= n
+    })
+    .await;
+    // Every queued ack sent and marked: a wrong extra ack would have been queued too, so it has
+    // been sent by now (and counted).
+    let stats = wait_for_acks(
+        barrage.http,
+        "an empty outbox",
+        Duration::from_secs(60),
+        |s| s["pending"] == 0 && s["sent"].as_u64() >= Some(n as u64),
+    )
+    .await;
+    let by_ticket = sink.by_ticket();
+    assert_eq!(
+        by_ticket.keys().copied().collect::<Vec<_>>(),
+        expected.keys().copied().collect::<Vec<_>>(),
+        "acks for exactly the accepted requests with an address (not {silent_ticket})"
+    );
+    let instance = check_each_ack(&by_ticket, &expected);
+    snapshot_the_reply_to_ack(&by_ticket, &expected, &instance);
+    check_stats_and_metrics(&stats, barrage.http, n).await;
+    sink.stop().await;
+}
+
+/// Submits the accepted cases (From, Reply-To, envelope sender) and the ones that get no ack
+/// (refused, a retransmission, nowhere to send); returns what each accepted ack must say, and
+/// the ticket of the request with no address.
+async fn submit_every_case(client: &mut Client) -> (BTreeMap<u64, Expected>, u64) {
     let mut expected: BTreeMap<u64, Expected> = BTreeMap::new();
     let mut accept = |reply: support::Reply, ack_to: &str, message_id: &str, domain: &str| {
         assert_eq!(reply.code, 250, "{reply:?}");
@@ -51,31 +83,21 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
             },
         );
         assert!(previous.is_none());
-        ticket
     };
-
     // From only: the ack goes to From.
     for i in 0..5 {
         let id = format!("<req-{i}@client.test>");
+        let domain = format!("nom{i}.fr");
         let reply = client
-            .submit(
-                "bounce@example.net",
-                &request_mail(&id, &format!("nom{i}.fr")),
-            )
+            .submit("bounce@example.net", &request_mail(&id, &domain))
             .await;
-        accept(reply, "client@example.net", &id, &format!("nom{i}.fr"));
+        accept(reply, "client@example.net", &id, &domain);
     }
     // Reply-To wins over From.
     let id = "<reply-to@client.test>";
+    let headers = "From: <client@example.net>\r\nReply-To: Someone <answers@example.org>\r\n";
     let reply = client
-        .submit(
-            "bounce@example.net",
-            &mail(
-                "From: <client@example.net>\r\nReply-To: Someone <answers@example.org>\r\n",
-                id,
-                "reponse.fr",
-            ),
-        )
+        .submit("bounce@example.net", &mail(headers, id, "reponse.fr"))
         .await;
     accept(reply, "answers@example.org", id, "reponse.fr");
     // Neither: the envelope sender.
@@ -107,23 +129,17 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         .submit("", &mail("", "<nobody@client.test>", "personne.fr"))
         .await;
     assert_eq!(reply.code, 250);
-    let silent_ticket = reply.ticket().unwrap();
+    (expected, reply.ticket().unwrap())
+}
 
-    let n = expected.len();
-    wait_until("every ack", Duration::from_secs(30), || {
-        sink.received().len() >= n
-    })
-    .await;
-    // Give a wrong extra ack time to show up.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let by_ticket = sink.by_ticket();
-    assert_eq!(
-        by_ticket.keys().copied().collect::<Vec<_>>(),
-        expected.keys().copied().collect::<Vec<_>>(),
-        "acks for exactly the accepted requests with an address (not {silent_ticket})"
-    );
+/// One ack per ticket, with the envelope, headers and body a checker relies on; returns the
+/// instance id all ack Message-IDs share.
+fn check_each_ack(
+    by_ticket: &BTreeMap<u64, Vec<Received>>,
+    expected: &BTreeMap<u64, Expected>,
+) -> String {
     let mut instances = Vec::new();
-    for (ticket, acks) in &by_ticket {
+    for (ticket, acks) in by_ticket {
         assert_eq!(acks.len(), 1, "ticket {ticket} got {} acks", acks.len());
         let ack = &acks[0];
         let want = &expected[ticket];
@@ -159,8 +175,15 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     }
     instances.dedup();
     assert_eq!(instances.len(), 1, "one instance id: {instances:?}");
+    instances.remove(0)
+}
 
-    // The mail itself, times and the random instance id redacted.
+/// The mail itself pinned, times and the random instance id redacted.
+fn snapshot_the_reply_to_ack(
+    by_ticket: &BTreeMap<u64, Vec<Received>>,
+    expected: &BTreeMap<u64, Expected>,
+    instance: &str,
+) {
     let reply_to_ticket = *expected
         .iter()
         .find(|(_, e)| e.ack_to == "answers@example.org")
@@ -171,7 +194,7 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     let head = raw.split("\r\n\r\n").next().unwrap();
     let accepted_at = &expected[&reply_to_ticket].accepted_at;
     let redact = |text: &str| {
-        text.replace(&instances[0], "[instance]")
+        text.replace(instance, "[instance]")
             .replace(accepted_at.as_str(), "[accepted-at]")
     };
     let headers: Vec<String> = head
@@ -181,14 +204,16 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         .collect();
     let rendered = format!("{}\n\n{}", headers.join("\n"), redact(&ack.body()));
     insta::assert_snapshot!("ack_mail", rendered);
+}
 
-    let stats = ack_stats(barrage.http).await;
+/// `/v1/stats` (already read) and `/metrics` count `n` acks sent, none pending or failed.
+async fn check_stats_and_metrics(stats: &serde_json::Value, http: std::net::SocketAddr, n: usize) {
     assert_eq!(stats["enabled"], true);
     assert_eq!(stats["sent"], n as u64, "{stats}");
     assert_eq!(stats["pending"], 0, "{stats}");
     assert_eq!(stats["failed"], 0, "{stats}");
     assert_eq!(stats["oldest_pending_age_secs"], 0.0, "{stats}");
-    let metrics = reqwest::get(format!("http://{}/metrics", barrage.http))
+    let metrics = reqwest::get(format!("http://{http}/metrics"))
         .await
         .unwrap()
         .text()
@@ -203,7 +228,6 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
         metrics.contains("barrage_acks_failed_total 0\n"),
         "{metrics}"
     );
-    sink.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use barrage::ack::outbox::{AckMark, AckOutbox};
 use barrage::journal::sqlite::{SqliteJournal, SqliteOptions};
-use barrage::journal::{Journal, NewRequest};
+use barrage::journal::{Journal, NewRequest, Ticket};
 
 fn request(id: &str, ack_to: Option<&str>) -> NewRequest {
     NewRequest {
@@ -63,37 +63,47 @@ async fn acks_are_queued_with_their_request_and_only_then() {
         assert_eq!((counts.pending, counts.sent, counts.failed), (2, 0, 0));
         assert_eq!(counts.oldest_pending_at, Some(a.accepted_at));
 
-        journal
-            .mark_acks(vec![AckMark::Sent { seq: a.seq, at: 1 }])
-            .await
-            .unwrap();
-        // A second mark of the same ack (a resend after a crash) changes nothing.
-        journal
-            .mark_acks(vec![AckMark::Sent { seq: a.seq, at: 2 }])
-            .await
-            .unwrap();
-        journal
-            .mark_acks(vec![AckMark::Retry {
-                seq: c.seq,
-                not_before: i64::MAX - 1,
-                error: "452".into(),
-            }])
-            .await
-            .unwrap();
-        assert!(
-            journal
-                .pending_acks(0, 1_000, 100)
-                .await
-                .unwrap()
-                .is_empty(),
-            "c is not due"
-        );
-        let counts = journal.ack_counts();
-        assert_eq!((counts.pending, counts.sent, counts.failed), (1, 1, 0));
-        assert_eq!(counts.oldest_pending_at, Some(c.accepted_at));
+        mark_one_sent_one_for_retry(&journal, &a, &c).await;
     }
     // Reopened (as after a crash or a restart): the outbox is as it was.
-    let journal = SqliteJournal::open(dir.path(), options(true)).unwrap();
+    the_outbox_survives_a_reopen(dir.path()).await;
+}
+
+/// `a` sent (twice: the second mark changes nothing), `c` refused for now, due much later.
+async fn mark_one_sent_one_for_retry(journal: &SqliteJournal, a: &Ticket, c: &Ticket) {
+    journal
+        .mark_acks(vec![AckMark::Sent { seq: a.seq, at: 1 }])
+        .await
+        .unwrap();
+    // A second mark of the same ack (a resend after a crash) changes nothing.
+    journal
+        .mark_acks(vec![AckMark::Sent { seq: a.seq, at: 2 }])
+        .await
+        .unwrap();
+    journal
+        .mark_acks(vec![AckMark::Retry {
+            seq: c.seq,
+            not_before: i64::MAX - 1,
+            error: "452".into(),
+        }])
+        .await
+        .unwrap();
+    assert!(
+        journal
+            .pending_acks(0, 1_000, 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "c is not due"
+    );
+    let counts = journal.ack_counts();
+    assert_eq!((counts.pending, counts.sent, counts.failed), (1, 1, 0));
+    assert_eq!(counts.oldest_pending_at, Some(c.accepted_at));
+}
+
+/// After the marks above: one sent, `c` pending with one attempt; then `c` fails for good.
+async fn the_outbox_survives_a_reopen(dir: &std::path::Path) {
+    let journal = SqliteJournal::open(dir, options(true)).unwrap();
     let counts = journal.ack_counts();
     assert_eq!((counts.pending, counts.sent, counts.failed), (1, 1, 0));
     let pending = journal.pending_acks(0, i64::MAX, 100).await.unwrap();

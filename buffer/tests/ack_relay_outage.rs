@@ -7,7 +7,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, ack_stats, free_port, wait_until};
+use ack_support::{Gate, Sink, ack_config, ack_stats, wait_for_acks, wait_until};
 use support::{Barrage, Client, request_mail};
 
 async fn submit(barrage: &Barrage, range: std::ops::Range<usize>) -> Vec<u64> {
@@ -31,9 +31,9 @@ async fn submit(barrage: &Barrage, range: std::ops::Range<usize>) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_wait_for_the_relay_and_arrive_once() {
-    let relay = free_port();
+    let gate = Gate::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = ack_config(dir.path(), relay, "concurrency = 3");
+    let config = ack_config(dir.path(), gate.addr, "concurrency = 3");
     let barrage = Barrage::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
@@ -41,8 +41,13 @@ async fn acks_wait_for_the_relay_and_arrive_once() {
 
     // Relay down: everything is accepted, the acks wait.
     let mut tickets = submit(&barrage, 0..30).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let stats = ack_stats(barrage.http).await;
+    let stats = wait_for_acks(
+        barrage.http,
+        "the relay seen down",
+        Duration::from_secs(60),
+        |s| s["relay_up"] == false,
+    )
+    .await;
     assert_eq!(stats["pending"], 30, "{stats}");
     assert_eq!(stats["sent"], 0, "{stats}");
     assert_eq!(stats["failed"], 0, "an outage never fails an ack: {stats}");
@@ -54,22 +59,30 @@ async fn acks_wait_for_the_relay_and_arrive_once() {
 
     // Relay up: every ack goes out.
     let received = Arc::default();
-    let sink = Sink::start_at(relay, Duration::ZERO, Arc::clone(&received)).await;
+    let sink = Sink::start_with(Duration::ZERO, Arc::clone(&received)).await;
+    gate.open(&sink);
     wait_until("the first 30 acks", Duration::from_secs(30), || {
         sink.by_ticket().len() == 30
     })
     .await;
 
     // Down again, more requests, then up again.
+    gate.close();
     sink.stop().await;
     tickets.extend(submit(&barrage, 30..45).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sink = Sink::start_at(relay, Duration::ZERO, received).await;
+    let sink = Sink::start_with(Duration::ZERO, received).await;
+    gate.open(&sink);
     wait_until("all 45 acks", Duration::from_secs(30), || {
         sink.by_ticket().len() == 45
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_acks(
+        barrage.http,
+        "every ack marked",
+        Duration::from_secs(60),
+        |s| s["pending"] == 0,
+    )
+    .await;
 
     let by_ticket = sink.by_ticket();
     assert_eq!(by_ticket.keys().copied().collect::<Vec<_>>(), tickets);

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, ack_stats};
+use ack_support::{Sink, ack_config, wait_for_acks};
 use support::{Barrage, Client, request_mail};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,9 +26,15 @@ async fn required_starttls_never_falls_back_to_plain_text() {
         )
         .await;
     assert_eq!(reply.code, 250);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The sender has tried the relay and found it unusable: the event the check waits for.
+    let stats = wait_for_acks(
+        barrage.http,
+        "the relay refused",
+        Duration::from_secs(60),
+        |s| s["relay_up"] == false,
+    )
+    .await;
     assert!(sink.received().is_empty(), "an ack went out without TLS");
-    let stats = ack_stats(barrage.http).await;
     assert_eq!(stats["pending"], 1, "{stats}");
     assert_eq!(stats["failed"], 0, "{stats}");
     assert_eq!(stats["relay_up"], false, "{stats}");

@@ -4,11 +4,12 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use support::Barrage;
 
 struct Shared {
@@ -26,22 +27,28 @@ fn shared() -> &'static Shared {
     })
 }
 
-/// Sends `input` on a fresh connection, then reads whatever comes back until the server closes
-/// or stays quiet. Returns everything read.
+/// Sends `input` on a fresh connection, then `.` and QUIT, and half-closes it; reads everything
+/// the server answers until it closes the connection (it always does: after QUIT, or when it
+/// reads the end of the stream). The wait ends on that event, not after a quiet time, so a busy
+/// machine only makes it slower.
 fn converse(addr: SocketAddr, input: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).expect("barrage accepts connections");
+    // Only so that a server that never closes fails the test instead of hanging it.
     stream
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
     let _ = stream.write_all(input);
     let _ = stream.write_all(b"\r\n.\r\nQUIT\r\n");
+    let _ = stream.shutdown(Shutdown::Write);
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
+            // A reset after the server closed on unread input (too many errors): the end too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server neither answered nor closed the connection: {e}"),
         }
     }
     out
@@ -86,22 +93,50 @@ proptest! {
     }
 }
 
+/// Hostile sessions with known outcomes: each tries to get something stored that must not be.
+const HOSTILE: [&[u8]; 5] = [
+    // Smuggling: a bare-LF end mark hides a second transaction inside the first message.
+    b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\n\r\ndomain: cache.fr\r\n\n.\r\n\
+      MAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\n\r\ndomain: smuggled.fr\r\n",
+    b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\n\r\ndomain: cache.fr\r\n\r.\r\n",
+    b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\n\r\ndomain: -bad-.fr\r\n",
+    b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\n\r\ndomain: cache.fr\0\r\n",
+    b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nBDAT 20 LAST\r\ndomain: cache.fr\r\n",
+];
+
+/// On a barrage of its own (whatever else ran before): valid requests among hostile and random
+/// sessions are stored, and nothing else is.
 #[test]
 fn nothing_but_valid_requests_is_stored() {
-    let shared = shared();
-    // A few accepted requests hidden among the garbage prove the check below looks at something.
-    let valid = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\nFrom: a@b.example\r\n\r\ndomain: valide.fr\r\n.\r\n";
-    let replies = converse(shared.barrage.smtp, valid);
+    let dir = tempfile::tempdir().unwrap();
+    let barrage = Barrage::start(dir.path(), &[]);
+    let valid = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<r@x>\r\nDATA\r\nFrom: a@b.example\r\n\r\ndomain: valide.fr\r\n";
+    let replies = converse(barrage.smtp, valid);
     assert!(String::from_utf8_lossy(&replies).contains("queued as ticket"));
+    for input in HOSTILE {
+        let replies = String::from_utf8_lossy(&converse(barrage.smtp, input)).into_owned();
+        assert!(!replies.contains("queued as ticket"), "stored: {replies}");
+    }
+    // Random sessions too, drawn with a fixed seed so every run sends the same.
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let sessions = prop::collection::vec(fragment(), 0..30);
+    for _ in 0..50 {
+        let input = sessions.new_tree(&mut runner).unwrap().current().concat();
+        converse(barrage.smtp, &input);
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let stored = runtime.block_on(shared.barrage.all_requests());
-    assert!(!stored.is_empty());
+    let stored = runtime.block_on(barrage.all_requests());
+    assert!(stored.iter().any(|row| row["domain"] == "valide.fr"));
     for row in stored {
         let domain = row["domain"].as_str().unwrap();
         assert_eq!(
             barrage::form::check_domain(domain).as_deref(),
             Ok(domain),
             "stored garbage: {row}"
+        );
+        assert!(
+            !["cache.fr", "smuggled.fr"].contains(&domain),
+            "a refused or smuggled request was stored: {row}"
         );
     }
 }

@@ -1,4 +1,4 @@
-//! Acknowledgement mails (DESIGN.md rule 4): exactly one ack per accepted request, none for a
+//! Acknowledgement mails (contract: One ack): exactly one ack per accepted request, none for a
 //! refused one or a retransmission, surviving crashes.
 //!
 //! - [`outbox`]: the durable outbox as the sender sees it. The journal queues an ack in the very
@@ -21,11 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::api::ExtraStats;
 use crate::journal::now_micros;
+use crate::prometheus::Kind::{Counter, Gauge};
+use crate::prometheus::PrometheusText;
 use outbox::{AckCounts, AckOutbox};
 use template::Composer;
 
@@ -193,43 +195,38 @@ impl<O: AckOutbox> ExtraStats for AckStats<O> {
 
     fn prometheus(&self) -> String {
         let c = self.outbox.ack_counts();
-        let mut text = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            text.push_str(&format!(
-                "# HELP barrage_{name} {help}\n# TYPE barrage_{name} {kind}\nbarrage_{name} {value}\n"
-            ));
-        };
-        metric(
+        let mut text = PrometheusText::new();
+        text.metric(
             "acks_enabled",
-            "gauge",
+            Gauge,
             "1 when an [ack] section is configured.",
-            u8::from(self.enabled).to_string(),
+            u8::from(self.enabled),
         );
-        metric(
+        text.metric(
             "acks_pending",
-            "gauge",
+            Gauge,
             "Acks queued, not yet sent.",
-            c.pending.to_string(),
+            c.pending,
         );
-        metric(
+        text.metric(
             "acks_sent_total",
-            "counter",
+            Counter,
             "Acks the relay accepted.",
-            c.sent.to_string(),
+            c.sent,
         );
-        metric(
+        text.metric(
             "acks_failed_total",
-            "counter",
+            Counter,
             "Acks given up for good.",
-            c.failed.to_string(),
+            c.failed,
         );
-        metric(
+        text.metric(
             "acks_oldest_pending_age_seconds",
-            "gauge",
+            Gauge,
             "Age of the oldest pending ack (0 when none).",
-            Self::oldest_age_secs(&c).to_string(),
+            Self::oldest_age_secs(&c),
         );
-        text
+        text.into_string()
     }
 }
 
@@ -246,7 +243,7 @@ pub fn start<O: AckOutbox>(
     outbox: Arc<O>,
     instance_id: &str,
     hostname: &str,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<Acks> {
     let relay_up = Arc::new(AtomicBool::new(true));
     let stats = Arc::new(AckStats::new(

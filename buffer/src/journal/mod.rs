@@ -5,6 +5,7 @@
 //! the one implementation today (an embedded SQLite file with a single group-committing writer).
 //! A shared networked store for multi-node intake would be a second implementation.
 
+pub mod outbox;
 pub mod sqlite;
 
 use std::collections::BTreeMap;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ack::outbox::AckMark;
+use crate::journal::outbox::AckMark;
 use acks::{AckCounters, AckDelta};
 
 mod acks;
@@ -122,10 +122,7 @@ impl SqliteJournal {
         writer.execute_batch(SCHEMA)?;
         let instance_id = load_instance_id(&writer)?;
         let counters = Arc::new(Counters::default());
-        let last_seq: u64 =
-            writer.query_row("SELECT COALESCE(MAX(seq), 0) FROM requests", [], |r| {
-                r.get(0)
-            })?;
+        let last_seq = check_gap_free(&writer, &path)?;
         let last_at: i64 = writer.query_row(
             "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
             [],
@@ -210,6 +207,38 @@ fn open_connection(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// The highest stored seq, after checking that the stored seqs run 1, 2, … without a gap
+/// (contract: FIFO). barrage never writes a gap, so one means the file was edited or damaged;
+/// opening it anyway would hand out tickets on top of a broken sequence.
+fn check_gap_free(conn: &Connection, path: &Path) -> anyhow::Result<u64> {
+    let (count, first, last): (u64, u64, u64) = conn.query_row(
+        "SELECT COUNT(*), COALESCE(MIN(seq), 1), COALESCE(MAX(seq), 0) FROM requests",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if count == last {
+        return Ok(last);
+    }
+    let missing: u64 = if first > 1 {
+        1
+    } else {
+        conn.query_row(
+            "SELECT r.seq + 1 FROM requests r
+             WHERE NOT EXISTS (SELECT 1 FROM requests n WHERE n.seq = r.seq + 1)
+             ORDER BY r.seq LIMIT 1",
+            [],
+            |r| r.get(0),
+        )?
+    };
+    anyhow::bail!(
+        "the journal {} is not gap-free: seq {missing} is missing ({count} requests stored, the \
+         highest seq is {last}). barrage never writes a gap, so the file was edited or damaged; \
+         barrage refuses to add tickets to it. Keep a copy of the data dir for the audit, then \
+         restore the journal from a backup (or the standby) before starting barrage again",
+        path.display()
+    )
+}
+
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -280,6 +309,35 @@ enum Answer {
         Result<u64, JournalError>,
     ),
     Done(oneshot::Sender<Result<(), JournalError>>),
+}
+
+/// The writer's invariants on a committed batch, checked before anyone is answered (contract:
+/// FIFO): its new rows carry the seqs `seq_before + 1 ..= last_seq` in order, and accepted-at
+/// never decreases along them. Checked before COMMIT: a violation aborts the process (see the
+/// writer thread), so the batch is never committed and no ticket that breaks the order goes out.
+fn check_batch(answers: &[Answer], seq_before: u64, at_before: i64, last_seq: u64) {
+    let (mut next, mut at) = (seq_before + 1, at_before);
+    for answer in answers {
+        if let Answer::Ticket(_, ticket) = answer
+            && !ticket.retransmission
+        {
+            assert_eq!(
+                ticket.seq, next,
+                "journal writer: seqs not contiguous in a batch"
+            );
+            assert!(
+                ticket.accepted_at >= at,
+                "journal writer: accepted_at decreased at seq {}",
+                ticket.seq
+            );
+            (next, at) = (next + 1, ticket.accepted_at);
+        }
+    }
+    assert_eq!(
+        next - 1,
+        last_seq,
+        "journal writer: batch rows and last seq disagree"
+    );
 }
 
 impl WriterState {
@@ -361,6 +419,7 @@ impl WriterState {
         commands: impl Iterator<Item = Command>,
         answers: &mut Vec<Answer>,
     ) -> rusqlite::Result<u64> {
+        let (seq_before, at_before) = (self.last_seq, self.last_at);
         let mut failure = None;
         let mut new_rows = 0;
         let mut begun = false;
@@ -413,6 +472,7 @@ impl WriterState {
         if let Some(e) = failure {
             return Err(e);
         }
+        check_batch(answers, seq_before, at_before, self.last_seq);
         self.conn.execute_batch("COMMIT")?;
         Ok(new_rows)
     }
@@ -563,5 +623,73 @@ impl Journal for SqliteJournal {
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(n: u32) -> NewRequest {
+        NewRequest {
+            intake: "smtp",
+            message_id: format!("<{n}@gap.test>"),
+            dedup_key: None,
+            sender: "a@b.example".into(),
+            ack_to: None,
+            domain: "gap.fr".into(),
+            fields: BTreeMap::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_journal_with_a_gap_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let journal = SqliteJournal::open(dir.path(), SqliteOptions::default()).unwrap();
+        for n in 0..3 {
+            runtime.block_on(journal.append(request(n))).unwrap();
+        }
+        drop(journal);
+        assert!(SqliteJournal::open(dir.path(), SqliteOptions::default()).is_ok());
+        let conn = Connection::open(dir.path().join("barrage.db")).unwrap();
+        conn.execute("DELETE FROM requests WHERE seq = 2", [])
+            .unwrap();
+        drop(conn);
+        let error = SqliteJournal::open(dir.path(), SqliteOptions::default())
+            .err()
+            .expect("a journal with a gap is refused");
+        let text = error.to_string();
+        assert!(text.contains("seq 2 is missing"), "{text}");
+        assert!(text.contains("restore the journal"), "{text}");
+    }
+
+    fn ticket(seq: u64, accepted_at: i64) -> Answer {
+        let (tx, _rx) = oneshot::channel();
+        let ticket = Ticket {
+            seq,
+            accepted_at,
+            position: 1,
+            retransmission: false,
+        };
+        Answer::Ticket(tx, ticket)
+    }
+
+    #[test]
+    fn batch_check_passes_a_contiguous_batch() {
+        check_batch(&[ticket(5, 10), ticket(6, 10), ticket(7, 12)], 4, 9, 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "seqs not contiguous")]
+    fn batch_check_catches_a_gap() {
+        check_batch(&[ticket(5, 10), ticket(7, 11)], 4, 9, 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "accepted_at decreased")]
+    fn batch_check_catches_time_going_back() {
+        check_batch(&[ticket(5, 10), ticket(6, 9)], 4, 9, 6);
     }
 }

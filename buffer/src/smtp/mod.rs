@@ -22,7 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 pub use data::{DataError, DataReceiver, Progress};
 pub use reply::{Reply, std_replies};
@@ -93,7 +94,7 @@ pub async fn serve<H: MessageHandler>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = CancellationToken::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -116,7 +117,7 @@ pub async fn serve<H: MessageHandler>(
                     peer,
                     limits.clone(),
                     handler.clone(),
-                    stop_rx.clone(),
+                    stop.clone(),
                 );
                 tokio::spawn(async move {
                     session.run().await;
@@ -129,7 +130,7 @@ pub async fn serve<H: MessageHandler>(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    stop.cancel();
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let drained = tokio::time::timeout(limits.data_timeout, slots.acquire_many(all)).await;
     if drained.is_err() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::data::{DataError, DataReceiver, Progress};
 use super::reply::{Reply, std_replies};
@@ -55,7 +55,7 @@ pub(super) struct Session<H> {
     peer: SocketAddr,
     pub(super) limits: Arc<SmtpLimits>,
     handler: Arc<H>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     input: Vec<u8>,
     /// Start of the unprocessed part of `input`.
     pos: usize,
@@ -78,7 +78,7 @@ impl<H: MessageHandler> Session<H> {
         peer: SocketAddr,
         limits: Arc<SmtpLimits>,
         handler: Arc<H>,
-        stop: watch::Receiver<bool>,
+        stop: CancellationToken,
     ) -> Self {
         Session {
             stream,
@@ -214,13 +214,12 @@ impl<H: MessageHandler> Session<H> {
             self.pos = 0;
         }
         self.input.reserve(READ_CHUNK);
-        let stop = self.stop.clone();
-        let stopped = async move {
-            let mut stop = stop;
-            if !stoppable {
-                return std::future::pending().await;
+        let stopped = async {
+            if stoppable {
+                self.stop.cancelled().await
+            } else {
+                std::future::pending().await
             }
-            let _ = stop.wait_for(|stopped| *stopped).await;
         };
         tokio::select! {
             read = self.stream.read_buf(&mut self.input) => match read? {

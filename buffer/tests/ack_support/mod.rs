@@ -98,16 +98,10 @@ impl Sink {
         Self::on(listener, Duration::ZERO, Arc::default())
     }
 
-    /// A sink on `addr` (a port reserved earlier), answering each mail after `delay`, recording
-    /// into `received`.
-    pub async fn start_at(
-        addr: SocketAddr,
-        delay: Duration,
-        received: Arc<Mutex<Vec<Received>>>,
-    ) -> Sink {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("the reserved port is free");
+    /// A sink on a port of its own, answering each mail after `delay`, recording into
+    /// `received` (shared by the sinks that stand in for one relay over its outages).
+    pub async fn start_with(delay: Duration, received: Arc<Mutex<Vec<Received>>>) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::on(listener, delay, received)
     }
 
@@ -156,10 +150,52 @@ impl Sink {
     }
 }
 
-/// A free loopback port (bound then released), for a relay that is not up yet.
-pub fn free_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
+/// The relay's address as barrage knows it, held for the whole test (no free-port race): while
+/// closed, every connection is accepted and closed at once (the relay is down); while open, each
+/// is forwarded to the sink behind it.
+pub struct Gate {
+    pub addr: SocketAddr,
+    target: Arc<Mutex<Option<SocketAddr>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gate {
+    /// A closed gate on a port of its own.
+    pub async fn start() -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let current = target.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let Some(to) = *current.lock().unwrap() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut relay) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut relay).await;
+                    }
+                });
+            }
+        });
+        Gate { addr, target, task }
+    }
+
+    /// New connections go to `sink` from now on.
+    pub fn open(&self, sink: &Sink) {
+        *self.target.lock().unwrap() = Some(sink.addr);
+    }
+
+    /// New connections are refused (accepted and closed) from now on.
+    pub fn close(&self) {
+        *self.target.lock().unwrap() = None;
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Writes a config file whose acks go to `relay`, with short backoffs for tests.
@@ -188,6 +224,28 @@ pub async fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut()
     let deadline = Instant::now() + limit;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads the `acks` of `/v1/stats` every 20 ms until `condition` holds; panics with `what` after
+/// `limit` (a bound so a broken build fails instead of hanging, not a timing requirement).
+pub async fn wait_for_acks(
+    http: SocketAddr,
+    what: &str,
+    limit: Duration,
+    mut condition: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let stats = ack_stats(http).await;
+        if condition(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {stats}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

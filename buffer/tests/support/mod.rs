@@ -1,11 +1,19 @@
 //! Shared by barrage's integration tests: a real `barrage serve` process on loopback ports in a
 //! temporary data dir, and a small SMTP client that reads replies line by line.
+//!
+//! Every child a test starts dies with the test: killed when its [`Barrage`] is dropped (the
+//! test's normal end or a panic's unwinding), and sent SIGKILL by the kernel when the test
+//! process itself dies (`PR_SET_PDEATHSIG`, see [`spawn_tied`]).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use barrage::endpoints::Endpoints;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -34,37 +42,32 @@ impl Barrage {
         extra_args: &[&str],
         adjust: impl FnOnce(&mut Command),
     ) -> Barrage {
-        let endpoints = data_dir.join("endpoints.json");
-        let _ = std::fs::remove_file(&endpoints);
+        // A file left by a killed run names ports nobody listens on any more.
+        Endpoints::remove(data_dir);
         let mut command = serve_command(data_dir, "127.0.0.1:0");
         command.args(extra_args);
         adjust(&mut command);
-        let mut child = command.spawn().expect("barrage binary starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&endpoints)
-                && !text.is_empty()
-            {
-                break text;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("barrage exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "barrage did not start listening in 20 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        Barrage {
+        let child = spawn_tied(command);
+        let mut barrage = Barrage {
             child,
             data_dir: data_dir.to_path_buf(),
-            smtp: json["smtp"].as_str().unwrap().parse().unwrap(),
-            http: json["http"].as_str().unwrap().parse().unwrap(),
-            web: json["web"].as_str().map(|a| a.parse().unwrap()),
+            smtp: SocketAddr::from(([0, 0, 0, 0], 0)),
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            web: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-        }
+        };
+        // A generous bound on start-up, only so a broken build fails instead of hanging.
+        let endpoints = Endpoints::wait(data_dir, Duration::from_secs(120), || {
+            match barrage.child.try_wait()? {
+                Some(status) => anyhow::bail!("barrage exited before listening: {status}"),
+                None => Ok(()),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        barrage.smtp = endpoints.smtp;
+        barrage.http = endpoints.http;
+        barrage.web = endpoints.web;
+        barrage
     }
 
     /// Starts barrage with RLIMIT_FSIZE = `bytes`: its journal writes fail with EFBIG past that
@@ -156,6 +159,62 @@ impl Drop for Barrage {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Spawns `command` as a child that the kernel kills (SIGKILL) when this test process dies,
+/// however it dies: the parent-death signal is set between fork and exec.
+///
+/// The signal fires when the *thread* that forked the child ends, not the process, and test
+/// threads end with their test (a barrage shared by several tests would die with the first).
+/// So every child is forked by one spawner thread that lives as long as the process.
+pub fn spawn_tied(mut command: Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl: then nobody would ever send the signal.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let jobs = SPAWNER
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(|| {
+            let (jobs, queue) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("child-spawner".into())
+                .spawn(move || {
+                    for (mut command, reply) in queue {
+                        let _ = reply.send(command.spawn());
+                    }
+                })
+                .expect("spawner thread starts");
+            jobs
+        })
+        .clone();
+    let (reply, spawned) = mpsc::channel();
+    jobs.send((command, reply)).expect("spawner thread runs");
+    spawned
+        .recv()
+        .expect("spawner thread answers")
+        .expect("barrage binary starts")
+}
+
+/// Runs `command` to its end as a [`spawn_tied`] child and returns what it printed.
+pub fn output_tied(mut command: Command) -> std::process::Output {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn_tied(command)
+        .wait_with_output()
+        .expect("the child's output is read")
 }
 
 /// `barrage serve` on free loopback ports (the handover API on `http`) with its journal in

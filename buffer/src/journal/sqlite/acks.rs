@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use super::{Command, SqliteJournal, WriterState, open_connection};
-use crate::ack::outbox::{AckCounts, AckMark, AckOutbox, PendingAck};
 use crate::journal::JournalError;
+use crate::journal::outbox::{AckCounts, AckMark, AckOutbox, PendingAck};
 
 /// Outbox counters, loaded at open and kept current by the writer after each commit.
 pub(super) struct AckCounters {
