@@ -58,7 +58,7 @@ fn the_event(fake: &FakeBuffer, what: &str) -> Event {
 }
 
 fn summary(r: &Rehearsal) -> String {
-    landrush::commands::summary(r)
+    landrush::cli::rehearse::summary(r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -206,11 +206,14 @@ async fn a_new_seq_for_a_retransmission_fails_retransmissions_and_duplicates() {
 fn rehearsing_the_real_barrage_passes() {
     let dir = tempfile::tempdir().unwrap();
     let scenario_path = dir.path().join("small.toml");
-    let text = toml::to_string(&scenario(
-        "small-real",
-        300,
-        "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
-    ))
+    let text = toml::to_string(
+        scenario(
+            "small-real",
+            300,
+            "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
+        )
+        .scenario(),
+    )
     .unwrap();
     std::fs::write(&scenario_path, text).unwrap();
     let out = dir.path().join("run");

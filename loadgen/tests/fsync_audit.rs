@@ -15,22 +15,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits};
-use landrush::fsync_audit::{AuditReport, AuditTarget, run_audit};
-use landrush::rehearse::{BufferProgram, buffer_config};
+use landrush::fsync_audit::audit::AuditReport;
+use landrush::fsync_audit::{AuditTarget, run_audit};
+use landrush::rehearse::buffer::{BufferProgram, buffer_config};
 use landrush::scenario::Scenario;
+use landrush::schedule::ValidScenario;
 
 const DIR_VAR: &str = "LANDRUSH_FSYNC_DOUBLE_DIR";
 const MODE_VAR: &str = "LANDRUSH_FSYNC_DOUBLE_MODE";
 
-fn scenario() -> Scenario {
+fn scenario() -> ValidScenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fsync-audit.toml");
-    let mut s = Scenario::load(&path).unwrap();
+    let mut s = Scenario::from_file(&path).unwrap();
     // Smaller than the shipped one: three tests run it under strace.
     s.bounds.max_requests = 300;
     if let landrush::scenario::Schedule::Burst { count, .. } = &mut s.schedule {
         *count = 300;
     }
-    s
+    ValidScenario::new(s).unwrap()
 }
 
 fn strace_present() {

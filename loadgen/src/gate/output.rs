@@ -57,7 +57,7 @@ pub fn junit(
                 esc(&format!("gate.{}", case.run)),
                 esc(&case.threshold)
             );
-            let o = &case.outcome;
+            let o = &case.evaluation;
             match case.passed {
                 Some(true) => {
                     let _ = writeln!(x, ">");
@@ -94,7 +94,7 @@ pub fn junit(
 }
 
 fn failure_text(j: &Judged) -> String {
-    let o = &j.outcome;
+    let o = &j.evaluation;
     if o.needed.is_empty() {
         format!("{}: {}", j.threshold, o.miss)
     } else {
@@ -137,9 +137,9 @@ pub fn table(judged: &[Judged]) -> String {
             [
                 j.run.clone(),
                 j.threshold.clone(),
-                j.outcome.measured.clone(),
+                j.evaluation.measured.clone(),
                 status(j).to_string(),
-                j.outcome.miss.clone(),
+                j.evaluation.miss.clone(),
             ]
         })
         .collect();
@@ -207,9 +207,9 @@ pub fn summary_md(
             "| {} | `{}` | {} | {} | {} |",
             j.run,
             j.threshold.replace('|', "\\|"),
-            j.outcome.measured.replace('|', "\\|"),
+            j.evaluation.measured.replace('|', "\\|"),
             status(j),
-            j.outcome.miss.replace('|', "\\|")
+            j.evaluation.miss.replace('|', "\\|")
         );
     }
     let _ = writeln!(md, "\n## Runs\n");

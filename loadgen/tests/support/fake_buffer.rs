@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits, serve};
-use landrush::driver::smtp::{Connection, Opened};
+use landrush::driver::smtp::wire::{Connection, Opened};
 use landrush::observe::parse_request_mail;
 use landrush::scenario::is_valid_domain;
 use reports::records::Stamp;
@@ -370,7 +370,7 @@ In-Reply-To: {irt}\r\nX-Barrage-Ticket: {seq}\r\nSubject: ack ticket {seq}\r\n\r
                     .await?
                     .is_some()
                 {
-                    return Ok::<bool, landrush::driver::smtp::SmtpError>(false);
+                    return Ok::<bool, landrush::driver::smtp::wire::SmtpError>(false);
                 }
                 c.write(message.as_bytes()).await?;
                 Ok(c.read_reply().await?.code == 250)

@@ -4,7 +4,7 @@
 //! The fake speaks SMTP through barrage's own server (`barrage::smtp::serve`), keeps its queue in
 //! memory, serves the same handover API as barrage (`/v1/requests`, `/v1/cursor`, `/v1/stats`) over
 //! a minimal HTTP/1.1 server, and sends acks by SMTP to the ack sink. Each [`Flaw`] breaks exactly
-//! one rule of DESIGN.md's contract. None of this is in the production binary.
+//! one rule of the contract (docs/contract.md). None of this is in the production binary.
 
 #![allow(dead_code)]
 
@@ -15,15 +15,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use landrush::check::CheckOptions;
-use landrush::rehearse::{Handover, Rehearsal, RehearseOptions, Target, rehearse};
-use landrush::scenario::Scenario;
+use landrush::rehearse::options::{Handover, RehearseOptions, Target};
+use landrush::rehearse::{Rehearsal, rehearse};
+use landrush::schedule::ValidScenario;
 
 /// Every test gives up after this long rather than hang CI.
 pub const TEST_LIMIT: Duration = Duration::from_secs(120);
 
 /// A small front-loaded scenario of `count` requests over two seconds from 10 clients, with
 /// `misbehaviour` (TOML lines of the [misbehaviour] section).
-pub fn scenario(name: &str, count: u32, misbehaviour: &str) -> Scenario {
+pub fn scenario(name: &str, count: u32, misbehaviour: &str) -> ValidScenario {
     let text = format!(
         r#"
 name = "{name}"
@@ -63,7 +64,7 @@ hot_within = "1s"
 {misbehaviour}
 "#
     );
-    Scenario::parse(&text).expect("test scenario parses")
+    ValidScenario::parse(&text).expect("test scenario parses")
 }
 
 /// A free loopback port (bound and released; the ack sink binds it again at once).
@@ -75,7 +76,7 @@ pub fn free_addr() -> SocketAddr {
 /// Rehearses a running buffer (the fake) with the real driver, fake registry, ack sink and
 /// checkers: the `--target --handover --ack-sink` path of `landrush rehearse`.
 pub async fn rehearse_running(
-    scenario: &Scenario,
+    scenario: &ValidScenario,
     smtp: SocketAddr,
     api_url: String,
     ack_sink: SocketAddr,
@@ -86,7 +87,9 @@ pub async fn rehearse_running(
         handover: Handover::Api(Some(api_url)),
         ack_sink: Some(ack_sink),
         acks: true,
-        quiet_period: Duration::from_millis(1500),
+        // The drain ends on the fake's own "done" (its /v1/stats: nothing left to hand over or
+        // ack); the quiet period is only the fallback for a fake that stopped answering.
+        quiet_period: Duration::from_secs(60),
         progress: false,
         check: CheckOptions::default(),
         ..RehearseOptions::default()

@@ -13,14 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reports::records::{Outcome, SentRecord};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use super::recorder::{Event, Live, Sink};
-use super::smtp::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
-use super::{Clock, LAG_WARN_MAX};
+use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use crate::driver::recorder::{Event, Live, Sink};
+use crate::driver::{Clock, LAG_WARN_MAX};
 use crate::scenario::PreConnectStage;
-use crate::scenario::request::{Kind, Request, Requests};
+use crate::schedule::request::{Kind, Request, RequestMaker};
 
 /// The last bytes of every framed message: the line `.` that ends DATA.
 const END_MARK: &[u8] = b".\r\n";
@@ -28,7 +29,7 @@ const END_MARK: &[u8] = b".\r\n";
 /// What every client of a run shares.
 pub struct Ctx {
     pub target: SocketAddr,
-    pub requests: Requests,
+    pub requests: RequestMaker,
     pub clock: Clock,
     /// The scenario's time zero.
     pub start: Instant,
@@ -38,7 +39,7 @@ pub struct Ctx {
     pub connect_gate: Semaphore,
     /// Summed from every client as it finishes.
     pub stats: Mutex<Stats>,
-    pub progress: super::progress::Handle,
+    pub progress: crate::driver::progress::Handle,
     /// Whether the "behind schedule" warning was already shown.
     pub lag_warned: AtomicBool,
 }
@@ -91,7 +92,7 @@ struct Session {
 }
 
 /// What became of one transmission.
-struct Tx {
+struct Transmission {
     sent_at: Option<Instant>,
     replied_at: Option<Instant>,
     reply: Option<Reply>,
@@ -101,9 +102,9 @@ struct Tx {
     after_data: bool,
 }
 
-impl Tx {
-    fn failed(error: &SmtpError) -> Tx {
-        Tx {
+impl Transmission {
+    fn failed(error: &SmtpError) -> Transmission {
+        Transmission {
             sent_at: None,
             replied_at: None,
             reply: None,
@@ -119,8 +120,8 @@ impl Tx {
             .is_none_or(|reply| reply.code / 100 == 4)
     }
 
-    fn refused(reply: Reply) -> Tx {
-        Tx {
+    fn refused(reply: Reply) -> Transmission {
+        Transmission {
             sent_at: None,
             replied_at: Some(Instant::now()),
             reply: Some(reply),
@@ -160,13 +161,13 @@ impl Ctx {
 }
 
 /// Sleeps until `at`; false if stopped first.
-async fn sleep_until(at: Instant, stop: &mut watch::Receiver<bool>) -> bool {
-    if *stop.borrow() {
+async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
+    if stop.is_cancelled() {
         return false;
     }
     tokio::select! {
         _ = tokio::time::sleep_until(at) => true,
-        _ = stop.wait_for(|s| *s) => false,
+        _ = stop.cancelled() => false,
     }
 }
 
@@ -175,7 +176,7 @@ pub async fn run_client(
     ctx: std::sync::Arc<Ctx>,
     client: u32,
     sink: Sink,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let scenario = ctx.requests.scenario();
     let plan = ctx.requests.plan();
@@ -188,35 +189,10 @@ pub async fn run_client(
     };
     let mut message = Vec::with_capacity(4096);
     let mut requests = plan.requests_of(client).peekable();
-
-    // Pre-connect: connect, greet and stage the first message before the start.
     if scenario.clients.pre_connect
         && let Some(&first) = requests.peek()
     {
-        let request = ctx.requests.request(first);
-        if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
-            let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
-            match conn
-                .envelope(&request.sender, &request.recipient, data)
-                .await
-            {
-                Ok(None) => {
-                    session.staged = if data { Staged::Data } else { Staged::Rcpt };
-                    session.conn = Some(conn);
-                }
-                Ok(Some(_)) => {
-                    stats.pre_connect_failed += 1;
-                    session.conn = Some(conn);
-                }
-                Err(_) => stats.pre_connect_failed += 1,
-            }
-        } else {
-            stats.pre_connect_failed += 1;
-        }
-        if Instant::now() > ctx.start {
-            stats.pre_connect_late += 1;
-        }
-        // A failed pre-connect is retried at the instant by the normal path.
+        pre_connect(&ctx, &mut session, &mut stats, first).await;
     }
 
     let mut next_closed = Instant::now().max(ctx.start);
@@ -231,7 +207,7 @@ pub async fn run_client(
         // before (a client stuck on a slow reply gives up its remaining requests).
         if intended >= ctx.deadline
             || Instant::now() >= ctx.deadline
-            || !sleep_until(intended, &mut stop).await
+            || !sleep_until(intended, &stop).await
         {
             break;
         }
@@ -239,50 +215,21 @@ pub async fn run_client(
         // The driver's own lag: how late it started a request it was free to start. Waiting for
         // this client's previous reply is the target's doing and shows in corrected latency.
         let lag = (!closed).then(|| begun.saturating_duration_since(intended.max(ready_at)));
-        if let Some(lag) = lag
-            && lag > LAG_WARN_MAX
-            && !ctx.lag_warned.swap(true, Ordering::Relaxed)
-        {
-            ctx.progress.warn(format!(
-                "WARNING: landrush is {:.0} ms behind its schedule (client {client}); latencies \
-                 now include the driver's own delay",
-                lag.as_secs_f64() * 1000.0
-            ));
-        }
+        warn_if_behind(&ctx, client, lag);
         let request = ctx.requests.request(index);
         message.clear();
         request.render(ctx.clock.stamp(intended), &mut message);
         stats.requests_started += 1;
-
-        let retransmit = request.kind == Kind::Retransmission;
-        let tx = transmit(&ctx, &mut session, &request, &message, retransmit).await;
-        let first_sent = tx.sent_at.is_some();
-        let mut unresolved = tx.worth_retrying();
-        emit(&ctx, &sink, &mut stats, &request, 1, intended, lag, tx).await;
-        let mut attempt = 1;
-        if retransmit && first_sent {
-            // RFC 1047: the client never saw a reply, so it sends the same message again.
-            attempt = 2;
-            let tx = transmit(&ctx, &mut session, &request, &message, false).await;
-            unresolved = tx.worth_retrying();
-            emit(
-                &ctx, &sink, &mut stats, &request, attempt, intended, None, tx,
-            )
-            .await;
-        }
-        for _ in 0..scenario.clients.retries {
-            let retry_at = Instant::now() + scenario.clients.retry_backoff.0;
-            if !unresolved || retry_at >= ctx.deadline || !sleep_until(retry_at, &mut stop).await {
-                break;
-            }
-            attempt += 1;
-            let tx = transmit(&ctx, &mut session, &request, &message, false).await;
-            unresolved = tx.worth_retrying();
-            emit(
-                &ctx, &sink, &mut stats, &request, attempt, intended, None, tx,
-            )
-            .await;
-        }
+        let mut play = Play {
+            ctx: &ctx,
+            sink: &sink,
+            stats: &mut stats,
+            session: &mut session,
+            request: &request,
+            message: &message,
+            intended,
+        };
+        play.all_attempts(lag, &stop).await;
         ctx.live.done.fetch_add(1, Ordering::Relaxed);
         if message.capacity() > 1024 * 1024 {
             message = Vec::with_capacity(4096);
@@ -305,6 +252,127 @@ pub async fn run_client(
     ctx.stats.lock().unwrap().add(stats);
 }
 
+/// Connects, greets and stages the first message before the start. A failed pre-connect is
+/// retried at the instant by the normal path.
+async fn pre_connect(ctx: &Ctx, session: &mut Session, stats: &mut Stats, first: u64) {
+    let scenario = ctx.requests.scenario();
+    let request = ctx.requests.request(first);
+    if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
+        let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
+        match conn
+            .envelope(&request.sender, &request.recipient, data)
+            .await
+        {
+            Ok(None) => {
+                session.staged = if data { Staged::Data } else { Staged::Rcpt };
+                session.conn = Some(conn);
+            }
+            Ok(Some(_)) => {
+                stats.pre_connect_failed += 1;
+                session.conn = Some(conn);
+            }
+            Err(_) => stats.pre_connect_failed += 1,
+        }
+    } else {
+        stats.pre_connect_failed += 1;
+    }
+    if Instant::now() > ctx.start {
+        stats.pre_connect_late += 1;
+    }
+}
+
+/// Says once per run that the driver fell behind its schedule.
+fn warn_if_behind(ctx: &Ctx, client: u32, lag: Option<Duration>) {
+    if let Some(lag) = lag
+        && lag > LAG_WARN_MAX
+        && !ctx.lag_warned.swap(true, Ordering::Relaxed)
+    {
+        ctx.progress.warn(format!(
+            "WARNING: landrush is {:.0} ms behind its schedule (client {client}); latencies now \
+             include the driver's own delay",
+            lag.as_secs_f64() * 1000.0
+        ));
+    }
+}
+
+/// One request being played: its transmissions (retransmission, retries) and their records.
+struct Play<'a> {
+    ctx: &'a Ctx,
+    sink: &'a Sink,
+    stats: &'a mut Stats,
+    session: &'a mut Session,
+    request: &'a Request,
+    message: &'a [u8],
+    intended: Instant,
+}
+
+impl Play<'_> {
+    /// The first transmission, the RFC 1047 retransmission when the scenario asks for one, and
+    /// the retries after no reply or a temporary refusal.
+    async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
+        let retransmit = self.request.kind == Kind::Retransmission;
+        let first = self.attempt(1, lag, retransmit).await;
+        let mut unresolved = first.retry;
+        let mut attempt = 1;
+        if retransmit && first.sent {
+            // RFC 1047: the client never saw a reply, so it sends the same message again.
+            attempt = 2;
+            unresolved = self.attempt(attempt, None, false).await.retry;
+        }
+        let clients = &self.ctx.requests.scenario().clients;
+        for _ in 0..clients.retries {
+            let retry_at = Instant::now() + clients.retry_backoff.0;
+            if !unresolved || retry_at >= self.ctx.deadline || !sleep_until(retry_at, stop).await {
+                break;
+            }
+            attempt += 1;
+            unresolved = self.attempt(attempt, None, false).await.retry;
+        }
+    }
+
+    /// One transmission, recorded; returns what came of it.
+    async fn attempt(
+        &mut self,
+        attempt: u32,
+        lag: Option<Duration>,
+        drop_after_dot: bool,
+    ) -> Resolution {
+        let sent = transmit(
+            self.ctx,
+            self.session,
+            self.request,
+            self.message,
+            drop_after_dot,
+        )
+        .await;
+        let resolution = Resolution {
+            sent: sent.sent_at.is_some(),
+            retry: sent.worth_retrying(),
+        };
+        let at = Attempt {
+            number: attempt,
+            intended: self.intended,
+            lag,
+        };
+        emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
+        resolution
+    }
+}
+
+/// What the retry logic needs of a transmission once it is recorded: whether the message went
+/// out, and whether it is worth another try.
+struct Resolution {
+    sent: bool,
+    retry: bool,
+}
+
+/// Which try of a request a transmission is, and when the request was due.
+struct Attempt {
+    number: u32,
+    intended: Instant,
+    lag: Option<Duration>,
+}
+
 /// Sends one message: opens a connection if needed, the envelope (unless staged), the message,
 /// and reads the final reply (unless `drop_after_dot`, when the connection is dropped at once).
 async fn transmit(
@@ -313,12 +381,12 @@ async fn transmit(
     request: &Request,
     message: &[u8],
     drop_after_dot: bool,
-) -> Tx {
+) -> Transmission {
     let live = &ctx.live;
     live.in_flight.fetch_add(1, Ordering::Relaxed);
-    let tx = transmit_inner(ctx, session, request, message, drop_after_dot).await;
+    let sent = transmit_inner(ctx, session, request, message, drop_after_dot).await;
     live.in_flight.fetch_sub(1, Ordering::Relaxed);
-    tx
+    sent
 }
 
 async fn transmit_inner(
@@ -327,7 +395,7 @@ async fn transmit_inner(
     request: &Request,
     message: &[u8],
     drop_after_dot: bool,
-) -> Tx {
+) -> Transmission {
     let scenario = ctx.requests.scenario();
     // A reused connection may have been closed by the server meanwhile (idle timeout): one
     // fresh connection is tried before the request is given up.
@@ -338,8 +406,8 @@ async fn transmit_inner(
             session.on_conn = 0;
             match ctx.open().await {
                 Ok(Opened::Ready(conn)) => session.conn = Some(conn),
-                Ok(Opened::Refused(reply)) => return Tx::refused(reply),
-                Err(e) => return Tx::failed(&e),
+                Ok(Opened::Refused(reply)) => return Transmission::refused(reply),
+                Err(e) => return Transmission::failed(&e),
             }
         }
         let conn = session.conn.as_mut().expect("connection just opened");
@@ -358,14 +426,14 @@ async fn transmit_inner(
                 if reply.code == 421 {
                     session.conn = None;
                 }
-                return Tx::refused(reply);
+                return Transmission::refused(reply);
             }
             Err(e) => {
                 session.conn = None;
                 if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
                     continue;
                 }
-                return Tx::failed(&e);
+                return Transmission::failed(&e);
             }
         }
         session.on_conn += 1;
@@ -393,7 +461,7 @@ async fn transmit_inner(
             Ok(sent_at) => sent_at,
             Err(e) => {
                 session.conn = None;
-                return Tx::failed(&e);
+                return Transmission::failed(&e);
             }
         };
         ctx.live.sent.fetch_add(1, Ordering::Relaxed);
@@ -401,7 +469,7 @@ async fn transmit_inner(
             if let Some(conn) = session.conn.take() {
                 conn.drop_now().await;
             }
-            return Tx {
+            return Transmission {
                 sent_at: Some(sent_at),
                 replied_at: None,
                 reply: None,
@@ -414,7 +482,7 @@ async fn transmit_inner(
                 if reply.code == 421 {
                     session.conn = None;
                 }
-                Tx {
+                Transmission {
                     sent_at: Some(sent_at),
                     replied_at: Some(Instant::now()),
                     reply: Some(reply),
@@ -424,7 +492,7 @@ async fn transmit_inner(
             }
             Err(e) => {
                 session.conn = None;
-                Tx {
+                Transmission {
                     sent_at: Some(sent_at),
                     replied_at: None,
                     reply: None,
@@ -438,19 +506,21 @@ async fn transmit_inner(
 }
 
 /// Turns a transmission into a record and hands it to the recorder.
-#[allow(clippy::too_many_arguments)]
 async fn emit(
     ctx: &Ctx,
     sink: &Sink,
     stats: &mut Stats,
     request: &Request,
-    attempt: u32,
-    intended: Instant,
-    lag: Option<Duration>,
-    tx: Tx,
+    attempt: Attempt,
+    sent: Transmission,
 ) {
+    let Attempt {
+        number: attempt,
+        intended,
+        lag,
+    } = attempt;
     let live = &ctx.live;
-    let outcome = match (&tx.reply, tx.after_data) {
+    let outcome = match (&sent.reply, sent.after_data) {
         (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
         (Some(_), _) => Outcome::Refused,
         (None, _) => Outcome::Indeterminate,
@@ -462,10 +532,10 @@ async fn emit(
     };
     stats.transmissions += 1;
     *stats.kinds.entry(request.kind.as_str().into()).or_default() += 1;
-    if let Some(error) = &tx.error {
+    if let Some(error) = &sent.error {
         *stats.errors.entry(error.clone()).or_default() += 1;
     }
-    let (service, corrected) = match (tx.after_data, tx.sent_at, tx.replied_at) {
+    let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
         (true, Some(sent), Some(replied)) => (
             Some(replied.saturating_duration_since(sent)),
             Some(replied.saturating_duration_since(intended)),
@@ -483,15 +553,15 @@ async fn emit(
         kind: request.kind.as_str().into(),
         attempt,
         intended_at: clock.stamp(intended),
-        sent_at: tx.sent_at.map(|t| clock.stamp(t)),
-        replied_at: tx.replied_at.map(|t| clock.stamp(t)),
-        code: tx.reply.as_ref().map(|r| r.code),
-        ticket: tx
+        sent_at: sent.sent_at.map(|t| clock.stamp(t)),
+        replied_at: sent.replied_at.map(|t| clock.stamp(t)),
+        code: sent.reply.as_ref().map(|r| r.code),
+        ticket: sent
             .reply
             .as_ref()
-            .filter(|r| r.code / 100 == 2 && tx.after_data)
+            .filter(|r| r.code / 100 == 2 && sent.after_data)
             .and_then(|r| parse_ticket(&r.message)),
-        reply: tx.reply.as_ref().map(reply_text),
+        reply: sent.reply.as_ref().map(reply_text),
         outcome,
     };
     // The recorder only goes away if it failed; the run then ends with its error.
@@ -506,11 +576,7 @@ async fn emit(
 }
 
 /// An idle connection: connect, EHLO, then sit until the senders are done (or the deadline).
-pub async fn hold_idle(
-    ctx: std::sync::Arc<Ctx>,
-    mut done: watch::Receiver<bool>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn hold_idle(ctx: std::sync::Arc<Ctx>, done: CancellationToken, stop: CancellationToken) {
     let Ok(Opened::Ready(mut conn)) = ctx.open().await else {
         return;
     };
@@ -518,8 +584,8 @@ pub async fn hold_idle(
     ctx.live.idle_held.fetch_add(1, Ordering::Relaxed);
     let held = tokio::select! {
         held = conn.hold_until(ctx.deadline) => held,
-        _ = done.wait_for(|d| *d) => true,
-        _ = stop.wait_for(|s| *s) => true,
+        _ = done.cancelled() => true,
+        _ = stop.cancelled() => true,
     };
     ctx.live.idle_held.fetch_sub(1, Ordering::Relaxed);
     if held {

@@ -4,7 +4,7 @@
 //! the run named `postfix`), `accept_latency.p99 <= 2x previous`.
 //!
 //! A pure library: [`Threshold::parse`] reads one threshold, [`Threshold::evaluate`] judges it over
-//! the report.json of a run (and of its reference), returning an [`Outcome`] that says the measured
+//! the report.json of a run (and of its reference), returning an [`Evaluation`] that says the measured
 //! value, the bound and by how much it missed.
 //!
 //! Metrics are named by the aliases in [`METRICS`] or by a dotted path into report.json
@@ -360,7 +360,7 @@ pub struct Threshold {
 
 /// How a threshold came out.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct Evaluation {
     pub passed: bool,
     /// The measured value, readable (`7.20 ms`, `0.41x postfix (1234/s vs 3010/s)`).
     pub measured: String,
@@ -372,11 +372,11 @@ pub struct Outcome {
     pub value: Option<f64>,
 }
 
-impl Outcome {
+impl Evaluation {
     /// A threshold that could not be evaluated (missing metric or run): a failure, never a pass.
-    pub fn error(message: impl Into<String>) -> Outcome {
+    pub fn error(message: impl Into<String>) -> Evaluation {
         let message = message.into();
-        Outcome {
+        Evaluation {
             passed: false,
             measured: "n/a".into(),
             needed: String::new(),
@@ -438,10 +438,10 @@ impl Threshold {
 
     /// Judges the threshold over `run`, with `reference` the documents of the run a ratio names
     /// (ignored otherwise; `None` when that run is missing, which fails the threshold).
-    pub fn evaluate(&self, run: &RunDocs, reference: Option<&RunDocs>) -> Outcome {
+    pub fn evaluate(&self, run: &RunDocs, reference: Option<&RunDocs>) -> Evaluation {
         let value = match self.metric.read(run) {
             Ok(v) => v,
-            Err(e) => return Outcome::error(e),
+            Err(e) => return Evaluation::error(e),
         };
         match &self.bound {
             Bound::Text(want) => {
@@ -450,7 +450,7 @@ impl Threshold {
                     .map(str::to_string)
                     .unwrap_or_else(|| value.to_string());
                 let passed = (got == *want) == (self.op == Op::Eq);
-                Outcome {
+                Evaluation {
                     passed,
                     measured: got.clone(),
                     needed: format!("{} {want}", self.op.symbol()),
@@ -465,11 +465,11 @@ impl Threshold {
             Bound::Absolute(bound) => {
                 let got = match number(&value, &self.metric.path) {
                     Ok(v) => v,
-                    Err(e) => return Outcome::error(e),
+                    Err(e) => return Evaluation::error(e),
                 };
                 let passed = self.op.holds(got, *bound);
                 let unit = self.metric.unit;
-                Outcome {
+                Evaluation {
                     passed,
                     measured: show(got, unit),
                     needed: format!("{} {}", self.op.symbol(), show(*bound, unit)),
@@ -487,10 +487,10 @@ impl Threshold {
             } => {
                 let got = match number(&value, &self.metric.path) {
                     Ok(v) => v,
-                    Err(e) => return Outcome::error(e),
+                    Err(e) => return Evaluation::error(e),
                 };
                 let Some(reference) = reference else {
-                    return Outcome::error(format!("no reference run `{name}`"));
+                    return Evaluation::error(format!("no reference run `{name}`"));
                 };
                 let base = match self
                     .metric
@@ -498,10 +498,10 @@ impl Threshold {
                     .and_then(|v| number(&v, &self.metric.path))
                 {
                     Ok(v) => v,
-                    Err(e) => return Outcome::error(format!("reference `{name}`: {e}")),
+                    Err(e) => return Evaluation::error(format!("reference `{name}`: {e}")),
                 };
                 if base == 0.0 {
-                    return Outcome::error(format!(
+                    return Evaluation::error(format!(
                         "reference `{name}` measured {} = 0: no ratio",
                         self.metric.name
                     ));
@@ -509,7 +509,7 @@ impl Threshold {
                 let ratio = got / base;
                 let passed = self.op.holds(ratio, *factor);
                 let unit = self.metric.unit;
-                Outcome {
+                Evaluation {
                     passed,
                     measured: format!(
                         "{ratio:.2}x {name} ({} vs {})",
@@ -725,7 +725,7 @@ mod tests {
         }
     }
 
-    fn eval(text: &str) -> Outcome {
+    fn eval(text: &str) -> Evaluation {
         Threshold::parse(text).unwrap().evaluate(&sample(), None)
     }
 
