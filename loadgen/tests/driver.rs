@@ -264,20 +264,30 @@ async fn pre_connected_clients_fire_together() {
         "model = \"instant\"\ncount = 40",
         "[domains]\npool = 1000\ntld = \"fr\"\nhot = [\"exemple.fr\"]\naskers = 40",
     );
-    let dir = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        start: Some("+2s".parse().unwrap()),
-        ..quiet()
+    // The start instant must leave time to pre-connect all 40 clients; how much a busy machine
+    // needs is not this test's business: it tries longer leads until the run itself says every
+    // client was connected and staged in time (pre_connect_late, pre_connect_failed).
+    let mut tries = ["+2s", "+8s", "+30s"].into_iter();
+    let (dir, summary) = loop {
+        let lead = tries.next().expect("40 clients pre-connected within 30 s");
+        accepted.lock().unwrap().clear();
+        srv.handler.got.lock().unwrap().clear();
+        let dir = tempfile::tempdir().unwrap();
+        let options = RunOptions {
+            start: Some(lead.parse().unwrap()),
+            ..quiet()
+        };
+        let summary = run(&s, proxy, dir.path(), options).await;
+        let info = &summary.info;
+        if (info.pre_connect_failed, info.pre_connect_late) == (0, 0) {
+            break (dir, summary);
+        }
+        eprintln!(
+            "start {lead}: {} clients late, {} failed; trying a longer lead",
+            info.pre_connect_late, info.pre_connect_failed
+        );
     };
-    let summary = run(&s, proxy, dir.path(), options).await;
     let start = summary.info.started_at;
-    assert_eq!(
-        (
-            summary.info.pre_connect_failed,
-            summary.info.pre_connect_late
-        ),
-        (0, 0)
-    );
     let recs = records(dir.path());
     assert_eq!(recs.len(), 40);
     // All due at the same instant, all accepted, one ticket each.

@@ -16,7 +16,7 @@
 use reports::checks::CheckResult;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     let mut tally = Tally::new(

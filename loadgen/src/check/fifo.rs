@@ -16,7 +16,7 @@ use reports::checks::CheckResult;
 use reports::records::Stamp;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 const COUNTS: [&str; 5] = [
     "violations",

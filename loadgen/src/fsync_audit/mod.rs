@@ -222,7 +222,7 @@ mod tests {
     use super::trace::{parse_trace, quoted_strings};
     use reports::records::SentRecord;
 
-    const TRACE: &str = r#"100 09:00:00.000100 pwrite64(7</d/journal.db-wal>, "\0\0\0\1<r1.2a@landrush.invalid>\3\0", 4096, 32) = 4096 <0.000010>
+    const TRACE: &str = r#"100   09:00:00.000100 pwrite64(7</d/journal.db-wal>, "\0\0\0\1<r1.2a@landrush.invalid>\3\0", 4096, 32) = 4096 <0.000010>
 100 09:00:00.000200 fdatasync(7</d/journal.db-wal> <unfinished ...>
 101 09:00:00.000250 write(9<socket:[123]>, "250 2.0.0 queued as ticket 1 at 2026-12-01T09:00:00Z\r\n", 55) = 55 <0.000005>
 100 09:00:00.001000 <... fdatasync resumed>) = 0 <0.000800>

@@ -31,8 +31,11 @@ pub fn parse_trace(text: &str) -> Vec<Call> {
     let mut day = 0i64;
     let mut last = 0i64;
     for line in text.lines() {
-        let mut words = line.splitn(3, ' ');
-        let (Some(pid), Some(ts), Some(rest)) = (words.next(), words.next(), words.next()) else {
+        // strace pads the pid to five columns: `812   09:00:00.000100 …`.
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some((ts, rest)) = rest.trim_start().split_once(' ') else {
             continue;
         };
         let (Ok(pid), Some(mut ts)) = (pid.parse::<u32>(), parse_clock(ts)) else {

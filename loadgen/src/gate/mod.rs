@@ -227,7 +227,7 @@ pub fn read_run(dir: &Path) -> anyhow::Result<RunDocs> {
         .with_context(|| format!("cannot read {}", path.display()))?;
     let report: Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    let rehearse = std::fs::read_to_string(dir.join(crate::rehearse::REHEARSE_JSON))
+    let rehearse = std::fs::read_to_string(dir.join(crate::rehearse::info::REHEARSE_JSON))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     Ok(RunDocs { report, rehearse })

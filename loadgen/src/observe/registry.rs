@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Seen, parse_request_mail};
 
@@ -85,7 +86,7 @@ struct ApiPage {
 
 struct Shared {
     paused: watch::Sender<bool>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     base_url: Mutex<String>,
     rate: Mutex<f64>,
     last_seq: AtomicU64,
@@ -180,7 +181,7 @@ impl Registry {
             .context("cannot build the HTTP client")?;
         let shared = Arc::new(Shared {
             paused: watch::channel(false).0,
-            stop: watch::channel(false).0,
+            stop: CancellationToken::new(),
             base_url: Mutex::new(config.base_url.trim_end_matches('/').to_string()),
             rate: Mutex::new(config.rate.max(0.0)),
             last_seq: AtomicU64::new(config.after),
@@ -200,7 +201,7 @@ impl Registry {
 
     /// Stops after the batch in hand, flushes `handed.jsonl` and reports.
     pub async fn finish(self) -> anyhow::Result<RegistryReport> {
-        self.handle.shared.stop.send_replace(true);
+        self.handle.shared.stop.cancel();
         self.task.await.context("registry task")??;
         let shared = &self.handle.shared;
         Ok(RegistryReport {
@@ -213,12 +214,12 @@ impl Registry {
 }
 
 /// Sleeps until `until`, or less if stop is asked; returns true if stop was asked.
-async fn nap(stop: &mut watch::Receiver<bool>, until: Instant) -> bool {
+async fn nap(stop: &CancellationToken, until: Instant) -> bool {
     let slept = tokio::select! {
         _ = tokio::time::sleep_until(until) => true,
-        _ = stop.wait_for(|s| *s) => false,
+        _ = stop.cancelled() => false,
     };
-    !slept || *stop.borrow()
+    !slept || stop.is_cancelled()
 }
 
 async fn pull(
@@ -228,17 +229,17 @@ async fn pull(
     mut out: JsonlWriter<HandedRecord>,
 ) -> anyhow::Result<()> {
     let shared = &handle.shared;
-    let mut stop = shared.stop.subscribe();
+    let stop = shared.stop.clone();
     let mut paused = shared.paused.subscribe();
     let mut next_allowed = Instant::now() + config.start_delay;
     loop {
-        if nap(&mut stop, next_allowed).await {
+        if nap(&stop, next_allowed).await {
             break;
         }
         if *paused.borrow() {
             tokio::select! {
                 _ = paused.wait_for(|p| !*p) => {}
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.cancelled() => break,
             }
         }
         let base = shared.base_url.lock().expect("url poisoned").clone();

@@ -19,6 +19,10 @@ use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+/// The buffer's log and config within the run folder.
+pub const BUFFER_LOG: &str = "buffer.log";
+pub const BUFFER_CONFIG: &str = "barrage.toml";
+
 /// The file barrage writes into its data dir once it listens.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
 

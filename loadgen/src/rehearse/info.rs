@@ -6,9 +6,11 @@ use std::path::Path;
 use reports::records;
 use serde_json::{Value, json};
 
-use super::REHEARSE_JSON;
 use super::drain::Drain;
 use super::options::{Handover, RehearseOptions, Target};
+
+/// What the rehearsal itself did (buffer, drain, observers): also merged into run.json.
+pub const REHEARSE_JSON: &str = "rehearse.json";
 
 /// Writes rehearse.json and merges it into run.json under `"rehearse"`, so the report shows it.
 pub fn write_rehearse_info(

@@ -36,12 +36,6 @@ use drain::Drain;
 use options::{RehearseOptions, unique_run_tag};
 use rig::Rig;
 
-/// The buffer's logs and config within the run folder.
-pub const BUFFER_LOG: &str = "buffer.log";
-pub const BUFFER_CONFIG: &str = "barrage.toml";
-/// What the rehearsal itself did (buffer, drain, observers): also merged into run.json.
-pub const REHEARSE_JSON: &str = "rehearse.json";
-
 /// What a rehearsal produced.
 pub struct Rehearsal {
     pub out_dir: PathBuf,
@@ -59,11 +53,23 @@ pub struct Rehearsal {
 pub async fn rehearse(
     scenario: &ValidScenario,
     out_dir: &Path,
+    options: RehearseOptions,
+) -> anyhow::Result<Rehearsal> {
+    rehearse_with(scenario, out_dir, options, |_| {}).await
+}
+
+/// [`rehearse`], calling `ready` once every part listens and before the scenario is played: to
+/// point a buffer started by the caller at the ack sink's address (port 0 picked it), say.
+pub async fn rehearse_with(
+    scenario: &ValidScenario,
+    out_dir: &Path,
     mut options: RehearseOptions,
+    ready: impl FnOnce(&Rig),
 ) -> anyhow::Result<Rehearsal> {
     let folder = RunFolder::claim(out_dir, options.existing)?;
     options.tag.get_or_insert_with(|| unique_run_tag(None));
     let mut rig = Rig::setup(folder.path(), options).await?;
+    ready(&rig);
     let played = match rig.play(scenario).await {
         Ok(run) => rig.drain(&run).await.map(|drain| (run, drain)),
         Err(e) => Err(e),

@@ -10,10 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use reports::records::{self, JsonlWriter};
 
-use super::buffer::{Buffer, BufferProgram, BufferSpec, buffer_config};
+use super::buffer::{BUFFER_CONFIG, BUFFER_LOG, Buffer, BufferProgram, BufferSpec, buffer_config};
 use super::options::{Handover, RehearseOptions, Target};
 use super::sampler::{Sampler, get_stats};
-use super::{BUFFER_CONFIG, BUFFER_LOG};
 use crate::observe::maildir::{self, MaildirWatcher};
 use crate::observe::registry::{Registry, RegistryConfig, RegistryHandle, RegistryReport};
 use crate::observe::{Seen, acksink, smtp_handover};
