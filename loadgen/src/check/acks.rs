@@ -1,4 +1,4 @@
-//! One ack per request (DESIGN.md rule 4). Acks are joined to requests by `In-Reply-To` = the
+//! One ack per request (contract: One ack). Acks are joined to requests by `In-Reply-To` = the
 //! request's Message-ID, and told apart by their own Message-ID.
 //!
 //! - `missing` (failure): accepted requests, and indeterminate ones handed over, with no ack;

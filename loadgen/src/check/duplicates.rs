@@ -1,4 +1,4 @@
-//! Duplicates (DESIGN.md rule 3) and RFC 1047 retransmissions (rule 5).
+//! Duplicates (contract: Zero loss) and RFC 1047 retransmissions (contract: Retransmission).
 //!
 //! `duplicates` counts:
 //! - `duplicated` (failure): requests handed over under two or more distinct seqs;

@@ -1,4 +1,4 @@
-//! FIFO (DESIGN.md rule 2): handover in seq order, real-time precedence, accepted-at never
+//! FIFO (contract: FIFO): handover in seq order, real-time precedence, accepted-at never
 //! decreasing along seq, and the ticket in each success reply equal to the seq handed over.
 //!
 //! `violations` is the sum of the four sub-counts:

@@ -64,7 +64,7 @@ pub(crate) enum Status {
     Accepted,
     /// Every transmission was answered with an error: it must not be stored.
     Refused,
-    /// No success, and at least one transmission got no reply: allowed either way (rule 6).
+    /// No success, and at least one transmission got no reply: allowed either way (contract: Indeterminate outcomes).
     Indeterminate,
 }
 
