@@ -385,8 +385,42 @@ struct Accepted {
 /// Sends one POST through goose and records it; returns when the reply (or failure) came.
 async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post) -> Instant {
     let path = ctx.part.path.as_str();
-    let built = user
-        .get_request_builder(&GooseMethod::Post, path)
+    let built = post_builder(user, path, form, &post);
+    let sent = Instant::now();
+    let mut record = record_of(ctx, u, form, &post, sent);
+    let result = match built {
+        Ok(builder) => {
+            let request = GooseRequest::builder()
+                .method(GooseMethod::Post)
+                .path(path)
+                .name("POST form")
+                .expect_status_code(202)
+                .set_request_builder(builder)
+                .build();
+            user.request(request).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let replied = Instant::now();
+    match result {
+        Ok(goose) => match goose.response {
+            Ok(response) => read_reply(ctx, &mut record, response, replied).await,
+            Err(e) => record.reply = Some(format!("no reply: {e}")),
+        },
+        Err(e) => record.reply = Some(format!("not sent: {e}")),
+    }
+    collect(ctx, &record, sent, replied, post.intended);
+    replied
+}
+
+/// The POST of one form: JSON or urlencoded, with its id and idempotency key.
+fn post_builder(
+    user: &mut GooseUser,
+    path: &str,
+    form: &Form,
+    post: &Post,
+) -> Result<reqwest::RequestBuilder, Box<TransactionError>> {
+    user.get_request_builder(&GooseMethod::Post, path)
         .map(|builder| {
             let mut builder = builder
                 .header("X-Landrush-Id", &post.id)
@@ -409,9 +443,12 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
                     .collect();
                 builder.json(&body)
             }
-        });
-    let sent = Instant::now();
-    let mut record = SentRecord {
+        })
+}
+
+/// The record of a POST sent at `sent`, before any reply.
+fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> SentRecord {
+    SentRecord {
         id: post.id.clone(),
         client: ctx.client_base + u as u32,
         message_id: post
@@ -431,50 +468,41 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
         reply: None,
         ticket: None,
         outcome: Outcome::Indeterminate,
-    };
-    let result = match built {
-        Ok(builder) => {
-            let request = GooseRequest::builder()
-                .method(GooseMethod::Post)
-                .path(path)
-                .name("POST form")
-                .expect_status_code(202)
-                .set_request_builder(builder)
-                .build();
-            user.request(request).await.map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    let replied = Instant::now();
-    match result {
-        Ok(goose) => match goose.response {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                record.replied_at = Some(ctx.clock.stamp(replied));
-                record.code = Some(status);
-                let text = response.text().await.unwrap_or_default();
-                if status == 202 {
-                    record.outcome = Outcome::Accepted;
-                    if let Ok(body) = serde_json::from_str::<Accepted>(&text) {
-                        record.ticket = body.ticket;
-                        if record.message_id.is_empty()
-                            && let Some(mid) = body.message_id
-                        {
-                            record.message_id = mid;
-                        }
-                    }
-                } else {
-                    record.outcome = Outcome::Refused;
-                }
-                record.reply = Some(format!(
-                    "{status} {}",
-                    text.chars().take(300).collect::<String>()
-                ));
-            }
-            Err(e) => record.reply = Some(format!("no reply: {e}")),
-        },
-        Err(e) => record.reply = Some(format!("not sent: {e}")),
     }
+}
+
+/// Fills the record from the POST's reply.
+async fn read_reply(
+    ctx: &Ctx,
+    record: &mut SentRecord,
+    response: reqwest::Response,
+    replied: Instant,
+) {
+    let status = response.status().as_u16();
+    record.replied_at = Some(ctx.clock.stamp(replied));
+    record.code = Some(status);
+    let text = response.text().await.unwrap_or_default();
+    if status == 202 {
+        record.outcome = Outcome::Accepted;
+        if let Ok(body) = serde_json::from_str::<Accepted>(&text) {
+            record.ticket = body.ticket;
+            if record.message_id.is_empty()
+                && let Some(mid) = body.message_id
+            {
+                record.message_id = mid;
+            }
+        }
+    } else {
+        record.outcome = Outcome::Refused;
+    }
+    record.reply = Some(format!(
+        "{status} {}",
+        text.chars().take(300).collect::<String>()
+    ));
+}
+
+/// Counts the record into the part's totals and histograms, and writes it.
+fn collect(ctx: &Ctx, record: &SentRecord, sent: Instant, replied: Instant, intended: Instant) {
     let mut out = ctx.out.lock().unwrap();
     let c = &mut out.info;
     c.transmissions += 1;
@@ -495,16 +523,15 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
     if let Some(r) = record.replied_at {
         c.last_reply = Some(c.last_reply.map_or(r, |l| l.max(r)));
         let service = replied.saturating_duration_since(sent).as_micros() as u64;
-        let corrected = replied.saturating_duration_since(post.intended).as_micros() as u64;
+        let corrected = replied.saturating_duration_since(intended).as_micros() as u64;
         out.service.saturating_record(service.max(1));
         out.corrected.saturating_record(corrected.max(1));
     }
-    if let Err(e) = out.writer.write(&record)
+    if let Err(e) = out.writer.write(record)
         && out.error.is_none()
     {
         out.error = Some(e);
     }
-    replied
 }
 
 /// Appends `http-sent.jsonl` to `sent.jsonl` in `dir`, so the checkers read both intakes from

@@ -396,113 +396,142 @@ async fn transmit_inner(
     message: &[u8],
     drop_after_dot: bool,
 ) -> Transmission {
-    let scenario = ctx.requests.scenario();
     // A reused connection may have been closed by the server meanwhile (idle timeout): one
     // fresh connection is tried before the request is given up.
     for try_fresh in [false, true] {
-        let reused = session.conn.is_some();
-        if !reused {
-            session.staged = Staged::Nothing;
-            session.on_conn = 0;
-            match ctx.open().await {
-                Ok(Opened::Ready(conn)) => session.conn = Some(conn),
-                Ok(Opened::Refused(reply)) => return Transmission::refused(reply),
-                Err(e) => return Transmission::failed(&e),
-            }
+        match envelope(ctx, session, request, try_fresh).await {
+            Envelope::Ready => {}
+            Envelope::TryFresh => continue,
+            Envelope::Ended(transmission) => return transmission,
         }
-        let conn = session.conn.as_mut().expect("connection just opened");
-        let staged = std::mem::replace(&mut session.staged, Staged::Nothing);
-        let envelope = match staged {
-            Staged::Nothing => {
-                conn.envelope(&request.sender, &request.recipient, true)
-                    .await
-            }
-            Staged::Rcpt => conn.data().await,
-            Staged::Data => Ok(None),
-        };
-        match envelope {
-            Ok(None) => {}
-            Ok(Some(reply)) => {
-                if reply.code == 421 {
-                    session.conn = None;
-                }
-                return Transmission::refused(reply);
-            }
-            Err(e) => {
-                session.conn = None;
-                if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
-                    continue;
-                }
-                return Transmission::failed(&e);
-            }
-        }
-        session.on_conn += 1;
-        // `sent_at` is stamped before the write that carries the end mark, never after it: the
-        // buffer may have the whole message before `write` returns, and a later stamp would make
-        // the checker see real-time precedence where there was none.
-        let (body, end_mark) = message.split_at(message.len().saturating_sub(END_MARK.len()));
-        debug_assert_eq!(end_mark, END_MARK);
-        let written = if request.slow {
-            match conn
-                .write_slowly(body, scenario.misbehaviour.slow_bytes_per_second)
-                .await
-            {
-                Ok(()) => {
-                    let sent_at = Instant::now();
-                    conn.write(end_mark).await.map(|()| sent_at)
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            let sent_at = Instant::now();
-            conn.write(message).await.map(|()| sent_at)
-        };
-        let sent_at = match written {
-            Ok(sent_at) => sent_at,
-            Err(e) => {
-                session.conn = None;
-                return Transmission::failed(&e);
-            }
-        };
-        ctx.live.sent.fetch_add(1, Ordering::Relaxed);
-        if drop_after_dot {
-            if let Some(conn) = session.conn.take() {
-                conn.drop_now().await;
-            }
-            return Transmission {
-                sent_at: Some(sent_at),
-                replied_at: None,
-                reply: None,
-                error: None,
-                after_data: true,
-            };
-        }
-        return match conn.read_reply().await {
-            Ok(reply) => {
-                if reply.code == 421 {
-                    session.conn = None;
-                }
-                Transmission {
-                    sent_at: Some(sent_at),
-                    replied_at: Some(Instant::now()),
-                    reply: Some(reply),
-                    error: None,
-                    after_data: true,
-                }
-            }
-            Err(e) => {
-                session.conn = None;
-                Transmission {
-                    sent_at: Some(sent_at),
-                    replied_at: None,
-                    reply: None,
-                    error: Some(error_class(&e)),
-                    after_data: true,
-                }
-            }
-        };
+        return send_message(ctx, session, request, message, drop_after_dot).await;
     }
     unreachable!("the loop returns on its second pass")
+}
+
+/// How far the envelope of a transmission got.
+enum Envelope {
+    /// The server waits for the message.
+    Ready,
+    /// A reused connection turned out dead: try once on a fresh one.
+    TryFresh,
+    /// The transmission ended before the message (refused, or no connection).
+    Ended(Transmission),
+}
+
+/// Opens a connection if the session has none, and sends what the staged pre-connect left of
+/// the envelope (MAIL, RCPT, DATA).
+async fn envelope(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    try_fresh: bool,
+) -> Envelope {
+    let reused = session.conn.is_some();
+    if !reused {
+        session.staged = Staged::Nothing;
+        session.on_conn = 0;
+        match ctx.open().await {
+            Ok(Opened::Ready(conn)) => session.conn = Some(conn),
+            Ok(Opened::Refused(reply)) => return Envelope::Ended(Transmission::refused(reply)),
+            Err(e) => return Envelope::Ended(Transmission::failed(&e)),
+        }
+    }
+    let conn = session.conn.as_mut().expect("connection just opened");
+    let staged = std::mem::replace(&mut session.staged, Staged::Nothing);
+    let sent = match staged {
+        Staged::Nothing => {
+            conn.envelope(&request.sender, &request.recipient, true)
+                .await
+        }
+        Staged::Rcpt => conn.data().await,
+        Staged::Data => Ok(None),
+    };
+    match sent {
+        Ok(None) => Envelope::Ready,
+        Ok(Some(reply)) => {
+            if reply.code == 421 {
+                session.conn = None;
+            }
+            Envelope::Ended(Transmission::refused(reply))
+        }
+        Err(e) => {
+            session.conn = None;
+            if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
+                return Envelope::TryFresh;
+            }
+            Envelope::Ended(Transmission::failed(&e))
+        }
+    }
+}
+
+/// Sends the message on the session's connection (after [`envelope`]) and reads the final reply,
+/// unless `drop_after_dot`.
+async fn send_message(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Transmission {
+    let conn = session
+        .conn
+        .as_mut()
+        .expect("the envelope left a connection");
+    session.on_conn += 1;
+    // `sent_at` is stamped before the write that carries the end mark, never after it: the
+    // buffer may have the whole message before `write` returns, and a later stamp would make
+    // the checker see real-time precedence where there was none.
+    let (body, end_mark) = message.split_at(message.len().saturating_sub(END_MARK.len()));
+    debug_assert_eq!(end_mark, END_MARK);
+    let written = if request.slow {
+        let rate = ctx.requests.scenario().misbehaviour.slow_bytes_per_second;
+        match conn.write_slowly(body, rate).await {
+            Ok(()) => {
+                let sent_at = Instant::now();
+                conn.write(end_mark).await.map(|()| sent_at)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let sent_at = Instant::now();
+        conn.write(message).await.map(|()| sent_at)
+    };
+    let sent_at = match written {
+        Ok(sent_at) => sent_at,
+        Err(e) => {
+            session.conn = None;
+            return Transmission::failed(&e);
+        }
+    };
+    ctx.live.sent.fetch_add(1, Ordering::Relaxed);
+    let mut sent = Transmission {
+        sent_at: Some(sent_at),
+        replied_at: None,
+        reply: None,
+        error: None,
+        after_data: true,
+    };
+    if drop_after_dot {
+        if let Some(conn) = session.conn.take() {
+            conn.drop_now().await;
+        }
+        return sent;
+    }
+    match conn.read_reply().await {
+        Ok(reply) => {
+            if reply.code == 421 {
+                session.conn = None;
+            }
+            sent.replied_at = Some(Instant::now());
+            sent.reply = Some(reply);
+        }
+        Err(e) => {
+            session.conn = None;
+            sent.error = Some(error_class(&e));
+        }
+    }
+    sent
 }
 
 /// Turns a transmission into a record and hands it to the recorder.
