@@ -128,60 +128,12 @@ impl<'a> Index<'a> {
             SeqSource::Buffer => false,
             SeqSource::DeliveryOrder => true,
         };
-
-        let mut requests: Vec<Request<'a>> = Vec::new();
-        let mut by_id: HashMap<&'a str, usize> = HashMap::new();
-        let mut by_mid: HashMap<&'a str, usize> = HashMap::new();
-        for record in sent {
-            let at = *by_id.entry(record.id.as_str()).or_insert_with(|| {
-                requests.push(Request {
-                    id: &record.id,
-                    sender: &record.sender,
-                    attempts: Vec::new(),
-                    status: Status::Refused,
-                    first_sent: None,
-                    first_accept: None,
-                    tickets: Vec::new(),
-                    handed: Vec::new(),
-                    handed_seqs: Vec::new(),
-                    acks: Vec::new(),
-                });
-                requests.len() - 1
-            });
-            // A Message-ID reused by a different id would be a driver bug; the first one keeps it.
-            by_mid.entry(bare_id(&record.message_id)).or_insert(at);
-            let request = &mut requests[at];
-            request.attempts.push(record);
-            request.first_sent = min_stamp(request.first_sent, record.sent_at);
-            match record.outcome {
-                Outcome::Accepted => {
-                    request.status = Status::Accepted;
-                    request.first_accept = min_stamp(request.first_accept, record.replied_at);
-                    if let Some(t) = record.ticket
-                        && !request.tickets.contains(&t)
-                    {
-                        request.tickets.push(t);
-                    }
-                }
-                Outcome::Indeterminate if request.status == Status::Refused => {
-                    request.status = Status::Indeterminate;
-                }
-                _ => {}
-            }
-        }
-
-        let join = |landrush_id: Option<&str>, message_id: Option<&str>| -> Option<usize> {
-            landrush_id
-                .and_then(|id| by_id.get(id.trim()))
-                .or_else(|| message_id.and_then(|m| by_mid.get(bare_id(m))))
-                .copied()
-        };
-
+        let (mut requests, keys) = requests_of(sent);
         let mut handed_req = Vec::with_capacity(handed.len());
         let mut handed_first = Vec::with_capacity(handed.len());
         let mut seen_seqs = std::collections::HashSet::new();
         for (i, h) in handed.iter().enumerate() {
-            let req = join(h.landrush_id.as_deref(), h.message_id.as_deref());
+            let req = keys.join(h.landrush_id.as_deref(), h.message_id.as_deref());
             handed_req.push(req);
             handed_first.push(seen_seqs.insert(h.seq));
             if let Some(r) = req {
@@ -192,12 +144,11 @@ impl<'a> Index<'a> {
                 }
             }
         }
-
         let mut ack_req = Vec::with_capacity(acks.len());
         let mut ack_first = Vec::with_capacity(acks.len());
         let mut seen_acks = std::collections::HashSet::new();
         for (i, a) in acks.iter().enumerate() {
-            let req = join(None, a.in_reply_to.as_deref());
+            let req = keys.join(None, a.in_reply_to.as_deref());
             ack_req.push(req);
             // An ack without a Message-ID cannot be told apart from a second ack: it counts as distinct.
             let first = match &a.message_id {
@@ -209,7 +160,6 @@ impl<'a> Index<'a> {
                 requests[r].acks.push(i);
             }
         }
-
         Index {
             requests,
             handed,
@@ -288,6 +238,70 @@ impl<'a> Index<'a> {
             "received_at": a.received_at.to_string(),
             "line": i + 1,
         })
+    }
+}
+
+/// The requests of `sent` (one per id, its transmissions in order) and the keys that join the
+/// other records to them.
+fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
+    let mut requests: Vec<Request<'a>> = Vec::new();
+    let mut keys = Keys {
+        by_id: HashMap::new(),
+        by_mid: HashMap::new(),
+    };
+    for record in sent {
+        let at = *keys.by_id.entry(record.id.as_str()).or_insert_with(|| {
+            requests.push(Request {
+                id: &record.id,
+                sender: &record.sender,
+                attempts: Vec::new(),
+                status: Status::Refused,
+                first_sent: None,
+                first_accept: None,
+                tickets: Vec::new(),
+                handed: Vec::new(),
+                handed_seqs: Vec::new(),
+                acks: Vec::new(),
+            });
+            requests.len() - 1
+        });
+        // A Message-ID reused by a different id would be a driver bug; the first one keeps it.
+        keys.by_mid.entry(bare_id(&record.message_id)).or_insert(at);
+        let request = &mut requests[at];
+        request.attempts.push(record);
+        request.first_sent = min_stamp(request.first_sent, record.sent_at);
+        match record.outcome {
+            Outcome::Accepted => {
+                request.status = Status::Accepted;
+                request.first_accept = min_stamp(request.first_accept, record.replied_at);
+                if let Some(t) = record.ticket
+                    && !request.tickets.contains(&t)
+                {
+                    request.tickets.push(t);
+                }
+            }
+            Outcome::Indeterminate if request.status == Status::Refused => {
+                request.status = Status::Indeterminate;
+            }
+            _ => {}
+        }
+    }
+    (requests, keys)
+}
+
+/// A request's index by its `X-Landrush-Id` and by its Message-ID.
+struct Keys<'a> {
+    by_id: HashMap<&'a str, usize>,
+    by_mid: HashMap<&'a str, usize>,
+}
+
+impl Keys<'_> {
+    /// The request a record names, by id first, else by Message-ID.
+    fn join(&self, landrush_id: Option<&str>, message_id: Option<&str>) -> Option<usize> {
+        landrush_id
+            .and_then(|id| self.by_id.get(id.trim()))
+            .or_else(|| message_id.and_then(|m| self.by_mid.get(bare_id(m))))
+            .copied()
     }
 }
 
