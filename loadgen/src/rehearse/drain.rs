@@ -34,12 +34,15 @@ pub struct Drain {
     pub waited_s: f64,
 }
 
+/// What changes while something makes progress: records handed over and acks seen (by the
+/// observers there are), and the buffer's own counts (accepted, cursor, acks pending).
+type Progress = (Option<u64>, Option<u64>, Option<(u64, u64, Option<u64>)>);
+
 /// What is still missing, as of one look at the observers.
 struct Missing<'a> {
     handed: Vec<&'a AcceptedRequest>,
     acks: Vec<&'a AcceptedRequest>,
-    /// What changes while something makes progress.
-    state: (Option<u64>, Option<u64>, Option<(u64, u64, Option<u64>)>),
+    state: Progress,
 }
 
 impl Drain {
