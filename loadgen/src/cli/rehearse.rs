@@ -133,6 +133,9 @@ What happens:
      for --quiet-period, and says what is missing;
   6. the buffer gets SIGTERM; the checkers run; OUT/report.json, report.md and report.html are
      written and a summary is printed.
+The run folder is locked while the rehearsal uses it (another landrush aimed at it is refused),
+and a folder that already holds a run's records is refused unless --overwrite is given. Every id
+and Message-ID carries the run's tag (--tag, or a unique one), recorded in run.json.
 Exit status: 0 when every check passed (skipped checks do not fail), 1 when one failed, 2 when
 the rehearsal could not be run.
 
@@ -344,4 +347,51 @@ pub fn summary(r: &Rehearsal) -> String {
         r.out_dir.display()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(target: &str) -> RehearsalFlags {
+        RehearsalFlags {
+            barrage: None,
+            target: Some(target.into()),
+            handover: Some("http://127.0.0.1:1".into()),
+            handover_smtp: None,
+            handover_maildir: None,
+            ack_sink: None,
+            acks: false,
+            registry_rate: 0.0,
+            registry_batch: 500,
+            registry_delay: Duration::ZERO,
+            api_token: None,
+            quiet_period: None,
+            start: None,
+            tag: None,
+            clock_tolerance: Duration::ZERO,
+            keep_data: false,
+            progress: false,
+            existing: Existing::Refuse,
+        }
+    }
+
+    #[tokio::test]
+    async fn rehearsal_flags_refuse_a_target_outside_loopback() {
+        let file = Path::new("x.toml");
+        let err = flags("192.0.2.1:25")
+            .options(Path::new(""), file)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a loopback address"),
+            "{err:#}"
+        );
+        let ok = flags("127.0.0.1:25").options(Path::new(""), file).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let mut acks = flags("127.0.0.1:25");
+        acks.acks = true;
+        let err = acks.options(Path::new(""), file).await.unwrap_err();
+        assert!(format!("{err:#}").contains("--ack-sink"), "{err:#}");
+    }
 }

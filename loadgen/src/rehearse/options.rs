@@ -121,3 +121,22 @@ fn base36(mut n: u64) -> String {
     out.reverse();
     String::from_utf8(out).expect("ASCII digits")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_tags_differ_and_keep_their_prefix() {
+        let a = unique_run_tag(Some("smoke"));
+        std::thread::sleep(Duration::from_micros(2));
+        let b = unique_run_tag(Some("smoke"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("smoke-"), "{a}");
+        assert!(unique_run_tag(None).starts_with("run-"));
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "a tag fits in a Message-ID's local part: {a}"
+        );
+    }
+}
