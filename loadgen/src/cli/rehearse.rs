@@ -249,11 +249,7 @@ impl RehearseArgs {
             clock_tolerance: self.clock_tolerance,
             keep_data: self.keep_data,
             progress: !self.quiet,
-            existing: if self.overwrite {
-                Existing::Overwrite
-            } else {
-                Existing::Refuse
-            },
+            existing: Existing::overwrite_if(self.overwrite),
         }
     }
 }

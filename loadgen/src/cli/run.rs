@@ -101,12 +101,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             time::OffsetDateTime::now_utc().unix_timestamp()
         ))
     });
-    let existing = if args.overwrite {
-        Existing::Overwrite
-    } else {
-        Existing::Refuse
-    };
-    let folder = RunFolder::claim(&out, existing)?;
+    let folder = RunFolder::claim(&out, Existing::overwrite_if(args.overwrite))?;
     let start = args.start.unwrap_or(scenario.start);
     let plan = scenario.plan();
     eprintln!(
@@ -122,14 +117,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         args.target,
         out.display()
     );
-    let stop = CancellationToken::new();
-    let on_ctrl_c = stop.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("landrush: Ctrl-C — no new requests; waiting for replies in flight");
-            on_ctrl_c.cancel();
-        }
-    });
+    let stop = stop_on_ctrl_c();
     if !scenario.faults().is_empty() {
         eprintln!(
             "landrush: the scenario's [[faults]] are not played by `landrush run`: they need \
@@ -163,6 +151,19 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     http::append_to_sent(out)?;
     http::print_summary(&web_run);
     Ok(())
+}
+
+/// Cancelled at Ctrl-C: no new requests, the replies in flight are still read.
+fn stop_on_ctrl_c() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("landrush: Ctrl-C — no new requests; waiting for replies in flight");
+            on_ctrl_c.cancel();
+        }
+    });
+    stop
 }
 
 /// Where the scenario's `[http]` part is played, if anywhere.

@@ -260,25 +260,7 @@ async fn pull(
         }
         let mut through = after;
         for request in &page.requests {
-            let mail = request
-                .raw
-                .as_deref()
-                .map(|raw| parse_request_mail(raw.as_bytes()))
-                .unwrap_or_default();
-            let record = HandedRecord {
-                seq: request.seq,
-                seq_is_order: false,
-                accepted_at: request
-                    .accepted_at
-                    .as_deref()
-                    .and_then(|t| Stamp::parse(t).ok()),
-                message_id: request.message_id.clone().or(mail.message_id),
-                landrush_id: mail.landrush_id,
-                domain: request.domain.clone().or(mail.domain),
-                sender: request.sender.clone(),
-                handed_at,
-                source: "api".into(),
-            };
+            let record = handed_record(request, handed_at);
             shared
                 .seen
                 .note([record.landrush_id.as_deref(), record.message_id.as_deref()]);
@@ -301,6 +283,30 @@ async fn pull(
         }
     }
     out.flush()
+}
+
+/// The record of one request the registry took, its keys read from the raw mail where the API
+/// does not give them.
+fn handed_record(request: &ApiRequest, handed_at: Stamp) -> HandedRecord {
+    let mail = request
+        .raw
+        .as_deref()
+        .map(|raw| parse_request_mail(raw.as_bytes()))
+        .unwrap_or_default();
+    HandedRecord {
+        seq: request.seq,
+        seq_is_order: false,
+        accepted_at: request
+            .accepted_at
+            .as_deref()
+            .and_then(|t| Stamp::parse(t).ok()),
+        message_id: request.message_id.clone().or(mail.message_id),
+        landrush_id: mail.landrush_id,
+        domain: request.domain.clone().or(mail.domain),
+        sender: request.sender.clone(),
+        handed_at,
+        source: "api".into(),
+    }
 }
 
 async fn fetch(

@@ -33,6 +33,17 @@ pub enum Existing {
     Overwrite,
 }
 
+impl Existing {
+    /// [`Existing::Overwrite`] when `overwrite` (a `--overwrite` flag) is set.
+    pub fn overwrite_if(overwrite: bool) -> Existing {
+        if overwrite {
+            Existing::Overwrite
+        } else {
+            Existing::Refuse
+        }
+    }
+}
+
 /// A run folder claimed by this process; the lock is released when it is dropped (or when the
 /// process dies, however it dies).
 #[derive(Debug)]

@@ -74,8 +74,9 @@ impl Stats {
 }
 
 /// How far the next message's transaction already went on the open connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Staged {
+    #[default]
     Nothing,
     /// MAIL and RCPT accepted; DATA not sent.
     Rcpt,
@@ -84,6 +85,7 @@ enum Staged {
 }
 
 /// One client's connection state.
+#[derive(Default)]
 struct Session {
     conn: Option<Connection>,
     staged: Staged,
@@ -182,11 +184,7 @@ pub async fn run_client(
     let plan = ctx.requests.plan();
     let closed = plan.is_closed();
     let mut stats = Stats::default();
-    let mut session = Session {
-        conn: None,
-        staged: Staged::Nothing,
-        on_conn: 0,
-    };
+    let mut session = Session::default();
     let mut message = Vec::with_capacity(4096);
     let mut requests = plan.requests_of(client).peekable();
     if scenario.clients.pre_connect
@@ -234,22 +232,32 @@ pub async fn run_client(
         if message.capacity() > 1024 * 1024 {
             message = Vec::with_capacity(4096);
         }
-        let limit = scenario.clients.messages_per_connection;
-        if limit > 0
-            && session.on_conn >= limit
-            && let Some(conn) = session.conn.take()
-        {
-            conn.quit().await;
-        }
+        session
+            .close_if_full(scenario.clients.messages_per_connection)
+            .await;
         ready_at = Instant::now();
         if closed {
             next_closed = ready_at + plan.think_time();
         }
     }
-    if let Some(conn) = session.conn.take() {
-        conn.quit().await;
-    }
+    session.quit().await;
     ctx.stats.lock().unwrap().add(stats);
+}
+
+impl Session {
+    /// Closes the connection (QUIT) once it carried `limit` messages (0: no limit).
+    async fn close_if_full(&mut self, limit: u32) {
+        if limit > 0 && self.on_conn >= limit {
+            self.quit().await;
+        }
+    }
+
+    /// Ends the connection, if there is one, with QUIT.
+    async fn quit(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.quit().await;
+        }
+    }
 }
 
 /// Connects, greets and stages the first message before the start. A failed pre-connect is
