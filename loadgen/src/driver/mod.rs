@@ -1,7 +1,7 @@
 //! The drivers: what plays a scenario against a buffer and records every transmission. This
 //! module holds what both drivers share — how a run is played ([`RunOptions`]), the clock that
-//! stamps records ([`Clock`]), what a run did (`run.json`, [`RunInfo`]) — and the parts below them:
-//! [`recorder`] (records and histograms) and [`progress`] (the live line and the summary).
+//! stamps records ([`Clock`]), what a run did (`run.json`, [`RunInfo`]) — and the parts below
+//! them: [`recorder`] (records and histograms) and [`progress`] (the live line and the summary).
 //!
 //! The drivers themselves: [`smtp`] (the load, one task per client; `smtp::run_scenario` is the
 //! entry point of `landrush run` and `landrush rehearse`) and [`http`] (the web-form part, with

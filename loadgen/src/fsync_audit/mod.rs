@@ -1,5 +1,5 @@
-//! `landrush fsync-audit`: proves "durable before success" (contract: Durability) by a method that can
-//! fail, which a SIGKILL cannot: after a SIGKILL the kernel still holds the unsynced writes, so a
+//! `landrush fsync-audit`: proves "durable before success" (contract: Durability) by a method
+//! that can fail, which a SIGKILL cannot: after a SIGKILL the kernel still holds the unsynced writes, so a
 //! buffer that replies before its fsync survives it. Here the buffer runs under
 //! `strace -f -tt -T -y`, a scenario is played against it, and the trace is checked: every
 //! `250 … ticket N` written to a client socket must come after an `fsync`/`fdatasync` of the

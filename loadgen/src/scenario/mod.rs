@@ -7,8 +7,8 @@
 //! `scenarios/README.md`; keep the two in step.
 //!
 //! Everything a scenario produces is a pure function of the file and its `seed`: the schedule
-//! ([`crate::schedule`]) and each request (`crate::schedule::request`) are computed from a request's index, never
-//! from shared mutable state, so shards and reruns yield the same requests and nothing has to be
+//! ([`crate::schedule`]) and each request (`crate::schedule::request`) are computed from a
+//! request's index, never from shared mutable state, so shards and reruns yield the same requests and nothing has to be
 //! held in memory.
 
 pub mod duration;

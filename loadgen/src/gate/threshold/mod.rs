@@ -3,9 +3,9 @@
 //! measured in the same gate: `throughput >= 0.75x postfix` (at least 0.75 times the same metric of
 //! the run named `postfix`), `accept_latency.p99 <= 2x previous`.
 //!
-//! A pure library: [`Threshold::parse`] reads one threshold, [`Threshold::evaluate`] judges it over
-//! the report.json of a run (and of its reference), returning an [`Evaluation`] that says the measured
-//! value, the bound and by how much it missed.
+//! A pure library: [`Threshold::parse`] reads one threshold ([`parse`]), [`Threshold::evaluate`]
+//! judges it over the report.json of a run (and of its reference, [`evaluate`]), returning an
+//! [`Evaluation`] that says the measured value, the bound and by how much it missed.
 //!
 //! Metrics are named by the aliases in [`METRICS`] or by a dotted path into report.json
 //! (`latency_ms.accept.p99`); a path starting with `rehearse.` reads the run's rehearse.json
