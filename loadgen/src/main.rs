@@ -1,12 +1,12 @@
 //! The `landrush` command line: one subcommand per job. Each subcommand's arguments and code live
-//! in the library (`landrush::driver::cli` for `run` and `merge`); this file only dispatches.
+//! in the library (`landrush::cli`); this file only dispatches.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// landrush: replays landrush scenarios against an intake buffer and verifies the contract
-/// (DESIGN.md): FIFO order, zero loss, one acknowledgement per request.
+/// (docs/contract.md): FIFO order, zero loss, one acknowledgement per request.
 ///
 /// A scenario (scenarios/*.toml) says when requests are due, from how many clients, and how
 /// they misbehave; `run` plays it against any SMTP address and writes one record per
@@ -21,24 +21,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Play a scenario against an SMTP address and record every request.
-    Run(landrush::driver::cli::RunArgs),
+    Run(landrush::cli::run::RunArgs),
     /// Combine the run folders of the shards of one scenario into one folder.
-    Merge(landrush::driver::cli::MergeArgs),
+    Merge(landrush::cli::merge::MergeArgs),
     /// The whole rehearsal: start barrage, the fake registry and the ack sink, play the
     /// scenario, wait for the handover and the acks, check, report. Exit 1 on a failed check.
-    Rehearse(landrush::commands::RehearseArgs),
+    Rehearse(landrush::cli::rehearse::RehearseArgs),
     /// Run the checkers (FIFO, loss, duplicates, retransmissions, acks) over a run folder.
-    Check(landrush::commands::CheckArgs),
+    Check(landrush::cli::check::CheckArgs),
     /// Rebuild report.json, report.md and report.html of a run folder from its records.
-    Report(landrush::commands::ReportArgs),
+    Report(landrush::cli::check::ReportArgs),
     /// Put the reports of two run folders side by side (ratios B/A).
-    Compare(landrush::commands::CompareArgs),
+    Compare(landrush::cli::check::CompareArgs),
     /// The CI gate: rehearse the runs of a gate file (or read run folders) and judge their
     /// thresholds; junit.xml and summary.md. Exit 1 when a threshold failed.
-    Gate(landrush::gate::GateArgs),
+    Gate(landrush::cli::gate::GateArgs),
     /// Run barrage under strace during a burst and check that every 250 follows the fsync of the
     /// journal write that holds its request. Exit 1 when one came first.
-    FsyncAudit(landrush::fsync_audit::FsyncAuditArgs),
+    FsyncAudit(landrush::cli::fsync_audit::FsyncAuditArgs),
     /// Run the barrage buffer built into landrush (`landrush buffer serve …`, same arguments
     /// as `barrage`): what `rehearse` starts as its child process.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
@@ -57,25 +57,24 @@ fn main() -> ExitCode {
     raise_open_files_limit();
     let result = match cli.command {
         Command::Run(args) => runtime()
-            .and_then(|rt| rt.block_on(landrush::driver::cli::run_command(args)))
+            .and_then(|rt| rt.block_on(landrush::cli::run::run_command(args)))
             .map(|()| ExitCode::SUCCESS),
         Command::Merge(args) => {
-            landrush::driver::cli::merge_command(args).map(|()| ExitCode::SUCCESS)
+            landrush::cli::merge::merge_command(args).map(|()| ExitCode::SUCCESS)
         }
         Command::Rehearse(args) => {
             init_logging();
-            runtime().and_then(|rt| rt.block_on(landrush::commands::rehearse_command(args)))
+            runtime().and_then(|rt| rt.block_on(landrush::cli::rehearse::rehearse_command(args)))
         }
         Command::Gate(args) => {
             init_logging();
-            runtime().and_then(|rt| rt.block_on(landrush::gate::gate_command(args)))
+            runtime().and_then(|rt| rt.block_on(landrush::cli::gate::gate_command(args)))
         }
-        Command::FsyncAudit(args) => {
-            runtime().and_then(|rt| rt.block_on(landrush::fsync_audit::fsync_audit_command(args)))
-        }
-        Command::Check(args) => landrush::commands::check_command(args),
-        Command::Report(args) => landrush::commands::report_command(args),
-        Command::Compare(args) => landrush::commands::compare_command(args),
+        Command::FsyncAudit(args) => runtime()
+            .and_then(|rt| rt.block_on(landrush::cli::fsync_audit::fsync_audit_command(args))),
+        Command::Check(args) => landrush::cli::check::check_command(args),
+        Command::Report(args) => landrush::cli::check::report_command(args),
+        Command::Compare(args) => landrush::cli::check::compare_command(args),
         Command::Buffer { .. } => unreachable!("handled above"),
     };
     match result {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use landrush::rehearse::Rehearsal;
 use reports::checks::{CheckResult, Verdict, verdict};
 use support::fake_buffer::{Event, FakeBuffer, Flaw};
-use support::{free_addr, rehearse_running, scenario};
+use support::{rehearse_running, scenario};
 
 /// Rehearses a fake with `flaw` on a scenario of `count` requests with `misbehaviour`.
 async fn rehearse_fake(
@@ -24,10 +24,9 @@ async fn rehearse_fake(
     misbehaviour: &str,
 ) -> (Rehearsal, FakeBuffer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let sink = free_addr();
-    let fake = FakeBuffer::start(flaw, sink).await;
+    let fake = FakeBuffer::start(flaw).await;
     let scenario = scenario("broken", count, misbehaviour);
-    let r = rehearse_running(&scenario, fake.smtp, fake.url(), sink, dir.path()).await;
+    let r = rehearse_running(&scenario, &fake, dir.path()).await;
     // `cargo test -- --nocapture` shows each flaw's verdict and counterexamples.
     eprintln!("{flaw:?}:\n{}", summary(&r));
     (r, fake, dir)
@@ -58,7 +57,7 @@ fn the_event(fake: &FakeBuffer, what: &str) -> Event {
 }
 
 fn summary(r: &Rehearsal) -> String {
-    landrush::commands::summary(r)
+    landrush::cli::rehearse::summary(r)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -111,9 +110,8 @@ async fn swapping_two_neighbours_in_the_handover_fails_fifo() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn answering_250_before_the_write_fails_loss_when_killed_mid_burst() {
     let dir = tempfile::tempdir().unwrap();
-    let sink = free_addr();
     let fake = std::sync::Arc::new(
-        FakeBuffer::start(Flaw::ReplyBeforeWrite(Duration::from_millis(200)), sink).await,
+        FakeBuffer::start(Flaw::ReplyBeforeWrite(Duration::from_millis(200))).await,
     );
     let scenario = scenario("reply-before-write", 600, "");
     let killer = {
@@ -125,7 +123,7 @@ async fn answering_250_before_the_write_fails_loss_when_killed_mid_burst() {
             fake.crash();
         })
     };
-    let r = rehearse_running(&scenario, fake.smtp, fake.url(), sink, dir.path()).await;
+    let r = rehearse_running(&scenario, &fake, dir.path()).await;
     killer.await.unwrap();
     eprintln!("ReplyBeforeWrite + crash:\n{}", summary(&r));
     let dropped: HashSet<String> = fake
@@ -206,33 +204,25 @@ async fn a_new_seq_for_a_retransmission_fails_retransmissions_and_duplicates() {
 fn rehearsing_the_real_barrage_passes() {
     let dir = tempfile::tempdir().unwrap();
     let scenario_path = dir.path().join("small.toml");
-    let text = toml::to_string(&scenario(
-        "small-real",
-        300,
-        "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
-    ))
+    let text = toml::to_string(
+        scenario(
+            "small-real",
+            300,
+            "retransmissions = 0.03\nmalformed = 0.02\nresubmissions = 0.02",
+        )
+        .scenario(),
+    )
     .unwrap();
     std::fs::write(&scenario_path, text).unwrap();
     let out = dir.path().join("run");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"));
+    command
         .arg("rehearse")
         .arg(&scenario_path)
         .arg("--out")
         .arg(&out)
-        .arg("--quiet")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + support::TEST_LIMIT;
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("landrush rehearse did not finish in time");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().unwrap();
+        .arg("--quiet");
+    let output = support::output_within(command, support::TEST_LIMIT);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -6,9 +6,11 @@
 
 use std::time::Duration;
 
-use landrush::rehearse::{BufferProgram, RehearseOptions, Target, rehearse};
-use landrush::scenario::Scenario;
-use reports::checks::{Verdict, verdict};
+use landrush::rehearse::buffer::BufferProgram;
+use landrush::rehearse::options::{RehearseOptions, Target};
+use landrush::rehearse::rehearse;
+use landrush::schedule::ValidScenario;
+use reports::checks::verdict;
 use reports::records::{self, FaultRecord, Outcome, SentRecord};
 
 const SCENARIO: &str = r#"
@@ -70,7 +72,7 @@ for = "600ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_is_played_recorded_and_survived() {
     let dir = tempfile::tempdir().unwrap();
-    let scenario: Scenario = toml::from_str(SCENARIO).unwrap();
+    let scenario = ValidScenario::parse(SCENARIO).unwrap();
     let options = RehearseOptions {
         target: Target::Spawn(BufferProgram::landrush_at(env!("CARGO_BIN_EXE_landrush"))),
         progress: false,
@@ -84,8 +86,8 @@ async fn every_fault_is_played_recorded_and_survived() {
     .await
     .expect("the rehearsal finished in time")
     .unwrap();
-    eprintln!("{}", landrush::commands::summary(&r));
-    assert_eq!(verdict(&r.checks), Verdict::Pass);
+    eprintln!("{}", landrush::cli::rehearse::summary(&r));
+    assert_eq!(verdict(&r.checks), "pass");
     assert!(r.drain.complete, "{:?}", r.drain);
 
     let faults: Vec<FaultRecord> = records::read_all(&dir.path().join(records::FAULTS)).unwrap();

@@ -3,9 +3,12 @@
 //! replying before its fsync (a group commit that answers first and syncs a few ms later, the bug
 //! a SIGKILL cannot see) FAILS it.
 //!
-//! The double is this test binary itself, re-run under strace with the ignored test
-//! `double_buffer` selected and its mode in the environment: a test double, not a switch in the
-//! production buffer. Needs strace (Debian package `strace`; .ci/run installs it).
+//! The double is this test binary itself, re-run under strace with its mode in the environment: a
+//! test double, not a switch in the production buffer. So that the double is a helper and not a
+//! test in disguise, this file has its own `main` (`harness = false` in Cargo.toml): run with the
+//! double's environment it is the double, otherwise it runs the tests (an argument filters them
+//! by name). Every test uses its own temporary folders and free ports, so copies of this binary
+//! run side by side. Needs strace (Debian package `strace`; .ci/run installs it).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -15,22 +18,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits};
-use landrush::fsync_audit::{AuditReport, AuditTarget, run_audit};
-use landrush::rehearse::{BufferProgram, buffer_config};
+use landrush::fsync_audit::audit::AuditReport;
+use landrush::fsync_audit::{AuditTarget, run_audit};
+use landrush::rehearse::buffer::{BufferProgram, buffer_config};
 use landrush::scenario::Scenario;
+use landrush::schedule::ValidScenario;
 
 const DIR_VAR: &str = "LANDRUSH_FSYNC_DOUBLE_DIR";
 const MODE_VAR: &str = "LANDRUSH_FSYNC_DOUBLE_MODE";
 
-fn scenario() -> Scenario {
+fn scenario() -> ValidScenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fsync-audit.toml");
-    let mut s = Scenario::load(&path).unwrap();
+    let mut s = Scenario::from_file(&path).unwrap();
     // Smaller than the shipped one: three tests run it under strace.
     s.bounds.max_requests = 300;
     if let landrush::scenario::Schedule::Burst { count, .. } = &mut s.schedule {
         *count = 300;
     }
-    s
+    ValidScenario::new(s).unwrap()
 }
 
 fn strace_present() {
@@ -47,9 +52,7 @@ async fn audit_double(mode: &str) -> AuditReport {
     let data = dir.path().join("data");
     let target = AuditTarget {
         program: std::env::current_exe().unwrap(),
-        args: ["double_buffer", "--exact", "--ignored", "--nocapture"]
-            .map(OsString::from)
-            .to_vec(),
+        args: Vec::<OsString>::new(),
         envs: vec![
             (DIR_VAR.into(), data.clone().into()),
             (MODE_VAR.into(), mode.into()),
@@ -72,7 +75,6 @@ async fn audit_double(mode: &str) -> AuditReport {
     report
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barrage_passes_the_fsync_audit() {
     strace_present();
     let dir = tempfile::tempdir().unwrap();
@@ -94,14 +96,12 @@ async fn barrage_passes_the_fsync_audit() {
     assert!(report.journal_syncs > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffer_that_fsyncs_before_replying_passes() {
     let report = audit_double("fsync-then-reply").await;
     assert!(report.ok, "{}", report.render());
     assert!(report.checked >= 250, "{report:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffer_that_replies_before_its_fsync_fails() {
     let report = audit_double("reply-then-fsync").await;
     assert!(!report.ok, "{}", report.render());
@@ -117,15 +117,57 @@ async fn a_buffer_that_replies_before_its_fsync_fails() {
     );
 }
 
+fn main() -> std::process::ExitCode {
+    if let (Ok(dir), Ok(mode)) = (std::env::var(DIR_VAR), std::env::var(MODE_VAR)) {
+        double_buffer(dir, mode);
+        return std::process::ExitCode::SUCCESS;
+    }
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    type Test = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+    let tests: [(&str, Test); 3] = [
+        ("barrage_passes_the_fsync_audit", || {
+            Box::pin(barrage_passes_the_fsync_audit())
+        }),
+        ("a_buffer_that_fsyncs_before_replying_passes", || {
+            Box::pin(a_buffer_that_fsyncs_before_replying_passes())
+        }),
+        ("a_buffer_that_replies_before_its_fsync_fails", || {
+            Box::pin(a_buffer_that_replies_before_its_fsync_fails())
+        }),
+    ];
+    let mut failed = 0;
+    let mut ran = 0;
+    for (name, test) in tests {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let outcome = std::panic::catch_unwind(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(test())
+        });
+        println!(
+            "test {name} ... {}",
+            if outcome.is_ok() { "ok" } else { "FAILED" }
+        );
+        failed += outcome.is_err() as u32;
+    }
+    println!("test result: {} passed; {failed} failed", ran - failed);
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// The double: appends each message to `DIR/double.db-wal` and answers `250 … ticket N`, with the
 /// fsync before the reply (`fsync-then-reply`) or in a background group commit every 5 ms after
-/// it (`reply-then-fsync`). Only runs when started by the tests above.
-#[test]
-#[ignore = "the test double run by the fsync-audit tests under strace"]
-fn double_buffer() {
-    let (Ok(dir), Ok(mode)) = (std::env::var(DIR_VAR), std::env::var(MODE_VAR)) else {
-        return;
-    };
+/// it (`reply-then-fsync`). What this binary is when the tests above start it under strace.
+fn double_buffer(dir: String, mode: String) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         std::fs::create_dir_all(&dir).unwrap();

@@ -91,3 +91,29 @@ fn the_gate_fails_on_a_missed_threshold_and_passes_otherwise() {
     assert_eq!(code, 0, "{table}");
     assert!(table.contains("skip"), "{table}");
 }
+
+/// Runs must not cross-talk: a rehearsal into a folder that holds another run's records is
+/// refused (nothing is started) unless `--overwrite` says to replace them.
+#[test]
+fn a_run_folder_with_records_is_refused_without_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("sent.jsonl"), "").unwrap();
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/ci-smoke.toml");
+    for command in ["rehearse", "run"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_landrush"));
+        cmd.arg(command).arg(&scenario).arg("--out").arg(&out);
+        if command == "run" {
+            cmd.args(["--target", "127.0.0.1:9"]);
+        }
+        let output = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command}: {stderr}");
+        assert!(stderr.contains("--overwrite"), "{command}: {stderr}");
+        assert!(
+            out.join("sent.jsonl").exists(),
+            "{command} left the records alone"
+        );
+    }
+}

@@ -11,8 +11,8 @@ use barrage::intake::web::{WebIntake, WebLimits};
 use barrage::journal::Journal;
 use barrage::journal::sqlite::{SqliteJournal, SqliteOptions};
 use landrush::check::{CheckOptions, check_records};
-use landrush::http_driver::{HTTP_SENT, run_http};
-use landrush::scenario::Scenario;
+use landrush::driver::http::{HTTP_SENT, run_http};
+use landrush::schedule::ValidScenario;
 use reports::records::{HandedRecord, Outcome, SentRecord, Stamp, read_all};
 
 const SCENARIO: &str = r#"
@@ -61,7 +61,7 @@ async fn goose_users_post_forms_and_every_post_is_recorded() {
         let _ = stop_rx.wait_for(|s| *s).await;
     }));
 
-    let scenario = Scenario::parse(SCENARIO).unwrap();
+    let scenario = ValidScenario::parse(SCENARIO).unwrap();
     let out = dir.path().join("run");
     let start = Stamp::from_micros(Stamp::now().micros() + 300_000);
     let info = tokio::time::timeout(

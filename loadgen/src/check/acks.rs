@@ -1,4 +1,4 @@
-//! One ack per request (DESIGN.md rule 4). Acks are joined to requests by `In-Reply-To` = the
+//! One ack per request (contract: One ack). Acks are joined to requests by `In-Reply-To` = the
 //! request's Message-ID, and told apart by their own Message-ID.
 //!
 //! - `missing` (failure): accepted requests, and indeterminate ones handed over, with no ack;
@@ -16,7 +16,7 @@
 use reports::checks::CheckResult;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     let mut tally = Tally::new(
@@ -34,101 +34,113 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
         return tally.skipped("the buffer sends no acks (--no-acks)");
     }
 
-    for (i, ack) in index.acks.iter().enumerate() {
-        if !index.ack_first[i] {
-            tally.count("resent");
-            continue;
-        }
-        tally.count("acked");
-        if index.ack_req[i].is_none() {
-            tally.count("extra");
-            tally.example(|| {
-                json!({
-                    "rule": "an ack answers a request: its In-Reply-To names none the driver sent",
-                    "ack": index.describe_ack(i),
-                })
-            });
-            continue;
-        }
-        let r = index.ack_req[i].expect("joined above");
-        let request = &index.requests[r];
-        let expected = request.tickets.first().copied().or_else(|| {
-            (!index.seq_is_order)
-                .then(|| request.handed_seqs.first().copied())
-                .flatten()
-        });
-        if let (Some(expected), Some(named)) = (expected, ack.ticket)
-            && expected != named
-        {
-            tally.count("mismatched");
-            tally.example(|| {
-                json!({
-                    "rule": "an ack names the request's ticket",
-                    "expected_ticket": expected,
-                    "request": index.describe(r),
-                    "ack": index.describe_ack(i),
-                })
-            });
-        }
-        if !request.sender.trim().is_empty() {
-            let sender = address(request.sender);
-            if !ack.to.iter().any(|to| address(to) == sender) {
-                tally.count("misaddressed");
-                tally.example(|| {
-                    json!({
-                        "rule": "an ack goes to the requester",
-                        "sender": request.sender,
-                        "request": index.describe(r),
-                        "ack": index.describe_ack(i),
-                    })
-                });
-            }
-        }
+    for i in 0..index.acks.len() {
+        check_ack(index, i, &mut tally);
     }
-
-    for (r, request) in index.requests.iter().enumerate() {
-        let n = request.acks.len() as u64;
-        let wanted_at_most = match request.status {
-            Status::Refused => 0,
-            _ => 1,
-        };
-        // Indeterminate requests may go unacked, unless they were handed over (then stored). A
-        // refused one handed over is the `duplicates` check's failure; it still wants no ack.
-        let needs_one = match request.status {
-            Status::Accepted => true,
-            Status::Indeterminate => !request.handed.is_empty(),
-            Status::Refused => false,
-        };
-        if n == 0 && needs_one {
-            tally.count("missing");
-            tally.example(|| {
-                json!({
-                    "rule": "every accepted request gets exactly one ack",
-                    "request": index.describe(r),
-                })
-            });
-        }
-        if n > wanted_at_most {
-            tally.add("extra", n - wanted_at_most);
-            tally.example(|| {
-                let rule = if request.status == Status::Refused {
-                    "a refused request gets no ack"
-                } else {
-                    "one request gets one ack, not two distinct ones"
-                };
-                json!({
-                    "rule": rule,
-                    "request": index.describe(r),
-                    "acks": request
-                        .acks
-                        .iter()
-                        .map(|&i| index.describe_ack(i))
-                        .collect::<Vec<_>>(),
-                })
-            });
-        }
+    for r in 0..index.requests.len() {
+        check_request(index, r, &mut tally);
     }
     tally.finish(&["missing", "extra", "mismatched", "misaddressed"])
+}
+
+/// The checks of ack `i`: a first copy answers a request the driver sent, names its ticket and
+/// goes to its sender.
+fn check_ack(index: &Index, i: usize, tally: &mut Tally) {
+    let ack = &index.acks[i];
+    if !index.ack_first[i] {
+        tally.count("resent");
+        return;
+    }
+    tally.count("acked");
+    if index.ack_req[i].is_none() {
+        tally.count("extra");
+        tally.example(|| {
+            json!({
+                "rule": "an ack answers a request: its In-Reply-To names none the driver sent",
+                "ack": index.describe_ack(i),
+            })
+        });
+        return;
+    }
+    let r = index.ack_req[i].expect("joined above");
+    let request = &index.requests[r];
+    let expected = request.tickets.first().copied().or_else(|| {
+        (!index.seq_is_order)
+            .then(|| request.handed_seqs.first().copied())
+            .flatten()
+    });
+    if let (Some(expected), Some(named)) = (expected, ack.ticket)
+        && expected != named
+    {
+        tally.count("mismatched");
+        tally.example(|| {
+            json!({
+                "rule": "an ack names the request's ticket",
+                "expected_ticket": expected,
+                "request": index.describe(r),
+                "ack": index.describe_ack(i),
+            })
+        });
+    }
+    if !request.sender.trim().is_empty() {
+        let sender = address(request.sender);
+        if !ack.to.iter().any(|to| address(to) == sender) {
+            tally.count("misaddressed");
+            tally.example(|| {
+                json!({
+                    "rule": "an ack goes to the requester",
+                    "sender": request.sender,
+                    "request": index.describe(r),
+                    "ack": index.describe_ack(i),
+                })
+            });
+        }
+    }
+}
+
+/// The checks of request `r`: as many acks as its fate asks for.
+fn check_request(index: &Index, r: usize, tally: &mut Tally) {
+    let request = &index.requests[r];
+    let n = request.acks.len() as u64;
+    let wanted_at_most = match request.status {
+        Status::Refused => 0,
+        _ => 1,
+    };
+    // Indeterminate requests may go unacked, unless they were handed over (then stored). A
+    // refused one handed over is the `duplicates` check's failure; it still wants no ack.
+    let needs_one = match request.status {
+        Status::Accepted => true,
+        Status::Indeterminate => !request.handed.is_empty(),
+        Status::Refused => false,
+    };
+    if n == 0 && needs_one {
+        tally.count("missing");
+        tally.example(|| {
+            json!({
+                "rule": "every accepted request gets exactly one ack",
+                "request": index.describe(r),
+            })
+        });
+    }
+    if n > wanted_at_most {
+        tally.add("extra", n - wanted_at_most);
+        tally.example(|| {
+            let rule = if request.status == Status::Refused {
+                "a refused request gets no ack"
+            } else {
+                "one request gets one ack, not two distinct ones"
+            };
+            json!({
+                "rule": rule,
+                "request": index.describe(r),
+                "acks": request
+                    .acks
+                    .iter()
+                    .map(|&i| index.describe_ack(i))
+                    .collect::<Vec<_>>(),
+            })
+        });
+    }
 }
 
 /// The bare address of `Name <a@b>` or `<a@b>` or `a@b`, lower-cased: the ack sink records envelope

@@ -1,4 +1,4 @@
-//! Duplicates (DESIGN.md rule 3) and RFC 1047 retransmissions (rule 5).
+//! Duplicates (contract: Zero loss) and RFC 1047 retransmissions (contract: Retransmission).
 //!
 //! `duplicates` counts:
 //! - `duplicated` (failure): requests handed over under two or more distinct seqs;
@@ -20,14 +20,13 @@ use std::collections::{HashMap, HashSet};
 use reports::checks::CheckResult;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     let mut tally = Tally::new(
         options,
         &["duplicated", "redelivered", "shared_seq", "unexpected"],
     );
-
     for (r, request) in index.requests.iter().enumerate() {
         if request.handed_seqs.len() > 1 {
             tally.count("duplicated");
@@ -44,20 +43,50 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
             });
         }
     }
-
     // The request each seq belongs to, once from the handover and once from the tickets of
     // success replies. The two are kept apart on purpose: a seq handed over for one request but
     // named in another's reply is a misordering (`fifo`'s ticket check), not a shared seq.
+    let mut owners = SeqOwners {
+        index,
+        conflicted: HashSet::new(),
+    };
     let mut handed_owner: HashMap<u64, usize> = HashMap::new();
-    let mut ticket_owner: HashMap<u64, usize> = HashMap::new();
-    let mut conflicted: HashSet<u64> = HashSet::new();
-    let mut claim = |tally: &mut Tally,
-                     owners: &mut HashMap<u64, usize>,
-                     seq: u64,
-                     r: usize,
-                     seen_in: serde_json::Value| {
+    for i in 0..index.handed.len() {
+        check_handed(&mut owners, &mut handed_owner, i, &mut tally);
+    }
+    if !index.seq_is_order {
+        let mut ticket_owner: HashMap<u64, usize> = HashMap::new();
+        for (r, request) in index.requests.iter().enumerate() {
+            if request.status == Status::Accepted {
+                for &t in &request.tickets {
+                    let seen_in = json!("success reply");
+                    owners.claim(&mut tally, &mut ticket_owner, t, r, seen_in);
+                }
+            }
+        }
+    }
+    tally.finish(&["duplicated", "shared_seq", "unexpected"])
+}
+
+/// Which request each seq was first seen for, and the seqs already reported as shared.
+struct SeqOwners<'a> {
+    index: &'a Index<'a>,
+    conflicted: HashSet<u64>,
+}
+
+impl SeqOwners<'_> {
+    /// Request `r` was seen with `seq` (in `seen_in`): a shared seq if another request had it.
+    fn claim(
+        &mut self,
+        tally: &mut Tally,
+        owners: &mut HashMap<u64, usize>,
+        seq: u64,
+        r: usize,
+        seen_in: serde_json::Value,
+    ) {
+        let index = self.index;
         let first = *owners.entry(seq).or_insert(r);
-        if first != r && conflicted.insert(seq) {
+        if first != r && self.conflicted.insert(seq) {
             tally.count("shared_seq");
             tally.example(|| {
                 json!({
@@ -69,55 +98,46 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
                 })
             });
         }
-    };
+    }
+}
 
-    for (i, h) in index.handed.iter().enumerate() {
-        if !index.handed_first[i] {
-            tally.count("redelivered");
-        }
-        match index.handed_req[i] {
-            Some(r) => {
-                claim(
-                    &mut tally,
-                    &mut handed_owner,
-                    h.seq,
-                    r,
-                    index.describe_handed(i),
-                );
-                if index.handed_first[i] && index.requests[r].status == Status::Refused {
-                    tally.count("unexpected");
-                    tally.example(|| {
-                        json!({
-                            "rule": "a refused request is never stored",
-                            "request": index.describe(r),
-                            "handed": index.describe_handed(i),
-                        })
-                    });
-                }
-            }
-            None if index.handed_first[i] => {
+/// The checks of handed record `i`: redelivered, shared seq, a refused or unknown request stored.
+fn check_handed(
+    owners: &mut SeqOwners<'_>,
+    handed_owner: &mut HashMap<u64, usize>,
+    i: usize,
+    tally: &mut Tally,
+) {
+    let index = owners.index;
+    let h = &index.handed[i];
+    if !index.handed_first[i] {
+        tally.count("redelivered");
+    }
+    match index.handed_req[i] {
+        Some(r) => {
+            owners.claim(tally, handed_owner, h.seq, r, index.describe_handed(i));
+            if index.handed_first[i] && index.requests[r].status == Status::Refused {
                 tally.count("unexpected");
                 tally.example(|| {
                     json!({
-                        "rule": "only requests the driver sent are handed over",
+                        "rule": "a refused request is never stored",
+                        "request": index.describe(r),
                         "handed": index.describe_handed(i),
                     })
                 });
             }
-            None => {}
         }
-    }
-    if !index.seq_is_order {
-        for (r, request) in index.requests.iter().enumerate() {
-            if request.status == Status::Accepted {
-                for &t in &request.tickets {
-                    claim(&mut tally, &mut ticket_owner, t, r, json!("success reply"));
-                }
-            }
+        None if index.handed_first[i] => {
+            tally.count("unexpected");
+            tally.example(|| {
+                json!({
+                    "rule": "only requests the driver sent are handed over",
+                    "handed": index.describe_handed(i),
+                })
+            });
         }
+        None => {}
     }
-
-    tally.finish(&["duplicated", "shared_seq", "unexpected"])
 }
 
 pub(crate) fn check_retransmissions(index: &Index, options: &CheckOptions) -> CheckResult {

@@ -1,4 +1,4 @@
-//! FIFO (DESIGN.md rule 2): handover in seq order, real-time precedence, accepted-at never
+//! FIFO (contract: FIFO): handover in seq order, real-time precedence, accepted-at never
 //! decreasing along seq, and the ticket in each success reply equal to the seq handed over.
 //!
 //! `violations` is the sum of the four sub-counts:
@@ -16,7 +16,7 @@ use reports::checks::CheckResult;
 use reports::records::Stamp;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 const COUNTS: [&str; 5] = [
     "violations",

@@ -1,17 +1,17 @@
-//! Zero loss (DESIGN.md rule 3): every accepted request is handed over, and every seq is.
+//! Zero loss (contract: Zero loss): every accepted request is handed over, and every seq is.
 //!
 //! - `lost`: accepted requests never handed over, plus indeterminate ones that an ack proves were
 //!   stored (the ack outbox is written in the request's own transaction) yet never handed over;
 //! - `gaps`: seqs missing from the handover between the first seq (the option, else the lowest seen)
 //!   and the highest seq handed over or named in a ticket. Only with the buffer's own seqs;
 //! - `indeterminate`, `indeterminate_stored`: requests that got no reply, and those of them the
-//!   records prove stored. Allowed either way (rule 6), so informational;
+//!   records prove stored. Allowed either way (contract: Indeterminate outcomes), so informational;
 //! - `accepted`, `handed_over`: context for the reader.
 
 use reports::checks::CheckResult;
 use serde_json::json;
 
-use super::{CheckOptions, Index, Status, Tally};
+use super::index::{CheckOptions, Index, Status, Tally};
 
 pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     let mut tally = Tally::new(

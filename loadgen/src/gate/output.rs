@@ -51,41 +51,7 @@ pub fn junit(
         }
         let _ = writeln!(x, "    </properties>");
         for case in cases {
-            let _ = write!(
-                x,
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                esc(&format!("gate.{}", case.run)),
-                esc(&case.threshold)
-            );
-            let o = &case.outcome;
-            match case.passed {
-                Some(true) => {
-                    let _ = writeln!(x, ">");
-                    let _ = writeln!(
-                        x,
-                        "      <system-out>measured {} (needed {})</system-out>",
-                        esc(&o.measured),
-                        esc(&o.needed)
-                    );
-                    let _ = writeln!(x, "    </testcase>");
-                }
-                Some(false) => {
-                    let _ = writeln!(x, ">");
-                    let message = failure_text(case);
-                    let _ = writeln!(
-                        x,
-                        "      <failure message=\"{}\" type=\"threshold\">{}</failure>",
-                        esc(&message),
-                        esc(&message)
-                    );
-                    let _ = writeln!(x, "    </testcase>");
-                }
-                None => {
-                    let _ = writeln!(x, ">");
-                    let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(&o.miss));
-                    let _ = writeln!(x, "    </testcase>");
-                }
-            }
+            junit_case(&mut x, case);
         }
         let _ = writeln!(x, "  </testsuite>");
     }
@@ -93,8 +59,42 @@ pub fn junit(
     x
 }
 
+/// One `<testcase>`: passed (with what was measured), failed, or skipped.
+fn junit_case(x: &mut String, case: &Judged) {
+    let _ = writeln!(
+        x,
+        "    <testcase classname=\"{}\" name=\"{}\">",
+        esc(&format!("gate.{}", case.run)),
+        esc(&case.threshold)
+    );
+    let o = &case.evaluation;
+    match case.passed {
+        Some(true) => {
+            let _ = writeln!(
+                x,
+                "      <system-out>measured {} (needed {})</system-out>",
+                esc(&o.measured),
+                esc(&o.needed)
+            );
+        }
+        Some(false) => {
+            let message = failure_text(case);
+            let _ = writeln!(
+                x,
+                "      <failure message=\"{}\" type=\"threshold\">{}</failure>",
+                esc(&message),
+                esc(&message)
+            );
+        }
+        None => {
+            let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(&o.miss));
+        }
+    }
+    let _ = writeln!(x, "    </testcase>");
+}
+
 fn failure_text(j: &Judged) -> String {
-    let o = &j.outcome;
+    let o = &j.evaluation;
     if o.needed.is_empty() {
         format!("{}: {}", j.threshold, o.miss)
     } else {
@@ -137,9 +137,9 @@ pub fn table(judged: &[Judged]) -> String {
             [
                 j.run.clone(),
                 j.threshold.clone(),
-                j.outcome.measured.clone(),
+                j.evaluation.measured.clone(),
                 status(j).to_string(),
-                j.outcome.miss.clone(),
+                j.evaluation.miss.clone(),
             ]
         })
         .collect();
@@ -207,54 +207,52 @@ pub fn summary_md(
             "| {} | `{}` | {} | {} | {} |",
             j.run,
             j.threshold.replace('|', "\\|"),
-            j.outcome.measured.replace('|', "\\|"),
+            j.evaluation.measured.replace('|', "\\|"),
             status(j),
-            j.outcome.miss.replace('|', "\\|")
+            j.evaluation.miss.replace('|', "\\|")
         );
     }
     let _ = writeln!(md, "\n## Runs\n");
     for run in &gate.runs {
-        match states.get(&run.name) {
-            Some(RunState::Done { dir, docs }) => {
-                let r = &docs.report;
-                let f = |p: &str| -> String {
-                    let mut at = r;
-                    for k in p.split('.') {
-                        at = &at[k];
-                    }
-                    match at {
-                        serde_json::Value::Null => "–".into(),
-                        v => v.to_string().trim_matches('"').to_string(),
-                    }
-                };
-                let _ = writeln!(
-                    md,
-                    "- **{}** (`{}`, {}): verdict {}, {} sent, {} accepted, {} accepted/s, accept \
-                     p50 {} ms, p99 {} ms; report `{}/report.md`",
-                    run.name,
-                    run.scenario.display(),
-                    target_label(run),
-                    f("verdict"),
-                    f("counts.sent"),
-                    f("counts.accepted"),
-                    f("throughput.accepted_per_s"),
-                    f("latency_ms.accept.p50"),
-                    f("latency_ms.accept.p99"),
-                    dir.display()
-                );
-            }
-            Some(RunState::Failed(e)) => {
-                let _ = writeln!(md, "- **{}**: not made: {e}", run.name);
-            }
-            Some(RunState::Skipped(e)) => {
-                let _ = writeln!(md, "- **{}**: skipped: {e}", run.name);
-            }
-            None => {
-                let _ = writeln!(md, "- **{}**: not made", run.name);
-            }
-        }
+        let _ = writeln!(md, "{}", run_line(run, states.get(&run.name)));
     }
     md
+}
+
+/// The summary's line for one run: its key figures, or why it was not made.
+fn run_line(run: &super::RunSpec, state: Option<&RunState>) -> String {
+    match state {
+        Some(RunState::Done { dir, docs }) => {
+            let r = &docs.report;
+            let f = |p: &str| -> String {
+                let mut at = r;
+                for k in p.split('.') {
+                    at = &at[k];
+                }
+                match at {
+                    serde_json::Value::Null => "–".into(),
+                    v => v.to_string().trim_matches('"').to_string(),
+                }
+            };
+            format!(
+                "- **{}** (`{}`, {}): verdict {}, {} sent, {} accepted, {} accepted/s, accept p50 \
+                 {} ms, p99 {} ms; report `{}/report.md`",
+                run.name,
+                run.scenario.display(),
+                target_label(run),
+                f("verdict"),
+                f("counts.sent"),
+                f("counts.accepted"),
+                f("throughput.accepted_per_s"),
+                f("latency_ms.accept.p50"),
+                f("latency_ms.accept.p99"),
+                dir.display()
+            )
+        }
+        Some(RunState::Failed(e)) => format!("- **{}**: not made: {e}", run.name),
+        Some(RunState::Skipped(e)) => format!("- **{}**: skipped: {e}", run.name),
+        None => format!("- **{}**: not made", run.name),
+    }
 }
 
 fn target_label(run: &super::RunSpec) -> String {

@@ -14,7 +14,7 @@ use reports::records::{AckRecord, JsonlWriter, Stamp};
 
 use super::sink::SmtpSink;
 use super::{Seen, bare_id};
-use crate::driver::smtp::parse_ticket;
+use crate::driver::smtp::wire::parse_ticket;
 
 /// Records every ack mail it receives.
 pub struct AckRecorder {

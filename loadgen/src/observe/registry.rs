@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::{Seen, parse_request_mail};
 
@@ -85,7 +86,7 @@ struct ApiPage {
 
 struct Shared {
     paused: watch::Sender<bool>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     base_url: Mutex<String>,
     rate: Mutex<f64>,
     last_seq: AtomicU64,
@@ -180,7 +181,7 @@ impl Registry {
             .context("cannot build the HTTP client")?;
         let shared = Arc::new(Shared {
             paused: watch::channel(false).0,
-            stop: watch::channel(false).0,
+            stop: CancellationToken::new(),
             base_url: Mutex::new(config.base_url.trim_end_matches('/').to_string()),
             rate: Mutex::new(config.rate.max(0.0)),
             last_seq: AtomicU64::new(config.after),
@@ -200,7 +201,7 @@ impl Registry {
 
     /// Stops after the batch in hand, flushes `handed.jsonl` and reports.
     pub async fn finish(self) -> anyhow::Result<RegistryReport> {
-        self.handle.shared.stop.send_replace(true);
+        self.handle.shared.stop.cancel();
         self.task.await.context("registry task")??;
         let shared = &self.handle.shared;
         Ok(RegistryReport {
@@ -213,12 +214,12 @@ impl Registry {
 }
 
 /// Sleeps until `until`, or less if stop is asked; returns true if stop was asked.
-async fn nap(stop: &mut watch::Receiver<bool>, until: Instant) -> bool {
+async fn nap(stop: &CancellationToken, until: Instant) -> bool {
     let slept = tokio::select! {
         _ = tokio::time::sleep_until(until) => true,
-        _ = stop.wait_for(|s| *s) => false,
+        _ = stop.cancelled() => false,
     };
-    !slept || *stop.borrow()
+    !slept || stop.is_cancelled()
 }
 
 async fn pull(
@@ -228,17 +229,17 @@ async fn pull(
     mut out: JsonlWriter<HandedRecord>,
 ) -> anyhow::Result<()> {
     let shared = &handle.shared;
-    let mut stop = shared.stop.subscribe();
+    let stop = shared.stop.clone();
     let mut paused = shared.paused.subscribe();
     let mut next_allowed = Instant::now() + config.start_delay;
     loop {
-        if nap(&mut stop, next_allowed).await {
+        if nap(&stop, next_allowed).await {
             break;
         }
         if *paused.borrow() {
             tokio::select! {
                 _ = paused.wait_for(|p| !*p) => {}
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stop.cancelled() => break,
             }
         }
         let base = shared.base_url.lock().expect("url poisoned").clone();
@@ -259,25 +260,7 @@ async fn pull(
         }
         let mut through = after;
         for request in &page.requests {
-            let mail = request
-                .raw
-                .as_deref()
-                .map(|raw| parse_request_mail(raw.as_bytes()))
-                .unwrap_or_default();
-            let record = HandedRecord {
-                seq: request.seq,
-                seq_is_order: false,
-                accepted_at: request
-                    .accepted_at
-                    .as_deref()
-                    .and_then(|t| Stamp::parse(t).ok()),
-                message_id: request.message_id.clone().or(mail.message_id),
-                landrush_id: mail.landrush_id,
-                domain: request.domain.clone().or(mail.domain),
-                sender: request.sender.clone(),
-                handed_at,
-                source: "api".into(),
-            };
+            let record = handed_record(request, handed_at);
             shared
                 .seen
                 .note([record.landrush_id.as_deref(), record.message_id.as_deref()]);
@@ -300,6 +283,30 @@ async fn pull(
         }
     }
     out.flush()
+}
+
+/// The record of one request the registry took, its keys read from the raw mail where the API
+/// does not give them.
+fn handed_record(request: &ApiRequest, handed_at: Stamp) -> HandedRecord {
+    let mail = request
+        .raw
+        .as_deref()
+        .map(|raw| parse_request_mail(raw.as_bytes()))
+        .unwrap_or_default();
+    HandedRecord {
+        seq: request.seq,
+        seq_is_order: false,
+        accepted_at: request
+            .accepted_at
+            .as_deref()
+            .and_then(|t| Stamp::parse(t).ok()),
+        message_id: request.message_id.clone().or(mail.message_id),
+        landrush_id: mail.landrush_id,
+        domain: request.domain.clone().or(mail.domain),
+        sender: request.sender.clone(),
+        handed_at,
+        source: "api".into(),
+    }
 }
 
 async fn fetch(

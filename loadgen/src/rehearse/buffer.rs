@@ -1,6 +1,6 @@
 //! The buffer under test as a child process: started on free loopback ports in a data dir, found
 //! through the `endpoints.json` it writes, stopped with SIGTERM, killed with SIGKILL and restarted
-//! on the same data dir and ports (the handle issue 9's crash faults use).
+//! on the same data dir and ports (the handle the crash faults use).
 //!
 //! By default the child is landrush's own executable running its hidden `buffer` subcommand (which
 //! is `barrage::cli::main_with_args`), so a fresh clone needs nothing but `cargo run -p landrush`;
@@ -18,6 +18,10 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+/// The buffer's log and config within the run folder.
+pub const BUFFER_LOG: &str = "buffer.log";
+pub const BUFFER_CONFIG: &str = "barrage.toml";
 
 /// The file barrage writes into its data dir once it listens.
 pub const ENDPOINTS_FILE: &str = "endpoints.json";
@@ -233,8 +237,8 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
         // Through pipes, as under systemd: a disk-full fault (RLIMIT_FSIZE on the buffer) then
         // hits the buffer's own files, not its log.
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
+    super::child::dies_with_landrush(&mut command);
     let mut child = command
         .spawn()
         .with_context(|| format!("cannot start the buffer ({})", spec.program.describe()))?;
@@ -288,4 +292,35 @@ pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+/// The config a spawned barrage runs with: its data dir, and acks relayed to our sink with short
+/// backoffs (a relay outage in a rehearsal lasts seconds, not hours).
+pub fn buffer_config(data_dir: &Path, ack_relay: Option<SocketAddr>) -> String {
+    let mut config = toml::Table::new();
+    config.insert(
+        "data_dir".into(),
+        toml::Value::String(data_dir.display().to_string()),
+    );
+    config.insert(
+        "hostname".into(),
+        toml::Value::String("barrage.rehearsal.localhost".into()),
+    );
+    if let Some(relay) = ack_relay {
+        let mut ack = toml::Table::new();
+        ack.insert("relay".into(), toml::Value::String(relay.to_string()));
+        ack.insert(
+            "from".into(),
+            toml::Value::String("registry@registry.invalid".into()),
+        );
+        ack.insert("concurrency".into(), toml::Value::Integer(8));
+        ack.insert("backoff_initial_ms".into(), toml::Value::Integer(100));
+        ack.insert("backoff_max_ms".into(), toml::Value::Integer(1000));
+        ack.insert("timeout_secs".into(), toml::Value::Integer(10));
+        config.insert("ack".into(), toml::Value::Table(ack));
+    }
+    format!(
+        "# Written by `landrush rehearse` for the buffer it started.\n{}",
+        toml::to_string(&config).expect("a TOML table serializes")
+    )
 }

@@ -1,5 +1,5 @@
 //! The `[http]` part of a scenario: web-form submissions played by the HTTP driver
-//! ([`crate::http_driver`], built on goose) alongside the SMTP part, against the buffer's web
+//! (`crate::driver::http`, built on goose) alongside the SMTP part, against the buffer's web
 //! intake (`landrush run --web-target HOST:PORT`).
 
 use std::time::Duration;

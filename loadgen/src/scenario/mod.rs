@@ -1,23 +1,26 @@
 //! The scenario language: what a `scenarios/*.toml` file may say, how it is parsed and checked.
 //!
-//! A [`Scenario`] is plain data, checked once by [`Scenario::validate`] (called by
-//! [`Scenario::load`] and [`Scenario::parse`]) so that every later stage can trust it: rates are
-//! possible, fractions are fractions, bounds are set. The schema is documented for users in
+//! A [`Scenario`] is plain data as the file says it; [`Scenario::validate`] checks what serde
+//! cannot (rates are possible, fractions are fractions, bounds are set, the `[[faults]]` make
+//! sense). `crate::schedule::ValidScenario` runs it once, with the schedule's own checks, and every
+//! later stage takes that type as given. The schema is documented for users in
 //! `scenarios/README.md`; keep the two in step.
 //!
 //! Everything a scenario produces is a pure function of the file and its `seed`: the schedule
-//! ([`crate::schedule`]) and each request ([`request`]) are computed from a request's index, never
-//! from shared mutable state, so shards and reruns yield the same requests and nothing has to be
+//! ([`crate::schedule`]) and each request (`crate::schedule::request`) are computed from a
+//! request's index, never from shared mutable state, so shards and reruns yield the same requests and nothing has to be
 //! held in memory.
 
 pub mod duration;
+pub mod faults;
 pub mod http;
-pub mod request;
+pub mod seeded;
+mod validate;
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::Context;
 use reports::records::Stamp;
 use serde::{Deserialize, Serialize};
 
@@ -68,9 +71,9 @@ pub struct Scenario {
     /// run` is given `--web-target` (see [`http::HttpPart`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<http::HttpPart>,
-    /// Reserved for `landrush rehearse` fault injection (another issue); not used by `run`.
+    /// Faults played by `landrush rehearse` (see [`faults`]); not played by `run`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub faults: Vec<toml::Table>,
+    pub faults: Vec<faults::FaultSpec>,
 }
 
 /// When the scenario's time zero is.
@@ -384,261 +387,17 @@ impl Default for Misbehaviour {
 }
 
 impl Scenario {
-    /// Reads, parses and validates a scenario file. Errors name the file, and the line and key
-    /// at fault.
-    pub fn load(path: &Path) -> anyhow::Result<Scenario> {
+    /// Reads and parses a scenario file, not yet checked (see `crate::schedule::ValidScenario`,
+    /// which checks it). Errors name the file, and the line and key at fault.
+    pub fn from_file(path: &Path) -> anyhow::Result<Scenario> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read scenario {}", path.display()))?;
-        Scenario::parse(&text).with_context(|| format!("scenario {}", path.display()))
+        Scenario::from_toml(&text).with_context(|| format!("scenario {}", path.display()))
     }
 
-    /// Parses and validates scenario text.
-    pub fn parse(text: &str) -> anyhow::Result<Scenario> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-        scenario.validate()?;
-        Ok(scenario)
-    }
-
-    /// Checks everything serde cannot: possible rates, fractions, bounds, names.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        use limits::*;
-        ensure!(!self.name.trim().is_empty(), "name: must not be empty");
-        let b = &self.bounds;
-        ensure!(
-            (1..=MAX_REQUESTS).contains(&b.max_requests),
-            "bounds.max_requests: must be between 1 and {MAX_REQUESTS} (got {})",
-            b.max_requests
-        );
-        ensure!(
-            !b.max_duration.0.is_zero() && b.max_duration.0.as_secs() <= MAX_DURATION_SECS,
-            "bounds.max_duration: must be more than 0 and at most 7 days (got {})",
-            b.max_duration
-        );
-
-        let c = &self.clients;
-        ensure!(
-            c.count >= 1,
-            "clients.count: at least one sending client is needed"
-        );
-        ensure!(
-            c.count as u64 + c.idle as u64 <= MAX_CLIENTS as u64,
-            "clients: count + idle = {} connections, more than the limit of {MAX_CLIENTS}",
-            c.count as u64 + c.idle as u64
-        );
-        ensure!(
-            is_valid_domain(&c.helo),
-            "clients.helo: `{}` is not a valid host name",
-            c.helo
-        );
-        ensure!(
-            !c.reply_timeout.0.is_zero(),
-            "clients.reply_timeout: must be more than 0"
-        );
-        ensure!(
-            !c.connect_timeout.0.is_zero(),
-            "clients.connect_timeout: must be more than 0"
-        );
-
-        self.validate_schedule()?;
-
-        let r = &self.requests;
-        ensure!(
-            is_valid_address(&r.recipient),
-            "requests.recipient: `{}` is not a mail address",
-            r.recipient
-        );
-        ensure!(
-            r.requesters >= 1,
-            "requests.requesters: at least one requester is needed"
-        );
-        ensure!(
-            is_valid_domain(&r.requester_domain),
-            "requests.requester_domain: `{}` is not a valid domain",
-            r.requester_domain
-        );
-        ensure!(
-            !r.sizes.is_empty(),
-            "requests.sizes: give at least one size"
-        );
-        ensure!(
-            r.sizes.iter().any(|s| s.weight > 0),
-            "requests.sizes: at least one size needs a weight above 0"
-        );
-        for s in &r.sizes {
-            ensure!(
-                s.bytes <= MAX_MESSAGE_BYTES,
-                "requests.sizes: {} bytes is more than the limit of {MAX_MESSAGE_BYTES}",
-                s.bytes
-            );
-        }
-
-        let d = &self.domains;
-        ensure!(d.pool >= 1, "domains.pool: at least one name is needed");
-        ensure!(
-            is_valid_domain(&d.tld) && !d.tld.contains('.'),
-            "domains.tld: `{}` is not a top-level domain label",
-            d.tld
-        );
-        for name in &d.hot {
-            ensure!(
-                is_valid_domain(name),
-                "domains.hot: `{name}` is not a valid domain name (use misbehaviour.malformed for \
-                 invalid requests)"
-            );
-        }
-        let hot = d.hot.len() + d.hot_generated as usize;
-        if hot > 0 {
-            ensure!(
-                d.askers >= 1,
-                "domains.askers: each hot name needs at least one asker"
-            );
-            ensure!(
-                d.askers <= c.count,
-                "domains.askers: {} different clients cannot ask the same name with only {} \
-                 sending clients",
-                d.askers,
-                c.count
-            );
-            ensure!(
-                hot.saturating_mul(d.askers as usize) <= MAX_HOT_SLOTS,
-                "domains: {hot} hot names × {} askers is more than {MAX_HOT_SLOTS} slots",
-                d.askers
-            );
-        }
-
-        let m = &self.misbehaviour;
-        for (key, value) in [
-            ("resubmissions", m.resubmissions),
-            ("retransmissions", m.retransmissions),
-            ("malformed", m.malformed),
-            ("oversize", m.oversize),
-            ("slow_clients", m.slow_clients),
-        ] {
-            ensure!(
-                (0.0..=1.0).contains(&value),
-                "misbehaviour.{key}: a fraction between 0 and 1 (got {value})"
-            );
-        }
-        let total = m.resubmissions + m.retransmissions + m.malformed + m.oversize;
-        ensure!(
-            total <= 1.0,
-            "misbehaviour: resubmissions + retransmissions + malformed + oversize = {total}, \
-             more than all the requests"
-        );
-        ensure!(
-            m.oversize_bytes <= MAX_MESSAGE_BYTES,
-            "misbehaviour.oversize_bytes: more than the limit of {MAX_MESSAGE_BYTES}"
-        );
-        ensure!(
-            m.slow_bytes_per_second >= 1,
-            "misbehaviour.slow_bytes_per_second: must be at least 1"
-        );
-
-        // Hot slots must fit where they are asked for.
-        crate::schedule::Plan::new(self)?;
-        Ok(())
-    }
-
-    fn validate_schedule(&self) -> anyhow::Result<()> {
-        use limits::*;
-        let rate_ok = |key: &str, rate: f64| -> anyhow::Result<()> {
-            ensure!(
-                rate.is_finite() && rate > 0.0 && rate <= MAX_RATE,
-                "schedule.{key}: a rate must be more than 0 and at most {MAX_RATE} requests per \
-                 second (got {rate})"
-            );
-            Ok(())
-        };
-        let duration_ok = |key: &str, d: Dur| -> anyhow::Result<()> {
-            ensure!(
-                !d.0.is_zero() && d.0.as_secs() <= MAX_DURATION_SECS,
-                "schedule.{key}: must be more than 0 and at most 7 days (got {d})"
-            );
-            Ok(())
-        };
-        match &self.schedule {
-            Schedule::Constant { rate, duration } => {
-                rate_ok("rate", *rate)?;
-                duration_ok("duration", *duration)?;
-            }
-            Schedule::Ramp { from, to, duration } => {
-                for (key, rate) in [("from", *from), ("to", *to)] {
-                    ensure!(
-                        rate.is_finite() && (0.0..=MAX_RATE).contains(&rate),
-                        "schedule.{key}: a rate between 0 and {MAX_RATE} requests per second \
-                         (got {rate})"
-                    );
-                }
-                ensure!(
-                    *from > 0.0 || *to > 0.0,
-                    "schedule: a ramp from 0 to 0 sends nothing"
-                );
-                duration_ok("duration", *duration)?;
-            }
-            Schedule::Steps { steps } => {
-                ensure!(!steps.is_empty(), "schedule.steps: give at least one step");
-                ensure!(
-                    steps.len() <= MAX_STEPS,
-                    "schedule.steps: more than {MAX_STEPS} steps"
-                );
-                for (n, step) in steps.iter().enumerate() {
-                    rate_ok(&format!("steps[{n}].rate"), step.rate)?;
-                    duration_ok(&format!("steps[{n}].duration"), step.duration)?;
-                }
-            }
-            Schedule::Burst {
-                count,
-                within,
-                front_load,
-            } => {
-                ensure!(
-                    (1..=MAX_REQUESTS).contains(count),
-                    "schedule.count: between 1 and {MAX_REQUESTS}"
-                );
-                duration_ok("within", *within)?;
-                ensure!(
-                    front_load.is_finite() && (1.0..=1000.0).contains(front_load),
-                    "schedule.front_load: between 1 (even) and 1000 (got {front_load})"
-                );
-                // The busiest instant is the very start: rate there = count × front_load / within.
-                let peak = *count as f64 * front_load / within.0.as_secs_f64();
-                ensure!(
-                    peak <= MAX_RATE,
-                    "schedule: {count} within {within} with front_load {front_load} peaks at \
-                     {peak:.0} requests per second, more than {MAX_RATE}; use model = \
-                     \"instant\" for requests all due at one instant"
-                );
-            }
-            Schedule::Instant { count } => {
-                ensure!(
-                    (1..=MAX_REQUESTS).contains(count),
-                    "schedule.count: between 1 and {MAX_REQUESTS}"
-                );
-            }
-            Schedule::Closed {
-                requests,
-                think_time,
-            } => {
-                ensure!(
-                    (1..=MAX_REQUESTS).contains(requests),
-                    "schedule.requests: between 1 and {MAX_REQUESTS}"
-                );
-                ensure!(
-                    think_time.0.as_secs() <= 3600,
-                    "schedule.think_time: at most an hour"
-                );
-            }
-        }
-        if let Some(http) = &self.http {
-            http.validate()?;
-        }
-        if self.clients.pre_connect && matches!(self.schedule, Schedule::Closed { .. }) {
-            bail!(
-                "clients.pre_connect: a closed model has no instant to fire at; use an open \
-                 schedule (instant, burst, …) with pre_connect"
-            );
-        }
-        Ok(())
+    /// Parses scenario text, not yet checked.
+    pub fn from_toml(text: &str) -> anyhow::Result<Scenario> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 

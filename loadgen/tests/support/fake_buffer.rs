@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits, serve};
-use landrush::driver::smtp::{Connection, Opened};
+use landrush::driver::smtp::wire::{Connection, Opened};
 use landrush::observe::parse_request_mail;
 use landrush::scenario::is_valid_domain;
 use reports::records::Stamp;
@@ -227,11 +227,13 @@ pub struct FakeBuffer {
     pub http: SocketAddr,
     state: Arc<State>,
     stop_smtp: Mutex<Option<oneshot::Sender<()>>>,
+    relay: tokio::sync::watch::Sender<Option<SocketAddr>>,
 }
 
 impl FakeBuffer {
-    /// Starts the fake with `flaw`, sending acks to `ack_relay`.
-    pub async fn start(flaw: Flaw, ack_relay: SocketAddr) -> FakeBuffer {
+    /// Starts the fake with `flaw`; it sends acks once told where ([`FakeBuffer::relay_to`]).
+    pub async fn start(flaw: Flaw) -> FakeBuffer {
+        let (relay, ack_relay) = tokio::sync::watch::channel(None);
         let (acks, jobs) = mpsc::unbounded_channel();
         let (writes, delayed) = mpsc::unbounded_channel();
         let state = Arc::new(State {
@@ -280,7 +282,13 @@ impl FakeBuffer {
             http,
             state,
             stop_smtp: Mutex::new(Some(stop_tx)),
+            relay,
         }
+    }
+
+    /// Sends the acks to `addr` from now on.
+    pub fn relay_to(&self, addr: SocketAddr) {
+        self.relay.send_replace(Some(addr));
     }
 
     pub fn url(&self) -> String {
@@ -333,8 +341,16 @@ async fn write_late(
 async fn send_acks(
     state: Arc<State>,
     mut jobs: mpsc::UnboundedReceiver<AckJob>,
-    relay: SocketAddr,
+    mut relay: tokio::sync::watch::Receiver<Option<SocketAddr>>,
 ) {
+    // Where the acks go is known once the rehearsal's ack sink listens.
+    let Ok(relay) = relay
+        .wait_for(Option::is_some)
+        .await
+        .map(|r| r.expect("is some"))
+    else {
+        return;
+    };
     let mut conn: Option<Connection> = None;
     while let Some(job) = jobs.recv().await {
         let message = format!(
@@ -370,7 +386,7 @@ In-Reply-To: {irt}\r\nX-Barrage-Ticket: {seq}\r\nSubject: ack ticket {seq}\r\n\r
                     .await?
                     .is_some()
                 {
-                    return Ok::<bool, landrush::driver::smtp::SmtpError>(false);
+                    return Ok::<bool, landrush::driver::smtp::wire::SmtpError>(false);
                 }
                 c.write(message.as_bytes()).await?;
                 Ok(c.read_reply().await?.code == 250)

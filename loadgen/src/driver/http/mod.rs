@@ -35,9 +35,10 @@ use tokio::time::Instant;
 
 use crate::driver::Clock;
 use crate::driver::recorder::Summary;
-use crate::scenario::Scenario;
 use crate::scenario::http::HttpPart;
-use crate::scenario::request::{generated_name, mix};
+use crate::scenario::seeded::{mix, unit};
+use crate::schedule::ValidScenario;
+use crate::schedule::request::generated_name;
 
 /// The HTTP driver's records, appended to `sent.jsonl` at the end of a run.
 pub const HTTP_SENT: &str = "http-sent.jsonl";
@@ -129,9 +130,9 @@ fn histogram() -> Histogram<u64> {
 
 /// Plays `scenario.http` against the web intake at `target`, from `start_at` (the scenario's
 /// time zero, shared with the SMTP part), writing `http-sent.jsonl`, `http-run.json` and goose's
-/// reports into `out_dir`. `client_base` numbers the web users after the SMTP clients.
+/// reports into `out_dir`. The web users are numbered after the SMTP clients.
 pub async fn run_http(
-    scenario: &Scenario,
+    scenario: &ValidScenario,
     target: SocketAddr,
     out_dir: &Path,
     start_at: Stamp,
@@ -141,76 +142,21 @@ pub async fn run_http(
         .http
         .clone()
         .context("the scenario has no [http] part")?;
-    part.validate()?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let clock = Clock::now();
     let start = clock.instant(start_at);
-    let d = &scenario.domains;
-    let mut hot = d.hot.clone();
-    for n in 0..d.hot_generated {
-        hot.push(generated_name(d.pool + hot.len() as u64 + n as u64, &d.tld));
-    }
-    let hatch = part.hatch_rate();
-    let users = (0..part.users)
-        .map(|u| UserState {
-            forms: AtomicU64::new(0),
-            next_due_us: AtomicU64::new((u as f64 / hatch * 1e6) as u64),
-        })
-        .collect();
-    let ctx = Arc::new(Ctx {
-        seed: scenario.seed,
-        tag,
-        hot,
-        pool: d.pool,
-        tld: d.tld.clone(),
-        requesters: scenario.requests.requesters.max(1),
-        requester_domain: scenario.requests.requester_domain.clone(),
-        client_base: scenario.clients.count,
-        clock,
-        start,
-        users,
-        out: Mutex::new(Collected {
-            writer: JsonlWriter::create(&out_dir.join(HTTP_SENT))?,
-            service: histogram(),
-            corrected: histogram(),
-            info: Counts::default(),
-            error: None,
-        }),
-        part: part.clone(),
-    });
-
+    let ctx = Arc::new(http_ctx(scenario, &part, out_dir, clock, start, tag)?);
     let goose_dir = out_dir.join(GOOSE_DIR);
     std::fs::create_dir_all(&goose_dir)?;
     let reports: Vec<String> = REPORTS
         .iter()
         .map(|name| goose_dir.join(name).display().to_string())
         .collect();
-    let mut config = GooseConfiguration::default();
-    config.host = Some(format!("http://{target}"));
-    config.users = Some(part.users as usize);
-    config.increase_rate = Some(format!("{hatch}"));
-    match (part.requests_per_user, part.run_time) {
-        // goose resets no metrics with iterations, and refuses to be told so.
-        (Some(n), _) => config.iterations = Some(n as usize),
-        (None, Some(t)) => {
-            config.run_time = Some(t.0.as_secs().max(1).to_string());
-            config.no_reset_metrics = true;
-        }
-        (None, None) => unreachable!("validated"),
-    }
-    if part.throttle > 0 {
-        config.throttle_requests = Some(part.throttle as usize);
-    }
-    config.report_file = reports.clone();
-    config.no_print_metrics = true;
-    config.quiet = 1;
-    config.no_telnet = true;
-    config.timeout = Some(part.timeout.0.as_secs().max(1).to_string());
-
-    let transaction_ctx = ctx.clone();
+    let config = goose_config(&part, target, reports.clone());
+    let form_ctx = ctx.clone();
     let post: TransactionFunction = Arc::new(move |user: &mut GooseUser| {
-        let ctx = transaction_ctx.clone();
+        let ctx = form_ctx.clone();
         Box::pin(async move { post_form(&ctx, user).await })
     });
     let attack = GooseAttack::initialize_with_config(config)
@@ -233,6 +179,91 @@ pub async fn run_http(
     if let Some(e) = out.error.take() {
         return Err(e);
     }
+    let info = http_run_info(&out, target, part.users, reports, [started_at, finished_at]);
+    let path = out_dir.join(HTTP_RUN);
+    std::fs::write(&path, serde_json::to_string_pretty(&info)? + "\n")
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(info)
+}
+
+/// What every web user of a run shares.
+fn http_ctx(
+    scenario: &ValidScenario,
+    part: &HttpPart,
+    out_dir: &Path,
+    clock: Clock,
+    start: Instant,
+    tag: Option<String>,
+) -> anyhow::Result<Ctx> {
+    let d = &scenario.domains;
+    let mut hot = d.hot.clone();
+    for n in 0..d.hot_generated {
+        hot.push(generated_name(d.pool + hot.len() as u64 + n as u64, &d.tld));
+    }
+    let hatch = part.hatch_rate();
+    let users = (0..part.users)
+        .map(|u| UserState {
+            forms: AtomicU64::new(0),
+            next_due_us: AtomicU64::new((u as f64 / hatch * 1e6) as u64),
+        })
+        .collect();
+    Ok(Ctx {
+        seed: scenario.seed,
+        tag,
+        hot,
+        pool: d.pool,
+        tld: d.tld.clone(),
+        requesters: scenario.requests.requesters.max(1),
+        requester_domain: scenario.requests.requester_domain.clone(),
+        client_base: scenario.clients.count,
+        clock,
+        start,
+        users,
+        out: Mutex::new(Collected {
+            writer: JsonlWriter::create(&out_dir.join(HTTP_SENT))?,
+            service: histogram(),
+            corrected: histogram(),
+            info: Counts::default(),
+            error: None,
+        }),
+        part: part.clone(),
+    })
+}
+
+/// The goose attack's configuration for the part.
+fn goose_config(part: &HttpPart, target: SocketAddr, reports: Vec<String>) -> GooseConfiguration {
+    let mut config = GooseConfiguration::default();
+    config.host = Some(format!("http://{target}"));
+    config.users = Some(part.users as usize);
+    config.increase_rate = Some(format!("{}", part.hatch_rate()));
+    match (part.requests_per_user, part.run_time) {
+        // goose resets no metrics with iterations, and refuses to be told so.
+        (Some(n), _) => config.iterations = Some(n as usize),
+        (None, Some(t)) => {
+            config.run_time = Some(t.0.as_secs().max(1).to_string());
+            config.no_reset_metrics = true;
+        }
+        (None, None) => unreachable!("the scenario was validated"),
+    }
+    if part.throttle > 0 {
+        config.throttle_requests = Some(part.throttle as usize);
+    }
+    config.report_file = reports;
+    config.no_print_metrics = true;
+    config.quiet = 1;
+    config.no_telnet = true;
+    config.timeout = Some(part.timeout.0.as_secs().max(1).to_string());
+    config
+}
+
+/// `http-run.json` from what the users collected between `started_at` and `finished_at`.
+fn http_run_info(
+    out: &Collected,
+    target: SocketAddr,
+    users: u32,
+    reports: Vec<String>,
+    [started_at, finished_at]: [Stamp; 2],
+) -> HttpRunInfo {
     let c = &out.info;
     let rate = match (c.first_sent, c.last_reply) {
         (Some(a), Some(b)) if b.micros() > a.micros() => {
@@ -240,9 +271,9 @@ pub async fn run_http(
         }
         _ => 0.0,
     };
-    let info = HttpRunInfo {
+    HttpRunInfo {
         target: target.to_string(),
-        users: part.users,
+        users,
         started_at,
         finished_at,
         transmissions: c.transmissions,
@@ -258,11 +289,7 @@ pub async fn run_http(
             .into_iter()
             .filter(|r| Path::new(r).exists())
             .collect(),
-    };
-    let path = out_dir.join(HTTP_RUN);
-    std::fs::write(&path, serde_json::to_string_pretty(&info)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(info)
+    }
 }
 
 /// One form of one user (one goose iteration), and its resubmission if it draws one.
@@ -358,8 +385,42 @@ struct Accepted {
 /// Sends one POST through goose and records it; returns when the reply (or failure) came.
 async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post) -> Instant {
     let path = ctx.part.path.as_str();
-    let built = user
-        .get_request_builder(&GooseMethod::Post, path)
+    let built = post_builder(user, path, form, &post);
+    let sent = Instant::now();
+    let mut record = record_of(ctx, u, form, &post, sent);
+    let result = match built {
+        Ok(builder) => {
+            let request = GooseRequest::builder()
+                .method(GooseMethod::Post)
+                .path(path)
+                .name("POST form")
+                .expect_status_code(202)
+                .set_request_builder(builder)
+                .build();
+            user.request(request).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let replied = Instant::now();
+    match result {
+        Ok(goose) => match goose.response {
+            Ok(response) => read_reply(ctx, &mut record, response, replied).await,
+            Err(e) => record.reply = Some(format!("no reply: {e}")),
+        },
+        Err(e) => record.reply = Some(format!("not sent: {e}")),
+    }
+    collect(ctx, &record, sent, replied, post.intended);
+    replied
+}
+
+/// The POST of one form: JSON or urlencoded, with its id and idempotency key.
+fn post_builder(
+    user: &mut GooseUser,
+    path: &str,
+    form: &Form,
+    post: &Post,
+) -> Result<reqwest::RequestBuilder, Box<TransactionError>> {
+    user.get_request_builder(&GooseMethod::Post, path)
         .map(|builder| {
             let mut builder = builder
                 .header("X-Landrush-Id", &post.id)
@@ -382,9 +443,12 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
                     .collect();
                 builder.json(&body)
             }
-        });
-    let sent = Instant::now();
-    let mut record = SentRecord {
+        })
+}
+
+/// The record of a POST sent at `sent`, before any reply.
+fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> SentRecord {
+    SentRecord {
         id: post.id.clone(),
         client: ctx.client_base + u as u32,
         message_id: post
@@ -404,50 +468,41 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
         reply: None,
         ticket: None,
         outcome: Outcome::Indeterminate,
-    };
-    let result = match built {
-        Ok(builder) => {
-            let request = GooseRequest::builder()
-                .method(GooseMethod::Post)
-                .path(path)
-                .name("POST form")
-                .expect_status_code(202)
-                .set_request_builder(builder)
-                .build();
-            user.request(request).await.map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    let replied = Instant::now();
-    match result {
-        Ok(goose) => match goose.response {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                record.replied_at = Some(ctx.clock.stamp(replied));
-                record.code = Some(status);
-                let text = response.text().await.unwrap_or_default();
-                if status == 202 {
-                    record.outcome = Outcome::Accepted;
-                    if let Ok(body) = serde_json::from_str::<Accepted>(&text) {
-                        record.ticket = body.ticket;
-                        if record.message_id.is_empty()
-                            && let Some(mid) = body.message_id
-                        {
-                            record.message_id = mid;
-                        }
-                    }
-                } else {
-                    record.outcome = Outcome::Refused;
-                }
-                record.reply = Some(format!(
-                    "{status} {}",
-                    text.chars().take(300).collect::<String>()
-                ));
-            }
-            Err(e) => record.reply = Some(format!("no reply: {e}")),
-        },
-        Err(e) => record.reply = Some(format!("not sent: {e}")),
     }
+}
+
+/// Fills the record from the POST's reply.
+async fn read_reply(
+    ctx: &Ctx,
+    record: &mut SentRecord,
+    response: reqwest::Response,
+    replied: Instant,
+) {
+    let status = response.status().as_u16();
+    record.replied_at = Some(ctx.clock.stamp(replied));
+    record.code = Some(status);
+    let text = response.text().await.unwrap_or_default();
+    if status == 202 {
+        record.outcome = Outcome::Accepted;
+        if let Ok(body) = serde_json::from_str::<Accepted>(&text) {
+            record.ticket = body.ticket;
+            if record.message_id.is_empty()
+                && let Some(mid) = body.message_id
+            {
+                record.message_id = mid;
+            }
+        }
+    } else {
+        record.outcome = Outcome::Refused;
+    }
+    record.reply = Some(format!(
+        "{status} {}",
+        text.chars().take(300).collect::<String>()
+    ));
+}
+
+/// Counts the record into the part's totals and histograms, and writes it.
+fn collect(ctx: &Ctx, record: &SentRecord, sent: Instant, replied: Instant, intended: Instant) {
     let mut out = ctx.out.lock().unwrap();
     let c = &mut out.info;
     c.transmissions += 1;
@@ -468,21 +523,15 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
     if let Some(r) = record.replied_at {
         c.last_reply = Some(c.last_reply.map_or(r, |l| l.max(r)));
         let service = replied.saturating_duration_since(sent).as_micros() as u64;
-        let corrected = replied.saturating_duration_since(post.intended).as_micros() as u64;
+        let corrected = replied.saturating_duration_since(intended).as_micros() as u64;
         out.service.saturating_record(service.max(1));
         out.corrected.saturating_record(corrected.max(1));
     }
-    if let Err(e) = out.writer.write(&record)
+    if let Err(e) = out.writer.write(record)
         && out.error.is_none()
     {
         out.error = Some(e);
     }
-    replied
-}
-
-/// A uniform draw in [0, 1) from the scenario's hash.
-fn unit(seed: u64, index: u64, stream: u64) -> f64 {
-    (mix(seed, index, stream) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Appends `http-sent.jsonl` to `sent.jsonl` in `dir`, so the checkers read both intakes from

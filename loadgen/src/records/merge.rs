@@ -13,10 +13,8 @@ use anyhow::{Context, bail, ensure};
 use reports::records::{JsonlWriter, SENT, SentRecord, read_jsonl};
 
 use crate::driver::recorder::{Histograms, Summary};
-use crate::driver::{
-    LAG_WARN_MAX, LAG_WARN_P99, LagReport, RunInfo, read_run_info, write_run_info,
-};
-use crate::shard::Shard;
+use crate::driver::{LagReport, RunInfo, read_run_info, write_run_info};
+use crate::schedule::shard::Shard;
 
 /// Merges the run folders `inputs` into `out` (created). Returns the merged `run.json`.
 pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
@@ -25,9 +23,40 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
     for dir in inputs {
         infos.push(read_run_info(dir)?);
     }
+    let seen = check_belong_together(inputs, &infos)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for dir in inputs {
+        ensure!(
+            dir.canonicalize().ok() != out.canonicalize().ok(),
+            "merge: the output folder {} is also an input",
+            out.display()
+        );
+    }
+    let histograms = copy_records(out, inputs, &infos)?;
+    let mut merged = sum_infos(&infos);
+    let count = infos[0].shard.count;
+    let missing: Vec<String> = (1..=count)
+        .filter(|i| !seen.contains(i))
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        merged.warnings.push(format!(
+            "shards missing from the merge: {} (their requests were not played)",
+            missing.join(", ")
+        ));
+    }
+    merged.latency_service = Summary::of(&histograms.service);
+    merged.latency_corrected = Summary::of(&histograms.corrected);
+    merged.driver_lag = LagReport::of(Summary::of(&histograms.lag));
+    write_run_info(out, &merged)?;
+    Ok(merged)
+}
+
+/// Same scenario, seed and tag, distinct shards of the same N; returns the shard numbers.
+fn check_belong_together(inputs: &[PathBuf], infos: &[RunInfo]) -> anyhow::Result<BTreeSet<u32>> {
     let first = &infos[0];
     let mut seen = BTreeSet::new();
-    for (dir, info) in inputs.iter().zip(&infos) {
+    for (dir, info) in inputs.iter().zip(infos) {
         ensure!(
             info.scenario == first.scenario && info.seed == first.seed && info.tag == first.tag,
             "{}: scenario `{}` seed {} tag {:?} does not match {}: `{}` seed {} tag {:?}",
@@ -52,18 +81,15 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
             bail!("{}: shard {} is given twice", dir.display(), info.shard);
         }
     }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    for dir in inputs {
-        ensure!(
-            dir.canonicalize().ok() != out.canonicalize().ok(),
-            "merge: the output folder {} is also an input",
-            out.display()
-        );
-    }
+    Ok(seen)
+}
 
+/// Concatenates the shards' `sent.jsonl` (streamed; each record from a client of its own shard)
+/// and adds their histograms.
+fn copy_records(out: &Path, inputs: &[PathBuf], infos: &[RunInfo]) -> anyhow::Result<Histograms> {
     let mut writer = JsonlWriter::<SentRecord>::create(&out.join(SENT))?;
     let mut histograms = Histograms::new();
-    for (dir, info) in inputs.iter().zip(&infos) {
+    for (dir, info) in inputs.iter().zip(infos) {
         for record in read_jsonl::<SentRecord>(&dir.join(SENT))? {
             let record = record?;
             ensure!(
@@ -80,32 +106,38 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
     }
     writer.flush()?;
     histograms.save(out)?;
+    Ok(histograms)
+}
 
-    let mut merged = first.clone();
-    merged.shard = Shard::WHOLE;
-    merged.merged_from = infos.iter().map(|i| i.shard).collect();
+/// The shards' `run.json`s summed (latencies are set from the merged histograms by the caller).
+fn sum_infos(infos: &[RunInfo]) -> RunInfo {
+    let first = &infos[0];
+    let mut merged = RunInfo {
+        shard: Shard::WHOLE,
+        merged_from: infos.iter().map(|i| i.shard).collect(),
+        target: join_unique(infos.iter().map(|i| i.target.clone())),
+        target_addr: join_unique(infos.iter().map(|i| i.target_addr.clone())),
+        launched_at: infos.iter().map(|i| i.launched_at).min().unwrap(),
+        started_at: infos.iter().map(|i| i.started_at).min().unwrap(),
+        finished_at: infos.iter().map(|i| i.finished_at).max().unwrap(),
+        shard_requests_planned: 0,
+        requests_started: 0,
+        transmissions: 0,
+        accepted: 0,
+        refused: 0,
+        indeterminate: 0,
+        unsent: 0,
+        idle_opened: 0,
+        idle_held_at_end: 0,
+        pre_connect_failed: 0,
+        pre_connect_late: 0,
+        kinds: Default::default(),
+        errors: Default::default(),
+        warnings: Vec::new(),
+        ..first.clone()
+    };
     merged.merged_from.sort_by_key(|s| s.index);
-    merged.scenario_file = first.scenario_file.clone();
-    merged.target = join_unique(infos.iter().map(|i| i.target.clone()));
-    merged.target_addr = join_unique(infos.iter().map(|i| i.target_addr.clone()));
-    merged.launched_at = infos.iter().map(|i| i.launched_at).min().unwrap();
-    merged.started_at = infos.iter().map(|i| i.started_at).min().unwrap();
-    merged.finished_at = infos.iter().map(|i| i.finished_at).max().unwrap();
-    merged.shard_requests_planned = 0;
-    merged.requests_started = 0;
-    merged.transmissions = 0;
-    merged.accepted = 0;
-    merged.refused = 0;
-    merged.indeterminate = 0;
-    merged.unsent = 0;
-    merged.idle_opened = 0;
-    merged.idle_held_at_end = 0;
-    merged.pre_connect_failed = 0;
-    merged.pre_connect_late = 0;
-    merged.kinds.clear();
-    merged.errors.clear();
-    merged.warnings.clear();
-    for info in &infos {
+    for info in infos {
         merged.shard_requests_planned += info.shard_requests_planned;
         merged.requests_started += info.requests_started;
         merged.transmissions += info.transmissions;
@@ -127,27 +159,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
             merged.warnings.push(format!("shard {}: {w}", info.shard));
         }
     }
-    let missing: Vec<String> = (1..=first.shard.count)
-        .filter(|i| !seen.contains(i))
-        .map(|i| format!("{i}/{}", first.shard.count))
-        .collect();
-    if !missing.is_empty() {
-        merged.warnings.push(format!(
-            "shards missing from the merge: {} (their requests were not played)",
-            missing.join(", ")
-        ));
-    }
-    merged.latency_service = Summary::of(&histograms.service);
-    merged.latency_corrected = Summary::of(&histograms.corrected);
-    let lag = Summary::of(&histograms.lag);
-    merged.driver_lag = LagReport {
-        behind_schedule: lag.count > 0
-            && (lag.p99_us > LAG_WARN_P99.as_micros() as u64
-                || lag.max_us > LAG_WARN_MAX.as_micros() as u64),
-        summary: lag,
-    };
-    write_run_info(out, &merged)?;
-    Ok(merged)
+    merged
 }
 
 fn join_unique(items: impl Iterator<Item = String>) -> String {

@@ -2,17 +2,18 @@
 //!
 //! Every choice (domain, holder, size, misbehaviour) comes from [`mix`], a hash of the seed, the
 //! index and what is being chosen, never from a running random generator: request `i` is the
-//! same whichever shard or client computes it and whatever was computed before. The hash is
-//! written here (SplitMix64) rather than taken from a crate so that scenario outputs cannot change
-//! when a dependency does.
+//! same whichever shard or client computes it and whatever was computed before. The hash
+//! (SplitMix64, in `crate::scenario::seeded`) is written out rather than taken from a crate so
+//! that scenario outputs cannot change when a dependency does.
 
 use std::io::Write;
 
 use reports::records::Stamp;
 use time::format_description::well_known::Rfc2822;
 
-use super::Scenario;
-use crate::schedule::Plan;
+use super::Plan;
+use crate::scenario::Scenario;
+use crate::scenario::seeded::{mix, unit};
 
 /// What a request is, in the scenario's words (the `kind` of its `sent.jsonl` lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,7 +73,7 @@ pub struct Request {
 
 /// The request factory of one scenario.
 #[derive(Debug, Clone)]
-pub struct Requests {
+pub struct RequestMaker {
     scenario: Scenario,
     plan: Plan,
     /// Prepended to every id and Message-ID (see `RunOptions::tag`).
@@ -89,26 +90,11 @@ const SIZE: u64 = 4;
 const MALFORM: u64 = 5;
 const SLOW: u64 = 6;
 
-/// SplitMix64 of (seed, index, stream): a deterministic, well-mixed 64-bit value.
-pub fn mix(seed: u64, index: u64, stream: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(index.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// A uniform draw in [0, 1).
-fn unit(seed: u64, index: u64, stream: u64) -> f64 {
-    (mix(seed, index, stream) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-impl Requests {
+impl RequestMaker {
     /// `tag`, if given, is prepended to every id and Message-ID so that reruns against the same
     /// buffer are not taken for retransmissions of each other.
-    pub fn new(scenario: &Scenario, plan: &Plan, tag: Option<String>) -> Requests {
-        Requests {
+    pub fn new(scenario: &Scenario, plan: &Plan, tag: Option<String>) -> RequestMaker {
+        RequestMaker {
             scenario: scenario.clone(),
             plan: plan.clone(),
             tag,

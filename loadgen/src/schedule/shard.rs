@@ -7,7 +7,7 @@
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::Plan;
+use super::Plan;
 
 /// Slice `index` (1-based) of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

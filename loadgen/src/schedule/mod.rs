@@ -4,6 +4,15 @@
 //! walk its own requests lazily: request `i` is due at [`Plan::offset`]`(i)` after the start and is
 //! sent by client `i % clients`. Offsets never decrease with the index. The only table kept is the
 //! small, bounded list of hot-name slots.
+//!
+//! The layer also owns what is computed from the schedule: each request ([`request`]), the slice
+//! of a shard ([`shard`]), and the checked scenario every later layer takes ([`ValidScenario`]).
+
+pub mod request;
+pub mod shard;
+mod valid;
+
+pub use valid::ValidScenario;
 
 use std::time::Duration;
 
@@ -262,7 +271,7 @@ mod tests {
             "name = \"t\"\nseed = 1\nstart = \"+1s\"\n[bounds]\nmax_requests = 1000000\n\
              max_duration = \"1h\"\n[clients]\ncount = 10\n[schedule]\n{schedule}\n"
         );
-        Plan::new(&crate::scenario::Scenario::parse(&text).unwrap()).unwrap()
+        ValidScenario::parse(&text).unwrap().plan().clone()
     }
 
     #[test]
@@ -308,7 +317,7 @@ mod tests {
         let text = "name = \"t\"\nseed = 1\nstart = \"+1s\"\n[bounds]\nmax_requests = 300\n\
                     max_duration = \"2s\"\n[clients]\ncount = 3\n[schedule]\nmodel = \"constant\"\n\
                     rate = 100\nduration = \"10s\"\n";
-        let p = Plan::new(&crate::scenario::Scenario::parse(text).unwrap()).unwrap();
+        let p = ValidScenario::parse(text).unwrap().plan().clone();
         assert_eq!(p.total(), 200);
         assert_eq!(p.scheduled(), 1000);
     }

@@ -1,17 +1,20 @@
-//! The `landrush run` and `landrush merge` subcommands: argument parsing, the loopback-only
-//! safety check on targets, `--dry-run`, and Ctrl-C.
+//! The `landrush run` subcommand: arguments, the loopback-only targets, the run folder claimed
+//! for the run, `--dry-run`, and Ctrl-C.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
-use super::{RunOptions, run_scenario};
-use crate::scenario::request::Requests;
-use crate::scenario::{Scenario, Start};
-use crate::schedule::Plan;
-use crate::shard::Shard;
+use super::target::resolve_target;
+use crate::driver::smtp::run_scenario;
+use crate::driver::{RunOptions, http};
+use crate::records::folder::{Existing, RunFolder};
+use crate::scenario::Start;
+use crate::schedule::ValidScenario;
+use crate::schedule::request::RequestMaker;
+use crate::schedule::shard::Shard;
 
 /// `landrush run`: play a scenario against an SMTP address and record every request.
 #[derive(Debug, Args)]
@@ -61,6 +64,10 @@ pub struct RunArgs {
     /// No live progress line (it is never drawn when stderr is not a terminal anyway).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Replace the records of a run already in the run folder (refused without it).
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -75,53 +82,18 @@ Volunteers (every machine starts at the scenario's absolute `start`):
       -t mx.registry.example:25 --allow-remote-target mx.registry.example --out runs/shard-2
   landrush merge runs/day runs/shard-1 runs/shard-2 runs/shard-3 runs/shard-4 runs/shard-5
 
-Every transmission becomes a line of OUT/sent.jsonl (DESIGN.md \"Run records\"); OUT/run.json
+Every transmission becomes a line of OUT/sent.jsonl (docs/contract.md \"Run records\"); OUT/run.json
 sums the run up, including the driver's own lag (how late it was against its schedule).";
-
-/// `landrush merge`: combine the run folders of the shards of one scenario.
-#[derive(Debug, Args)]
-pub struct MergeArgs {
-    /// The merged folder to write.
-    pub out: PathBuf,
-    /// The shards' run folders.
-    #[arg(required = true)]
-    pub dirs: Vec<PathBuf>,
-}
-
-/// Resolves `target` and refuses anything outside loopback unless its host is in `allow`.
-pub async fn resolve_target(target: &str, allow: &[String]) -> anyhow::Result<SocketAddr> {
-    let addr = tokio::net::lookup_host(target)
-        .await
-        .with_context(|| format!("--target `{target}`: expected HOST:PORT that resolves"))?
-        .next()
-        .with_context(|| format!("--target `{target}` resolves to no address"))?;
-    if !addr.ip().is_loopback() {
-        let host = target
-            .rsplit_once(':')
-            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
-            .unwrap_or(target);
-        if !allow
-            .iter()
-            .any(|a| a == host || a == &addr.ip().to_string())
-        {
-            bail!(
-                "--target {target} ({addr}) is not a loopback address. landrush floods whatever \
-                 it is aimed at; to aim at another machine, name it: --allow-remote-target {host}"
-            );
-        }
-    }
-    Ok(addr)
-}
 
 /// Runs `landrush run`.
 pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
-    let scenario = Scenario::load(&args.scenario)?;
-    let plan = Plan::new(&scenario)?;
+    let scenario = ValidScenario::load(&args.scenario)?;
     if args.dry_run {
-        print_dry_run(&scenario, &plan, args.shard);
+        print_dry_run(&scenario, args.shard);
         return Ok(());
     }
     let target = resolve_target(&args.target, &args.allow_remote_target).await?;
+    let web_target = web_target(&args, &scenario).await?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-{}",
@@ -129,11 +101,13 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
             time::OffsetDateTime::now_utc().unix_timestamp()
         ))
     });
+    let folder = RunFolder::claim(&out, Existing::overwrite_if(args.overwrite))?;
     let start = args.start.unwrap_or(scenario.start);
+    let plan = scenario.plan();
     eprintln!(
         "landrush: about to send {} requests ({} of scenario `{}`, shard {}) from {} clients to \
          {} ({target}), starting {start}; records in {}",
-        args.shard.request_count(&plan),
+        args.shard.request_count(plan),
         plan.total(),
         scenario.name,
         args.shard,
@@ -143,26 +117,8 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         args.target,
         out.display()
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("landrush: Ctrl-C — no new requests; waiting for replies in flight");
-            let _ = stop_tx.send(true);
-        }
-    });
-    let web_target = match (&args.web_target, &scenario.http) {
-        (Some(web), Some(_)) => Some(resolve_target(web, &args.allow_remote_target).await?),
-        (Some(_), None) => bail!(
-            "--web-target given, but scenario {} has no [http] part to play",
-            args.scenario.display()
-        ),
-        (None, Some(_)) => {
-            eprintln!("landrush: the scenario's [http] part is not played: give --web-target");
-            None
-        }
-        (None, None) => None,
-    };
-    if !scenario.faults.is_empty() {
+    let stop = stop_on_ctrl_c();
+    if !scenario.faults().is_empty() {
         eprintln!(
             "landrush: the scenario's [[faults]] are not played by `landrush run`: they need \
              `landrush rehearse`, which owns the buffer"
@@ -178,45 +134,59 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         print_summary: true,
         scenario_file: Some(args.scenario.clone()),
         target_label: Some(args.target.clone()),
-        stop: Some(stop_rx),
+        stop,
         ..RunOptions::default()
     };
+    let out = folder.path();
     let Some(web) = web_target else {
-        run_scenario(&scenario, target, &out, options).await?;
+        run_scenario(&scenario, target, out, options).await?;
         return Ok(());
     };
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let (smtp, http) = tokio::join!(
-        run_scenario(&scenario, target, &out, options),
-        crate::http_driver::run_http(&scenario, web, &out, start_at, args.tag.clone())
+    let (smtp, web_run) = tokio::join!(
+        run_scenario(&scenario, target, out, options),
+        http::run_http(&scenario, web, out, start_at, args.tag.clone())
     );
     smtp?;
-    let http = http?;
-    crate::http_driver::append_to_sent(&out)?;
-    crate::http_driver::print_summary(&http);
+    let web_run = web_run?;
+    http::append_to_sent(out)?;
+    http::print_summary(&web_run);
     Ok(())
 }
 
-/// Runs `landrush merge`.
-pub fn merge_command(args: MergeArgs) -> anyhow::Result<()> {
-    let info = crate::merge::merge(&args.out, &args.dirs)?;
-    eprintln!(
-        "landrush: merged {} folders into {}: {} transmissions, {} accepted, {} refused, {} \
-         indeterminate",
-        args.dirs.len(),
-        args.out.display(),
-        info.transmissions,
-        info.accepted,
-        info.refused,
-        info.indeterminate
-    );
-    for w in &info.warnings {
-        eprintln!("  !! {w}");
-    }
-    Ok(())
+/// Cancelled at Ctrl-C: no new requests, the replies in flight are still read.
+fn stop_on_ctrl_c() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let on_ctrl_c = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("landrush: Ctrl-C — no new requests; waiting for replies in flight");
+            on_ctrl_c.cancel();
+        }
+    });
+    stop
 }
 
-fn print_dry_run(scenario: &Scenario, plan: &Plan, shard: Shard) {
+/// Where the scenario's `[http]` part is played, if anywhere.
+async fn web_target(
+    args: &RunArgs,
+    scenario: &ValidScenario,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    Ok(match (&args.web_target, &scenario.http) {
+        (Some(web), Some(_)) => Some(resolve_target(web, &args.allow_remote_target).await?),
+        (Some(_), None) => bail!(
+            "--web-target given, but scenario {} has no [http] part to play",
+            args.scenario.display()
+        ),
+        (None, Some(_)) => {
+            eprintln!("landrush: the scenario's [http] part is not played: give --web-target");
+            None
+        }
+        (None, None) => None,
+    })
+}
+
+fn print_dry_run(scenario: &ValidScenario, shard: Shard) {
+    let plan = scenario.plan();
     println!("scenario `{}` (seed {})", scenario.name, scenario.seed);
     if !scenario.description.is_empty() {
         println!("  {}", scenario.description.trim());
@@ -247,7 +217,7 @@ fn print_dry_run(scenario: &Scenario, plan: &Plan, shard: Shard) {
         );
         println!("  last request due at +{:.3}s", plan.span().as_secs_f64());
     }
-    let requests = Requests::new(scenario, plan, None);
+    let requests = RequestMaker::new(scenario, plan, None);
     let mut kinds = std::collections::BTreeMap::<&str, u64>::new();
     let walk = plan.total().min(1_000_000);
     for i in 0..walk {

@@ -1,20 +1,25 @@
-//! The `landrush rehearse`, `check`, `report` and `compare` subcommands: arguments, help texts and
-//! the terminal summary. The work itself is in [`crate::rehearse`], [`crate::check`] and `reports`.
+//! The `landrush rehearse` subcommand: its arguments and help, the one mapping from rehearsal
+//! flags to [`RehearseOptions`] (also used by the gate's `[[run]]`s, so both get the same checks,
+//! loopback-only targets included), and the terminal summary. The work itself is
+//! [`crate::rehearse`].
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use reports::checks::{Verdict, verdict};
+use reports::checks::verdict;
 
-use crate::check::{CheckOptions, check_run, render_verdict};
-use crate::driver::cli::resolve_target;
-use crate::rehearse::{BufferProgram, Handover, Rehearsal, RehearseOptions, Target, rehearse};
-use crate::scenario::duration::Dur;
-use crate::scenario::{Scenario, Start};
+use super::target::resolve_target;
+use super::{default_out, duration_arg};
+use crate::check::{CheckOptions, render_verdict};
+use crate::records::folder::Existing;
+use crate::rehearse::buffer::BufferProgram;
+use crate::rehearse::options::{Handover, RehearseOptions, Target};
+use crate::rehearse::{Rehearsal, rehearse};
+use crate::scenario::Start;
+use crate::schedule::ValidScenario;
 
 /// `landrush rehearse`: the whole rehearsal in one command.
 #[derive(Debug, Args)]
@@ -92,10 +97,14 @@ pub struct RehearseArgs {
     #[arg(long, value_name = "START")]
     pub start: Option<Start>,
 
-    /// Prefix for ids and Message-IDs (reruns against the same running buffer need a new one,
-    /// or they are taken for retransmissions of the previous run).
+    /// Prefix for ids and Message-IDs [default: a unique run tag, so that nothing from another
+    /// run can be taken for this one's]; recorded in run.json.
     #[arg(long, value_name = "TAG")]
     pub tag: Option<String>,
+
+    /// Replace the records of a run already in the run folder (refused without it).
+    #[arg(long)]
+    pub overwrite: bool,
 
     /// How far apart the clocks of the machines in sent.jsonl may be (e.g. 5ms).
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
@@ -124,6 +133,9 @@ What happens:
      for --quiet-period, and says what is missing;
   6. the buffer gets SIGTERM; the checkers run; OUT/report.json, report.md and report.html are
      written and a summary is printed.
+The run folder is locked while the rehearsal uses it (another landrush aimed at it is refused),
+and a folder that already holds a run's records is refused unless --overwrite is given. Every id
+and Message-ID carries the run's tag (--tag, or a unique one), recorded in run.json.
 Exit status: 0 when every check passed (skipped checks do not fail), 1 when one failed, 2 when
 the rehearsal could not be run.
 
@@ -133,72 +145,123 @@ Examples:
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:2525 \\
-      --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526 --tag second-try
+      --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526
   # a plain Postfix delivering to a Maildir, without acks:
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:25 \\
       --handover-maildir /var/mail/requests/Maildir --no-acks";
 
-fn duration_arg(text: &str) -> Result<Duration, String> {
-    text.parse::<Dur>()
-        .map(|d| d.0)
-        .map_err(|e| format!("{e:#}"))
+/// How a rehearsal is set up: from `landrush rehearse`'s flags, or from a gate file's `[[run]]`.
+/// [`RehearsalFlags::options`] is the one place they become [`RehearseOptions`].
+#[derive(Debug, Clone)]
+pub struct RehearsalFlags {
+    /// Another barrage executable instead of landrush's built-in one.
+    pub barrage: Option<PathBuf>,
+    /// A running buffer's SMTP intake, HOST:PORT (loopback only).
+    pub target: Option<String>,
+    pub handover: Option<String>,
+    pub handover_smtp: Option<SocketAddr>,
+    pub handover_maildir: Option<PathBuf>,
+    pub ack_sink: Option<SocketAddr>,
+    pub acks: bool,
+    pub registry_rate: f64,
+    pub registry_batch: usize,
+    pub registry_delay: Duration,
+    pub api_token: Option<String>,
+    pub quiet_period: Option<Duration>,
+    pub start: Option<Start>,
+    pub tag: Option<String>,
+    pub clock_tolerance: Duration,
+    pub keep_data: bool,
+    pub progress: bool,
+    pub existing: Existing,
+}
+
+impl RehearsalFlags {
+    /// The options of the rehearsal; relative paths (`barrage`, `handover_maildir`) are taken
+    /// from `base`. Refuses a target outside loopback, and a running buffer without a word on
+    /// where its acks go.
+    pub async fn options(
+        &self,
+        base: &Path,
+        scenario_file: &Path,
+    ) -> anyhow::Result<RehearseOptions> {
+        let target = match &self.target {
+            Some(t) => Target::Running(resolve_target(t, &[]).await?),
+            None => Target::Spawn(match &self.barrage {
+                Some(path) => BufferProgram::barrage_at(base.join(path)),
+                None => BufferProgram::landrush_itself()?,
+            }),
+        };
+        let handover = match (&self.handover_smtp, &self.handover_maildir) {
+            (Some(addr), _) => Handover::Smtp(*addr),
+            (None, Some(dir)) => Handover::Maildir(base.join(dir)),
+            (None, None) => Handover::Api(self.handover.clone()),
+        };
+        if matches!(target, Target::Running(_)) && self.acks && self.ack_sink.is_none() {
+            anyhow::bail!(
+                "against a running buffer, say where its acks go (--ack-sink ADDR, where its ack \
+                 relay points) or that it sends none (--no-acks)"
+            );
+        }
+        let defaults = RehearseOptions::default();
+        Ok(RehearseOptions {
+            target,
+            handover,
+            ack_sink: self.ack_sink,
+            acks: self.acks,
+            registry_rate: self.registry_rate,
+            registry_batch: self.registry_batch,
+            registry_delay: self.registry_delay,
+            api_token: self.api_token.clone(),
+            quiet_period: self.quiet_period.unwrap_or(defaults.quiet_period),
+            start: self.start,
+            tag: self.tag.clone(),
+            existing: self.existing,
+            scenario_file: Some(scenario_file.to_path_buf()),
+            progress: self.progress,
+            keep_data: self.keep_data,
+            check: CheckOptions {
+                clock_tolerance_us: self.clock_tolerance.as_micros() as u64,
+                ..CheckOptions::default()
+            },
+            ..defaults
+        })
+    }
+}
+
+impl RehearseArgs {
+    fn flags(&self) -> RehearsalFlags {
+        RehearsalFlags {
+            barrage: self.barrage.clone(),
+            target: self.target.clone(),
+            handover: self.handover.clone(),
+            handover_smtp: self.handover_smtp,
+            handover_maildir: self.handover_maildir.clone(),
+            ack_sink: self.ack_sink,
+            acks: !self.no_acks,
+            registry_rate: self.registry_rate,
+            registry_batch: self.registry_batch,
+            registry_delay: self.registry_delay,
+            api_token: self.api_token.clone(),
+            quiet_period: Some(self.quiet_period),
+            start: self.start,
+            tag: self.tag.clone(),
+            clock_tolerance: self.clock_tolerance,
+            keep_data: self.keep_data,
+            progress: !self.quiet,
+            existing: Existing::overwrite_if(self.overwrite),
+        }
+    }
 }
 
 /// Runs `landrush rehearse`.
 pub async fn rehearse_command(args: RehearseArgs) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario)?;
-    let target = match &args.target {
-        Some(t) => Target::Running(resolve_target(t, &[]).await?),
-        None => Target::Spawn(match &args.barrage {
-            Some(path) => BufferProgram::barrage_at(path),
-            None => BufferProgram::landrush_itself()?,
-        }),
-    };
-    let handover = match (&args.handover_smtp, &args.handover_maildir) {
-        (Some(addr), _) => Handover::Smtp(*addr),
-        (None, Some(dir)) => Handover::Maildir(dir.clone()),
-        (None, None) => Handover::Api(args.handover.clone()),
-    };
-    if matches!(target, Target::Running(_)) && !args.no_acks && args.ack_sink.is_none() {
-        anyhow::bail!(
-            "against a running buffer, say where its acks go (--ack-sink ADDR, where its ack \
-             relay points) or that it sends none (--no-acks)"
-        );
-    }
-    let out = args.out.clone().unwrap_or_else(|| {
-        let now = time::OffsetDateTime::now_utc();
-        PathBuf::from("runs").join(format!(
-            "{}-{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            scenario.name,
-            now.year(),
-            now.month() as u8,
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        ))
-    });
-    let options = RehearseOptions {
-        target,
-        handover,
-        ack_sink: args.ack_sink,
-        acks: !args.no_acks,
-        registry_rate: args.registry_rate,
-        registry_batch: args.registry_batch,
-        registry_delay: args.registry_delay,
-        api_token: args.api_token.clone(),
-        quiet_period: args.quiet_period,
-        start: args.start,
-        tag: args.tag.clone(),
-        scenario_file: Some(args.scenario.clone()),
-        progress: !args.quiet,
-        keep_data: args.keep_data,
-        check: CheckOptions {
-            clock_tolerance_us: args.clock_tolerance.as_micros() as u64,
-            ..CheckOptions::default()
-        },
-        ..RehearseOptions::default()
-    };
+    let scenario = ValidScenario::load(&args.scenario)?;
+    let options = args.flags().options(Path::new(""), &args.scenario).await?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&scenario.name));
     eprintln!(
         "landrush: rehearsing `{}` ({}); run folder {}",
         scenario.name,
@@ -207,7 +270,7 @@ pub async fn rehearse_command(args: RehearseArgs) -> anyhow::Result<ExitCode> {
     );
     let rehearsal = rehearse(&scenario, &out, options).await?;
     println!("{}", summary(&rehearsal));
-    Ok(if verdict(&rehearsal.checks) == Verdict::Pass {
+    Ok(if verdict(&rehearsal.checks) == "pass" {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -282,102 +345,49 @@ pub fn summary(r: &Rehearsal) -> String {
     out
 }
 
-/// `landrush check`: run the checkers over a run folder.
-#[derive(Debug, Args)]
-#[command(after_long_help = CHECK_HELP)]
-pub struct CheckArgs {
-    /// The run folder (sent.jsonl, handed.jsonl, acks.jsonl).
-    pub dir: PathBuf,
-    /// The buffer sends no acks: the ack check is skipped (not passed).
-    #[arg(long)]
-    pub no_acks: bool,
-    /// How far apart the clocks of the machines in sent.jsonl may be (e.g. 5ms): a reply seen
-    /// less than this before another request was sent does not order them.
-    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
-    pub clock_tolerance: Duration,
-    /// Counterexamples kept per check.
-    #[arg(long, value_name = "N", default_value_t = 5)]
-    pub examples: usize,
-    /// Also rebuild report.json/.md/.html with these checks.
-    #[arg(long)]
-    pub report: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-const CHECK_HELP: &str = "\
-Checks (DESIGN.md's contract):
-  fifo             handover in seq order; real-time precedence (A's 250 seen before B's end of
-                   data was sent => seq(A) < seq(B)); accepted-at never decreasing along seq; the
-                   ticket of each 250 is the seq handed over
-  loss             every accepted request handed over; gaps in the seqs
-  duplicates       one request under two seqs (fail); the same seq twice (redelivery, counted)
-  retransmissions  an RFC 1047 retransmission got the original ticket and no second ack
-  acks             exactly one distinct ack per accepted request, none for refused ones; resends
-                   with the same Message-ID counted apart
-Requests without a reply are indeterminate: allowed either way, but if stored they obey the rest.
-Each failed check lists its first counterexamples with ids and timestamps.
-Exit status: 0 pass, 1 fail, 2 the folder could not be read.
-
-Example:
-  landrush check runs/landrush-2004-20261201T090000Z";
-
-/// Runs `landrush check`.
-pub fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let options = CheckOptions {
-        acks_expected: !args.no_acks,
-        max_examples: args.examples,
-        clock_tolerance_us: args.clock_tolerance.as_micros() as u64,
-        ..CheckOptions::default()
-    };
-    let checks = check_run(&args.dir, &options)?;
-    print!("{}", render_verdict(&checks));
-    if args.report {
-        let report = reports::build_report(&args.dir, checks.clone())?;
-        reports::write_reports(&args.dir, &report)?;
-        println!("report: {}/report.html", args.dir.display());
+    fn flags(target: &str) -> RehearsalFlags {
+        RehearsalFlags {
+            barrage: None,
+            target: Some(target.into()),
+            handover: Some("http://127.0.0.1:1".into()),
+            handover_smtp: None,
+            handover_maildir: None,
+            ack_sink: None,
+            acks: false,
+            registry_rate: 0.0,
+            registry_batch: 500,
+            registry_delay: Duration::ZERO,
+            api_token: None,
+            quiet_period: None,
+            start: None,
+            tag: None,
+            clock_tolerance: Duration::ZERO,
+            keep_data: false,
+            progress: false,
+            existing: Existing::Refuse,
+        }
     }
-    Ok(if verdict(&checks) == Verdict::Pass {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
 
-/// `landrush report`: rebuild a run folder's reports from its records.
-#[derive(Debug, Args)]
-pub struct ReportArgs {
-    /// The run folder. The checks of an existing report.json are kept; run `landrush check DIR
-    /// --report` to recompute them.
-    pub dir: PathBuf,
-}
-
-/// Runs `landrush report`.
-pub fn report_command(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let report = reports::regenerate(&args.dir)
-        .with_context(|| format!("cannot rebuild the reports of {}", args.dir.display()))?;
-    println!(
-        "{}: verdict {}, {} requests, {} accepted; wrote report.json, report.md, report.html",
-        args.dir.display(),
-        report.verdict,
-        report.counts.sent,
-        report.counts.accepted
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `landrush compare`: two runs side by side.
-#[derive(Debug, Args)]
-#[command(after_long_help = "Example:\n  landrush compare runs/barrage-2004 runs/postfix-2004")]
-pub struct CompareArgs {
-    /// The first run folder (with a report.json), the reference of the ratios.
-    pub a: PathBuf,
-    /// The second run folder.
-    pub b: PathBuf,
-}
-
-/// Runs `landrush compare`.
-pub fn compare_command(args: CompareArgs) -> anyhow::Result<ExitCode> {
-    let a = reports::load_report(&args.a)?;
-    let b = reports::load_report(&args.b)?;
-    print!("{}", reports::compare(&a, &b));
-    Ok(ExitCode::SUCCESS)
+    #[tokio::test]
+    async fn rehearsal_flags_refuse_a_target_outside_loopback() {
+        let file = Path::new("x.toml");
+        let err = flags("192.0.2.1:25")
+            .options(Path::new(""), file)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not a loopback address"),
+            "{err:#}"
+        );
+        let ok = flags("127.0.0.1:25").options(Path::new(""), file).await;
+        assert!(ok.is_ok(), "{ok:?}");
+        let mut acks = flags("127.0.0.1:25");
+        acks.acks = true;
+        let err = acks.options(Path::new(""), file).await.unwrap_err();
+        assert!(format!("{err:#}").contains("--ack-sink"), "{err:#}");
+    }
 }

@@ -1,0 +1,113 @@
+//! The `landrush check`, `report` and `compare` subcommands: the checkers over a run folder, its
+//! reports rebuilt, two runs side by side. The work itself is [`crate::check`] and `reports`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use reports::checks::verdict;
+
+use super::duration_arg;
+use crate::check::{CheckOptions, check_run, render_verdict};
+
+/// `landrush check`: run the checkers over a run folder.
+#[derive(Debug, Args)]
+#[command(after_long_help = CHECK_HELP)]
+pub struct CheckArgs {
+    /// The run folder (sent.jsonl, handed.jsonl, acks.jsonl).
+    pub dir: PathBuf,
+    /// The buffer sends no acks: the ack check is skipped (not passed).
+    #[arg(long)]
+    pub no_acks: bool,
+    /// How far apart the clocks of the machines in sent.jsonl may be (e.g. 5ms): a reply seen
+    /// less than this before another request was sent does not order them.
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
+    pub clock_tolerance: Duration,
+    /// Counterexamples kept per check.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub examples: usize,
+    /// Also rebuild report.json/.md/.html with these checks.
+    #[arg(long)]
+    pub report: bool,
+}
+
+const CHECK_HELP: &str = "\
+Checks (docs/contract.md):
+  fifo             handover in seq order; real-time precedence (A's 250 seen before B's end of
+                   data was sent => seq(A) < seq(B)); accepted-at never decreasing along seq; the
+                   ticket of each 250 is the seq handed over
+  loss             every accepted request handed over; gaps in the seqs
+  duplicates       one request under two seqs (fail); the same seq twice (redelivery, counted)
+  retransmissions  an RFC 1047 retransmission got the original ticket and no second ack
+  acks             exactly one distinct ack per accepted request, none for refused ones; resends
+                   with the same Message-ID counted apart
+Requests without a reply are indeterminate: allowed either way, but if stored they obey the rest.
+Each failed check lists its first counterexamples with ids and timestamps.
+Exit status: 0 pass, 1 fail, 2 the folder could not be read.
+
+Example:
+  landrush check runs/landrush-2004-20261201T090000Z";
+
+/// Runs `landrush check`.
+pub fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let options = CheckOptions {
+        acks_expected: !args.no_acks,
+        max_examples: args.examples,
+        clock_tolerance_us: args.clock_tolerance.as_micros() as u64,
+        ..CheckOptions::default()
+    };
+    let checks = check_run(&args.dir, &options)?;
+    print!("{}", render_verdict(&checks));
+    if args.report {
+        let report = reports::build_report(&args.dir, checks.clone())?;
+        reports::write_reports(&args.dir, &report)?;
+        println!("report: {}/report.html", args.dir.display());
+    }
+    Ok(if verdict(&checks) == "pass" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `landrush report`: rebuild a run folder's reports from its records.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder. The checks of an existing report.json are kept; run `landrush check DIR
+    /// --report` to recompute them.
+    pub dir: PathBuf,
+}
+
+/// Runs `landrush report`.
+pub fn report_command(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let report = reports::regenerate(&args.dir)
+        .with_context(|| format!("cannot rebuild the reports of {}", args.dir.display()))?;
+    println!(
+        "{}: verdict {}, {} requests, {} accepted; wrote report.json, report.md, report.html",
+        args.dir.display(),
+        report.verdict,
+        report.counts.sent,
+        report.counts.accepted
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `landrush compare`: two runs side by side.
+#[derive(Debug, Args)]
+#[command(after_long_help = "Example:\n  landrush compare runs/barrage-2004 runs/postfix-2004")]
+pub struct CompareArgs {
+    /// The first run folder (with a report.json), the reference of the ratios.
+    pub a: PathBuf,
+    /// The second run folder.
+    pub b: PathBuf,
+}
+
+/// Runs `landrush compare`.
+pub fn compare_command(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    let a = reports::load_report(&args.a)?;
+    let b = reports::load_report(&args.b)?;
+    print!("{}", reports::compare(&a, &b));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,631 @@
+//! One sending client's loop, and the idle connections.
+//!
+//! A client walks its own requests in order (request `i` belongs to client `i % clients`), waits
+//! for each one's due time, and sends it on its one connection, opening a new connection when it
+//! has none. It carries out the scenario's misbehaviour itself: RFC 1047 retransmissions (drop
+//! after the final `.`, reconnect, send the identical message again), slow sending, staged
+//! pre-connection. Every transmission becomes one `sent.jsonl` record.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use reports::records::{Outcome, SentRecord};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use crate::driver::recorder::{Event, Live, Sink};
+use crate::driver::{Clock, LAG_WARN_MAX};
+use crate::scenario::PreConnectStage;
+use crate::schedule::request::{Kind, Request, RequestMaker};
+
+/// The last bytes of every framed message: the line `.` that ends DATA.
+const END_MARK: &[u8] = b".\r\n";
+
+/// What every client of a run shares.
+pub struct Ctx {
+    pub target: SocketAddr,
+    pub requests: RequestMaker,
+    pub clock: Clock,
+    /// The scenario's time zero.
+    pub start: Instant,
+    /// Nothing new is started after this; replies are not awaited past it.
+    pub deadline: Instant,
+    pub live: std::sync::Arc<Live>,
+    pub connect_gate: Semaphore,
+    /// Summed from every client as it finishes.
+    pub stats: Mutex<Stats>,
+    pub progress: crate::driver::progress::Handle,
+    /// Whether the "behind schedule" warning was already shown.
+    pub lag_warned: AtomicBool,
+}
+
+/// Counts a client keeps to itself and adds to [`Ctx::stats`] at the end.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests_started: u64,
+    pub transmissions: u64,
+    pub kinds: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub idle_opened: u64,
+    /// Pre-connections that failed, or were not ready by the start instant.
+    pub pre_connect_failed: u64,
+    pub pre_connect_late: u64,
+}
+
+impl Stats {
+    fn add(&mut self, other: Stats) {
+        self.requests_started += other.requests_started;
+        self.transmissions += other.transmissions;
+        self.idle_opened += other.idle_opened;
+        self.pre_connect_failed += other.pre_connect_failed;
+        self.pre_connect_late += other.pre_connect_late;
+        for (k, v) in other.kinds {
+            *self.kinds.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// How far the next message's transaction already went on the open connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Staged {
+    #[default]
+    Nothing,
+    /// MAIL and RCPT accepted; DATA not sent.
+    Rcpt,
+    /// 354 received: the message itself goes next.
+    Data,
+}
+
+/// One client's connection state.
+#[derive(Default)]
+struct Session {
+    conn: Option<Connection>,
+    staged: Staged,
+    /// Transmissions on the current connection.
+    on_conn: u32,
+}
+
+/// What became of one transmission.
+struct Transmission {
+    sent_at: Option<Instant>,
+    replied_at: Option<Instant>,
+    reply: Option<Reply>,
+    /// Why there is no reply, if there is none.
+    error: Option<String>,
+    /// Whether the reply is the one to the message (after end of data), not to the envelope.
+    after_data: bool,
+}
+
+impl Transmission {
+    fn failed(error: &SmtpError) -> Transmission {
+        Transmission {
+            sent_at: None,
+            replied_at: None,
+            reply: None,
+            error: Some(error_class(error)),
+            after_data: false,
+        }
+    }
+
+    /// No reply at all, or a temporary refusal: what a real client sends again.
+    fn worth_retrying(&self) -> bool {
+        self.reply
+            .as_ref()
+            .is_none_or(|reply| reply.code / 100 == 4)
+    }
+
+    fn refused(reply: Reply) -> Transmission {
+        Transmission {
+            sent_at: None,
+            replied_at: Some(Instant::now()),
+            reply: Some(reply),
+            error: None,
+            after_data: false,
+        }
+    }
+}
+
+/// A short, countable name for a failure (the detail of I/O errors is dropped).
+fn error_class(e: &SmtpError) -> String {
+    match e {
+        SmtpError::Io(io) => format!("io: {:?}", io.kind()),
+        SmtpError::Timeout => "timeout".into(),
+        SmtpError::Closed => "closed by server".into(),
+        SmtpError::Protocol(_) => "protocol error".into(),
+    }
+}
+
+impl Ctx {
+    async fn open(&self) -> Result<Opened, SmtpError> {
+        let c = &self.requests.scenario().clients;
+        let _permit = self
+            .connect_gate
+            .acquire()
+            .await
+            .expect("gate never closed");
+        Connection::open(
+            self.target,
+            &c.helo,
+            c.connect_timeout.0,
+            c.reply_timeout.0,
+            self.deadline,
+        )
+        .await
+    }
+}
+
+/// Sleeps until `at`; false if stopped first.
+async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
+    if stop.is_cancelled() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep_until(at) => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+/// Plays client `client`'s requests.
+pub async fn run_client(
+    ctx: std::sync::Arc<Ctx>,
+    client: u32,
+    sink: Sink,
+    stop: CancellationToken,
+) {
+    let scenario = ctx.requests.scenario();
+    let plan = ctx.requests.plan();
+    let closed = plan.is_closed();
+    let mut stats = Stats::default();
+    let mut session = Session::default();
+    let mut message = Vec::with_capacity(4096);
+    let mut requests = plan.requests_of(client).peekable();
+    if scenario.clients.pre_connect
+        && let Some(&first) = requests.peek()
+    {
+        pre_connect(&ctx, &mut session, &mut stats, first).await;
+    }
+
+    let mut next_closed = Instant::now().max(ctx.start);
+    let mut ready_at = Instant::now();
+    for index in requests {
+        let intended = if closed {
+            next_closed
+        } else {
+            ctx.start + plan.offset(index).unwrap_or_default()
+        };
+        // max_duration: nothing new is started at or after the deadline, even if it was due
+        // before (a client stuck on a slow reply gives up its remaining requests).
+        if intended >= ctx.deadline
+            || Instant::now() >= ctx.deadline
+            || !sleep_until(intended, &stop).await
+        {
+            break;
+        }
+        let begun = Instant::now();
+        // The driver's own lag: how late it started a request it was free to start. Waiting for
+        // this client's previous reply is the target's doing and shows in corrected latency.
+        let lag = (!closed).then(|| begun.saturating_duration_since(intended.max(ready_at)));
+        warn_if_behind(&ctx, client, lag);
+        let request = ctx.requests.request(index);
+        message.clear();
+        request.render(ctx.clock.stamp(intended), &mut message);
+        stats.requests_started += 1;
+        let mut play = Play {
+            ctx: &ctx,
+            sink: &sink,
+            stats: &mut stats,
+            session: &mut session,
+            request: &request,
+            message: &message,
+            intended,
+        };
+        play.all_attempts(lag, &stop).await;
+        ctx.live.done.fetch_add(1, Ordering::Relaxed);
+        if message.capacity() > 1024 * 1024 {
+            message = Vec::with_capacity(4096);
+        }
+        session
+            .close_if_full(scenario.clients.messages_per_connection)
+            .await;
+        ready_at = Instant::now();
+        if closed {
+            next_closed = ready_at + plan.think_time();
+        }
+    }
+    session.quit().await;
+    ctx.stats.lock().unwrap().add(stats);
+}
+
+impl Session {
+    /// Closes the connection (QUIT) once it carried `limit` messages (0: no limit).
+    async fn close_if_full(&mut self, limit: u32) {
+        if limit > 0 && self.on_conn >= limit {
+            self.quit().await;
+        }
+    }
+
+    /// Ends the connection, if there is one, with QUIT.
+    async fn quit(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.quit().await;
+        }
+    }
+}
+
+/// Connects, greets and stages the first message before the start. A failed pre-connect is
+/// retried at the instant by the normal path.
+async fn pre_connect(ctx: &Ctx, session: &mut Session, stats: &mut Stats, first: u64) {
+    let scenario = ctx.requests.scenario();
+    let request = ctx.requests.request(first);
+    if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
+        let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
+        match conn
+            .envelope(&request.sender, &request.recipient, data)
+            .await
+        {
+            Ok(None) => {
+                session.staged = if data { Staged::Data } else { Staged::Rcpt };
+                session.conn = Some(conn);
+            }
+            Ok(Some(_)) => {
+                stats.pre_connect_failed += 1;
+                session.conn = Some(conn);
+            }
+            Err(_) => stats.pre_connect_failed += 1,
+        }
+    } else {
+        stats.pre_connect_failed += 1;
+    }
+    if Instant::now() > ctx.start {
+        stats.pre_connect_late += 1;
+    }
+}
+
+/// Says once per run that the driver fell behind its schedule.
+fn warn_if_behind(ctx: &Ctx, client: u32, lag: Option<Duration>) {
+    if let Some(lag) = lag
+        && lag > LAG_WARN_MAX
+        && !ctx.lag_warned.swap(true, Ordering::Relaxed)
+    {
+        ctx.progress.warn(format!(
+            "WARNING: landrush is {:.0} ms behind its schedule (client {client}); latencies now \
+             include the driver's own delay",
+            lag.as_secs_f64() * 1000.0
+        ));
+    }
+}
+
+/// One request being played: its transmissions (retransmission, retries) and their records.
+struct Play<'a> {
+    ctx: &'a Ctx,
+    sink: &'a Sink,
+    stats: &'a mut Stats,
+    session: &'a mut Session,
+    request: &'a Request,
+    message: &'a [u8],
+    intended: Instant,
+}
+
+impl Play<'_> {
+    /// The first transmission, the RFC 1047 retransmission when the scenario asks for one, and
+    /// the retries after no reply or a temporary refusal.
+    async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
+        let retransmit = self.request.kind == Kind::Retransmission;
+        let first = self.attempt(1, lag, retransmit).await;
+        let mut unresolved = first.retry;
+        let mut attempt = 1;
+        if retransmit && first.sent {
+            // RFC 1047: the client never saw a reply, so it sends the same message again.
+            attempt = 2;
+            unresolved = self.attempt(attempt, None, false).await.retry;
+        }
+        let clients = &self.ctx.requests.scenario().clients;
+        for _ in 0..clients.retries {
+            let retry_at = Instant::now() + clients.retry_backoff.0;
+            if !unresolved || retry_at >= self.ctx.deadline || !sleep_until(retry_at, stop).await {
+                break;
+            }
+            attempt += 1;
+            unresolved = self.attempt(attempt, None, false).await.retry;
+        }
+    }
+
+    /// One transmission, recorded; returns what came of it.
+    async fn attempt(
+        &mut self,
+        attempt: u32,
+        lag: Option<Duration>,
+        drop_after_dot: bool,
+    ) -> Resolution {
+        let sent = transmit(
+            self.ctx,
+            self.session,
+            self.request,
+            self.message,
+            drop_after_dot,
+        )
+        .await;
+        let resolution = Resolution {
+            sent: sent.sent_at.is_some(),
+            retry: sent.worth_retrying(),
+        };
+        let at = Attempt {
+            number: attempt,
+            intended: self.intended,
+            lag,
+        };
+        emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
+        resolution
+    }
+}
+
+/// What the retry logic needs of a transmission once it is recorded: whether the message went
+/// out, and whether it is worth another try.
+struct Resolution {
+    sent: bool,
+    retry: bool,
+}
+
+/// Which try of a request a transmission is, and when the request was due.
+struct Attempt {
+    number: u32,
+    intended: Instant,
+    lag: Option<Duration>,
+}
+
+/// Sends one message: opens a connection if needed, the envelope (unless staged), the message,
+/// and reads the final reply (unless `drop_after_dot`, when the connection is dropped at once).
+async fn transmit(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Transmission {
+    let live = &ctx.live;
+    live.in_flight.fetch_add(1, Ordering::Relaxed);
+    let sent = transmit_inner(ctx, session, request, message, drop_after_dot).await;
+    live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    sent
+}
+
+async fn transmit_inner(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Transmission {
+    // A reused connection may have been closed by the server meanwhile (idle timeout): one
+    // fresh connection is tried before the request is given up.
+    for try_fresh in [false, true] {
+        match envelope(ctx, session, request, try_fresh).await {
+            Envelope::Ready => {}
+            Envelope::TryFresh => continue,
+            Envelope::Ended(transmission) => return transmission,
+        }
+        return send_message(ctx, session, request, message, drop_after_dot).await;
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// How far the envelope of a transmission got.
+enum Envelope {
+    /// The server waits for the message.
+    Ready,
+    /// A reused connection turned out dead: try once on a fresh one.
+    TryFresh,
+    /// The transmission ended before the message (refused, or no connection).
+    Ended(Transmission),
+}
+
+/// Opens a connection if the session has none, and sends what the staged pre-connect left of
+/// the envelope (MAIL, RCPT, DATA).
+async fn envelope(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    try_fresh: bool,
+) -> Envelope {
+    let reused = session.conn.is_some();
+    if !reused {
+        session.staged = Staged::Nothing;
+        session.on_conn = 0;
+        match ctx.open().await {
+            Ok(Opened::Ready(conn)) => session.conn = Some(conn),
+            Ok(Opened::Refused(reply)) => return Envelope::Ended(Transmission::refused(reply)),
+            Err(e) => return Envelope::Ended(Transmission::failed(&e)),
+        }
+    }
+    let conn = session.conn.as_mut().expect("connection just opened");
+    let staged = std::mem::replace(&mut session.staged, Staged::Nothing);
+    let sent = match staged {
+        Staged::Nothing => {
+            conn.envelope(&request.sender, &request.recipient, true)
+                .await
+        }
+        Staged::Rcpt => conn.data().await,
+        Staged::Data => Ok(None),
+    };
+    match sent {
+        Ok(None) => Envelope::Ready,
+        Ok(Some(reply)) => {
+            if reply.code == 421 {
+                session.conn = None;
+            }
+            Envelope::Ended(Transmission::refused(reply))
+        }
+        Err(e) => {
+            session.conn = None;
+            if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
+                return Envelope::TryFresh;
+            }
+            Envelope::Ended(Transmission::failed(&e))
+        }
+    }
+}
+
+/// Sends the message on the session's connection (after [`envelope`]) and reads the final reply,
+/// unless `drop_after_dot`.
+async fn send_message(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    drop_after_dot: bool,
+) -> Transmission {
+    let conn = session
+        .conn
+        .as_mut()
+        .expect("the envelope left a connection");
+    session.on_conn += 1;
+    // `sent_at` is stamped before the write that carries the end mark, never after it: the
+    // buffer may have the whole message before `write` returns, and a later stamp would make
+    // the checker see real-time precedence where there was none.
+    let (body, end_mark) = message.split_at(message.len().saturating_sub(END_MARK.len()));
+    debug_assert_eq!(end_mark, END_MARK);
+    let written = if request.slow {
+        let rate = ctx.requests.scenario().misbehaviour.slow_bytes_per_second;
+        match conn.write_slowly(body, rate).await {
+            Ok(()) => {
+                let sent_at = Instant::now();
+                conn.write(end_mark).await.map(|()| sent_at)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let sent_at = Instant::now();
+        conn.write(message).await.map(|()| sent_at)
+    };
+    let sent_at = match written {
+        Ok(sent_at) => sent_at,
+        Err(e) => {
+            session.conn = None;
+            return Transmission::failed(&e);
+        }
+    };
+    ctx.live.sent.fetch_add(1, Ordering::Relaxed);
+    let mut sent = Transmission {
+        sent_at: Some(sent_at),
+        replied_at: None,
+        reply: None,
+        error: None,
+        after_data: true,
+    };
+    if drop_after_dot {
+        if let Some(conn) = session.conn.take() {
+            conn.drop_now().await;
+        }
+        return sent;
+    }
+    match conn.read_reply().await {
+        Ok(reply) => {
+            if reply.code == 421 {
+                session.conn = None;
+            }
+            sent.replied_at = Some(Instant::now());
+            sent.reply = Some(reply);
+        }
+        Err(e) => {
+            session.conn = None;
+            sent.error = Some(error_class(&e));
+        }
+    }
+    sent
+}
+
+/// Turns a transmission into a record and hands it to the recorder.
+async fn emit(
+    ctx: &Ctx,
+    sink: &Sink,
+    stats: &mut Stats,
+    request: &Request,
+    attempt: Attempt,
+    sent: Transmission,
+) {
+    let Attempt {
+        number: attempt,
+        intended,
+        lag,
+    } = attempt;
+    let live = &ctx.live;
+    let outcome = match (&sent.reply, sent.after_data) {
+        (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
+        (Some(_), _) => Outcome::Refused,
+        (None, _) => Outcome::Indeterminate,
+    };
+    match outcome {
+        Outcome::Accepted => live.accepted.fetch_add(1, Ordering::Relaxed),
+        Outcome::Refused => live.refused.fetch_add(1, Ordering::Relaxed),
+        Outcome::Indeterminate => live.indeterminate.fetch_add(1, Ordering::Relaxed),
+    };
+    stats.transmissions += 1;
+    *stats.kinds.entry(request.kind.as_str().into()).or_default() += 1;
+    if let Some(error) = &sent.error {
+        *stats.errors.entry(error.clone()).or_default() += 1;
+    }
+    let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
+        (true, Some(sent), Some(replied)) => (
+            Some(replied.saturating_duration_since(sent)),
+            Some(replied.saturating_duration_since(intended)),
+        ),
+        _ => (None, None),
+    };
+    let clock = &ctx.clock;
+    let record = SentRecord {
+        id: request.id.clone(),
+        client: request.client,
+        message_id: request.message_id.clone(),
+        domain: request.domain.clone(),
+        sender: request.sender.clone(),
+        intake: "smtp".into(),
+        kind: request.kind.as_str().into(),
+        attempt,
+        intended_at: clock.stamp(intended),
+        sent_at: sent.sent_at.map(|t| clock.stamp(t)),
+        replied_at: sent.replied_at.map(|t| clock.stamp(t)),
+        code: sent.reply.as_ref().map(|r| r.code),
+        ticket: sent
+            .reply
+            .as_ref()
+            .filter(|r| r.code / 100 == 2 && sent.after_data)
+            .and_then(|r| parse_ticket(&r.message)),
+        reply: sent.reply.as_ref().map(reply_text),
+        outcome,
+    };
+    // The recorder only goes away if it failed; the run then ends with its error.
+    let _ = sink
+        .send(Event {
+            record,
+            lag,
+            service,
+            corrected,
+        })
+        .await;
+}
+
+/// An idle connection: connect, EHLO, then sit until the senders are done (or the deadline).
+pub async fn hold_idle(ctx: std::sync::Arc<Ctx>, done: CancellationToken, stop: CancellationToken) {
+    let Ok(Opened::Ready(mut conn)) = ctx.open().await else {
+        return;
+    };
+    ctx.stats.lock().unwrap().idle_opened += 1;
+    ctx.live.idle_held.fetch_add(1, Ordering::Relaxed);
+    let held = tokio::select! {
+        held = conn.hold_until(ctx.deadline) => held,
+        _ = done.cancelled() => true,
+        _ = stop.cancelled() => true,
+    };
+    ctx.live.idle_held.fetch_sub(1, Ordering::Relaxed);
+    if held {
+        conn.quit().await;
+    }
+}

@@ -1,0 +1,283 @@
+//! The SMTP load driver: plays a scenario against an SMTP address and records every transmission.
+//!
+//! [`run_scenario`] is the entry point (`landrush run` and `landrush rehearse` both call it). It
+//! spawns one task per sending client (each walks its own requests lazily, see
+//! [`crate::schedule`]) and one per idle connection, streams records to `sent.jsonl` through the
+//! recorder, shows the progress line, and at the end writes `run.json` and the histograms.
+//!
+//! [`wire`] is one connection's SMTP; [`client`] one client's loop (schedule, pre-connect,
+//! misbehaviour, records).
+
+pub mod client;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail, ensure};
+use reports::records::Stamp;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::recorder::{self, Histograms, Live, Summary};
+use super::{Clock, LagReport, RunInfo, RunOptions, RunSummary, progress, write_run_info};
+use crate::schedule::ValidScenario;
+use crate::schedule::request::RequestMaker;
+
+/// Plays `scenario` (or the `options.shard` slice of it) against `target`, writing `sent.jsonl`,
+/// the histograms and `run.json` into `out_dir` (created if missing).
+///
+/// Usable from inside any tokio runtime (multi-threaded preferred: the recorder runs on its own
+/// thread either way). Returns once every client is done, the deadline (`bounds.max_duration`
+/// after the start) has passed, or `options.stop` was cancelled. Errors are setup errors (bad
+/// folder, start instant passed); what happens on the wire is recorded, not returned as an error.
+pub async fn run_scenario(
+    scenario: &ValidScenario,
+    target: SocketAddr,
+    out_dir: &Path,
+    options: RunOptions,
+) -> anyhow::Result<RunSummary> {
+    let shard = options.shard;
+    ensure!(
+        shard.count <= scenario.clients.count,
+        "shard {shard}: the scenario has only {} sending clients to share among {} shards",
+        scenario.clients.count,
+        shard.count
+    );
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let times = RunTimes::resolve(scenario, &options)?;
+    let live = Arc::new(Live::default());
+    let (sink, recorder) = recorder::start(out_dir, live.clone())?;
+    let shard_planned = shard.request_count(scenario.plan());
+    let progress = progress::Progress::start(
+        options.progress,
+        live.clone(),
+        shard_planned,
+        scenario.bounds.max_duration.0,
+    );
+    let ctx = Arc::new(client::Ctx {
+        target,
+        requests: RequestMaker::new(scenario, scenario.plan(), options.tag.clone()),
+        clock: times.clock,
+        start: times.start,
+        deadline: times.start + scenario.bounds.max_duration.0,
+        live: live.clone(),
+        connect_gate: Semaphore::new(options.connect_concurrency.max(1)),
+        stats: Mutex::new(client::Stats::default()),
+        progress: progress.handle(),
+        lag_warned: std::sync::atomic::AtomicBool::new(false),
+    });
+    let idle_held_at_end = play_clients(scenario, &ctx, sink, &options).await;
+    let finished_at = times.clock.stamp(Instant::now());
+    progress.finish();
+
+    let histograms = tokio::task::spawn_blocking(move || recorder.join())
+        .await
+        .context("recorder task")?
+        .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))??;
+    histograms.save(out_dir)?;
+    let stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
+    let ended = Ended {
+        times,
+        finished_at,
+        shard_planned,
+        idle_held_at_end,
+        live: &live,
+        histograms: &histograms,
+        stats,
+    };
+    let info = run_info(scenario, target, &options, ended);
+    write_run_info(out_dir, &info)?;
+    if options.print_summary {
+        progress::print_summary(&info, out_dir);
+    }
+    Ok(RunSummary {
+        info,
+        out_dir: out_dir.to_path_buf(),
+    })
+}
+
+/// When the run was launched and when its time zero is, on one clock.
+#[derive(Debug, Clone, Copy)]
+struct RunTimes {
+    clock: Clock,
+    launched_at: Stamp,
+    start_at: Stamp,
+    start: Instant,
+}
+
+impl RunTimes {
+    /// Fixes time zero; refuses a start that has passed or is absurdly far.
+    fn resolve(scenario: &ValidScenario, options: &RunOptions) -> anyhow::Result<RunTimes> {
+        let clock = Clock::now();
+        let launched_at = clock.stamp(clock.instant);
+        let start_at = options.start.unwrap_or(scenario.start).resolve(launched_at);
+        if start_at.micros() < launched_at.micros() - 1_000_000 {
+            bail!(
+                "the start instant {start_at} has passed (it is now {launched_at}); give a later \
+                 `start` or override it with --start +2s"
+            );
+        }
+        ensure!(
+            start_at.micros() - launched_at.micros() <= 7 * 24 * 3600 * 1_000_000,
+            "the start instant {start_at} is more than a week away; is the date right?"
+        );
+        Ok(RunTimes {
+            clock,
+            launched_at,
+            start_at,
+            start: clock.instant(start_at),
+        })
+    }
+}
+
+/// Runs the shard's sending clients to the end and its idle connections until then; returns how
+/// many idle connections were still held when the senders finished.
+async fn play_clients(
+    scenario: &ValidScenario,
+    ctx: &Arc<client::Ctx>,
+    sink: recorder::Sink,
+    options: &RunOptions,
+) -> u64 {
+    let shard = options.shard;
+    let senders_done = CancellationToken::new();
+    let mut idle = JoinSet::new();
+    for _ in (0..scenario.clients.idle).filter(|&n| shard.owns_idle(n)) {
+        idle.spawn(client::hold_idle(
+            ctx.clone(),
+            senders_done.clone(),
+            options.stop.clone(),
+        ));
+    }
+    let mut senders = JoinSet::new();
+    for c in (0..scenario.clients.count).filter(|&c| shard.owns_client(c)) {
+        senders.spawn(client::run_client(
+            ctx.clone(),
+            c,
+            sink.clone(),
+            options.stop.clone(),
+        ));
+    }
+    drop(sink);
+    while let Some(joined) = senders.join_next().await {
+        if let Err(e) = joined
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+    let idle_held_at_end = ctx.live.idle_held.load(Ordering::Relaxed);
+    senders_done.cancel();
+    while idle.join_next().await.is_some() {}
+    idle_held_at_end
+}
+
+/// What a finished run hands to [`run_info`].
+struct Ended<'a> {
+    times: RunTimes,
+    finished_at: Stamp,
+    shard_planned: u64,
+    idle_held_at_end: u64,
+    live: &'a Live,
+    histograms: &'a Histograms,
+    stats: client::Stats,
+}
+
+/// `run.json` of a finished run.
+fn run_info(
+    scenario: &ValidScenario,
+    target: SocketAddr,
+    options: &RunOptions,
+    ended: Ended<'_>,
+) -> RunInfo {
+    let Ended {
+        times,
+        finished_at,
+        shard_planned,
+        idle_held_at_end,
+        live,
+        histograms,
+        stats,
+    } = ended;
+    let driver_lag = LagReport::of(Summary::of(&histograms.lag));
+    let unsent = shard_planned.saturating_sub(stats.requests_started);
+    let warnings = warnings(scenario, &driver_lag, unsent, &stats);
+    RunInfo {
+        scenario: scenario.name.clone(),
+        scenario_file: options
+            .scenario_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        scenario_spec: serde_json::to_value(scenario.scenario()).unwrap_or_default(),
+        seed: scenario.seed,
+        tag: options.tag.clone(),
+        target: options
+            .target_label
+            .clone()
+            .unwrap_or_else(|| target.to_string()),
+        target_addr: target.to_string(),
+        shard: options.shard,
+        merged_from: Vec::new(),
+        launched_at: times.launched_at,
+        started_at: times.start_at,
+        finished_at,
+        requests_planned: scenario.plan().total(),
+        shard_requests_planned: shard_planned,
+        requests_started: stats.requests_started,
+        transmissions: stats.transmissions,
+        accepted: live.accepted.load(Ordering::Relaxed),
+        refused: live.refused.load(Ordering::Relaxed),
+        indeterminate: live.indeterminate.load(Ordering::Relaxed),
+        unsent,
+        kinds: stats.kinds,
+        errors: stats.errors,
+        idle_opened: stats.idle_opened,
+        idle_held_at_end,
+        pre_connect_failed: stats.pre_connect_failed,
+        pre_connect_late: stats.pre_connect_late,
+        latency_service: Summary::of(&histograms.service),
+        latency_corrected: Summary::of(&histograms.corrected),
+        driver_lag,
+        warnings,
+        landrush_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// The run's warnings: the driver behind its schedule, requests never started, pre-connects late.
+fn warnings(
+    scenario: &ValidScenario,
+    lag: &LagReport,
+    unsent: u64,
+    stats: &client::Stats,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if lag.behind_schedule {
+        warnings.push(format!(
+            "DRIVER BEHIND SCHEDULE: landrush started requests late (lag p99 {:.1} ms, max {:.1} \
+             ms). Part of the measured latency is the driver's own; corrected latencies include \
+             it. Use fewer clients per machine, a release build, or --shard over more machines.",
+            lag.summary.p99_us as f64 / 1000.0,
+            lag.summary.max_us as f64 / 1000.0
+        ));
+    }
+    if unsent > 0 {
+        warnings.push(format!(
+            "{unsent} requests of this shard were never started (max_duration {} reached or \
+             stopped)",
+            scenario.bounds.max_duration
+        ));
+    }
+    if stats.pre_connect_late > 0 || stats.pre_connect_failed > 0 {
+        warnings.push(format!(
+            "pre-connect: {} clients were not connected and staged by the start instant and {} \
+             failed (retried at the instant); give `start` more time or use --shard",
+            stats.pre_connect_late, stats.pre_connect_failed
+        ));
+    }
+    warnings
+}

@@ -1,0 +1,113 @@
+//! `landrush rehearse`: the whole rehearsal in one command. Starts a real barrage on free loopback
+//! ports in a temporary data dir (or uses a buffer that is already running), the fake registration
+//! system and the ack sink, samples the buffer's `/v1/stats`, plays the scenario, waits until
+//! everything accepted is handed over and acked, stops the buffer, runs the checkers and writes
+//! the records and the reports.
+//!
+//! The parts are small and separately steerable, so that faults can be scheduled into a run:
+//! [`rig::Rig`] holds the [`buffer::Buffer`] (kill / restart), the registry's handle (pause /
+//! resume / set_rate) and the ack sink (stop / restart). [`rehearse`] is claim the run folder →
+//! setup → play ([`play`]) → drain ([`drain`]) → teardown → [`judge`].
+//!
+//! Modules, lowest first: [`child`] (child processes that die with landrush), [`buffer`] (the
+//! buffer child process), [`sampler`] (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing
+//! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json).
+
+pub mod buffer;
+pub mod child;
+pub mod drain;
+pub mod faults;
+pub mod info;
+pub mod options;
+pub mod play;
+pub mod rig;
+pub mod sampler;
+
+use std::path::{Path, PathBuf};
+
+use reports::Report;
+use reports::checks::Checks;
+
+use crate::check::{CheckOptions, check_run};
+use crate::driver::RunSummary;
+use crate::records::folder::RunFolder;
+use crate::schedule::ValidScenario;
+use drain::Drain;
+use options::{RehearseOptions, unique_run_tag};
+use rig::Rig;
+
+/// What a rehearsal produced.
+pub struct Rehearsal {
+    pub out_dir: PathBuf,
+    pub run: RunSummary,
+    pub drain: Drain,
+    pub checks: Checks,
+    pub report: Report,
+    /// Notes for the reader (buffer exit status, registry errors, faults not played…).
+    pub notes: Vec<String>,
+}
+
+/// Runs a whole rehearsal of `scenario`, writing into `out_dir`, which it holds locked meanwhile
+/// (refused if another landrush holds it, or if it holds records and `options.existing` says so).
+/// Without `options.tag` the run gets a unique tag.
+pub async fn rehearse(
+    scenario: &ValidScenario,
+    out_dir: &Path,
+    options: RehearseOptions,
+) -> anyhow::Result<Rehearsal> {
+    rehearse_with(scenario, out_dir, options, |_| {}).await
+}
+
+/// [`rehearse`], calling `ready` once every part listens and before the scenario is played: to
+/// point a buffer started by the caller at the ack sink's address (port 0 picked it), say.
+pub async fn rehearse_with(
+    scenario: &ValidScenario,
+    out_dir: &Path,
+    mut options: RehearseOptions,
+    ready: impl FnOnce(&Rig),
+) -> anyhow::Result<Rehearsal> {
+    let folder = RunFolder::claim(out_dir, options.existing)?;
+    options.tag.get_or_insert_with(|| unique_run_tag(None));
+    let mut rig = Rig::setup(folder.path(), options).await?;
+    ready(&rig);
+    let played = match rig.play(scenario).await {
+        Ok(run) => rig.drain(&run).await.map(|drain| (run, drain)),
+        Err(e) => Err(e),
+    };
+    let (run, drain) = match played {
+        Ok(done) => done,
+        Err(e) => {
+            rig.teardown().await.ok();
+            return Err(e);
+        }
+    };
+    let (first_seq, options, mut notes) = rig.teardown().await?;
+    info::write_rehearse_info(out_dir, &options, &drain, &notes)?;
+    let mut check = options.check.clone();
+    check.acks_expected = options.acks;
+    check.first_seq = first_seq;
+    let (checks, report) = judge(out_dir, &check)?;
+    if !drain.complete {
+        notes.push(format!(
+            "stopped waiting after {:.1} s: {} accepted requests not handed over, {} not acked",
+            drain.waited_s, drain.missing_handed, drain.missing_acks
+        ));
+    }
+    drop(folder);
+    Ok(Rehearsal {
+        out_dir: out_dir.to_path_buf(),
+        run,
+        drain,
+        checks,
+        report,
+        notes,
+    })
+}
+
+/// Runs the checkers over a run folder and writes report.json / .md / .html.
+pub fn judge(out_dir: &Path, options: &CheckOptions) -> anyhow::Result<(Checks, Report)> {
+    let checks = check_run(out_dir, options)?;
+    let report = reports::build_report(out_dir, checks.clone())?;
+    reports::write_reports(out_dir, &report)?;
+    Ok((checks, report))
+}
