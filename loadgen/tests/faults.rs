@@ -10,7 +10,7 @@ use landrush::rehearse::buffer::BufferProgram;
 use landrush::rehearse::options::{RehearseOptions, Target};
 use landrush::rehearse::rehearse;
 use landrush::schedule::ValidScenario;
-use reports::checks::verdict;
+use reports::checks::{Verdict, verdict};
 use reports::records::{self, FaultRecord, Outcome, SentRecord};
 
 const SCENARIO: &str = r#"
@@ -87,7 +87,7 @@ async fn every_fault_is_played_recorded_and_survived() {
     .expect("the rehearsal finished in time")
     .unwrap();
     eprintln!("{}", landrush::cli::rehearse::summary(&r));
-    assert_eq!(verdict(&r.checks), "pass");
+    assert_eq!(verdict(&r.checks), Verdict::Pass);
     assert!(r.drain.complete, "{:?}", r.drain);
 
     let faults: Vec<FaultRecord> = records::read_all(&dir.path().join(records::FAULTS)).unwrap();

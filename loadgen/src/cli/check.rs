@@ -65,11 +65,7 @@ pub fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
         reports::write_reports(&args.dir, &report)?;
         println!("report: {}/report.html", args.dir.display());
     }
-    Ok(if verdict(&checks) == "pass" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(verdict(&checks).exit_code()))
 }
 
 /// `landrush report`: rebuild a run folder's reports from its records.

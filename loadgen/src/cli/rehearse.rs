@@ -270,11 +270,7 @@ pub async fn rehearse_command(args: RehearseArgs) -> anyhow::Result<ExitCode> {
     );
     let rehearsal = rehearse(&scenario, &out, options).await?;
     println!("{}", summary(&rehearsal));
-    Ok(if verdict(&rehearsal.checks) == "pass" {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(verdict(&rehearsal.checks).exit_code()))
 }
 
 /// The terminal summary of a rehearsal: key figures, the checks, where the report is.
