@@ -31,6 +31,11 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
+    /// The handover API's base URL.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
     /// The path of the file in `data_dir`.
     pub fn path(data_dir: &Path) -> PathBuf {
         data_dir.join(FILE)

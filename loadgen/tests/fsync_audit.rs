@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use barrage::endpoints::Endpoints;
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits};
 use landrush::fsync_audit::audit::AuditReport;
 use landrush::fsync_audit::{AuditTarget, run_audit};
@@ -191,11 +192,13 @@ fn double_buffer(dir: String, mode: String) {
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        std::fs::write(
-            Path::new(&dir).join("endpoints.json"),
-            serde_json::json!({"smtp": addr, "http": addr, "pid": std::process::id()}).to_string(),
-        )
-        .unwrap();
+        let endpoints = Endpoints {
+            smtp: addr,
+            http: addr,
+            web: None,
+            pid: std::process::id(),
+        };
+        endpoints.write(Path::new(&dir)).unwrap();
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         barrage::smtp::serve(
@@ -227,9 +230,7 @@ impl MessageHandler for Double {
             }
             self.next.fetch_add(1, Ordering::SeqCst)
         };
-        let at = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
+        let at = contract::utc::format_utc_micros(time::OffsetDateTime::now_utc());
         Reply::new(250, [2, 0, 0], format!("queued as ticket {ticket} at {at}"))
     }
 }

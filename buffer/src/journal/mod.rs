@@ -117,20 +117,11 @@ pub trait Journal: Send + Sync + 'static {
     fn stats(&self) -> JournalStats;
 }
 
-/// Formats microseconds since the epoch as RFC 3339 UTC with six fractional digits.
+/// Formats microseconds since the epoch in the contract's one instant format (RFC 3339 UTC, six
+/// fractional digits); an instant beyond year 9999, which no clock stamps, reads as the epoch.
 pub fn format_micros(micros: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        t.month() as u8,
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
+    contract::utc::format_epoch_micros(micros)
+        .unwrap_or_else(|| contract::utc::format_utc_micros(time::OffsetDateTime::UNIX_EPOCH))
 }
 
 /// The current time in microseconds since the epoch.

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use contract::histogram::micros_histogram;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use reports::records::{JsonlWriter, SENT, SentRecord};
@@ -28,7 +29,6 @@ pub const LAG_HDR: &str = "driver-lag.hdr";
 
 /// Records in flight between the clients and the recorder thread.
 const CHANNEL: usize = 16 * 1024;
-const HIGHEST_MICROS: u64 = 3_600_000_000;
 
 /// One finished transmission.
 pub struct Event {
@@ -69,16 +69,12 @@ pub struct Histograms {
     pub lag: Histogram<u64>,
 }
 
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("static histogram bounds")
-}
-
 impl Histograms {
     pub fn new() -> Histograms {
         Histograms {
-            service: new_histogram(),
-            corrected: new_histogram(),
-            lag: new_histogram(),
+            service: micros_histogram(),
+            corrected: micros_histogram(),
+            lag: micros_histogram(),
         }
     }
 
@@ -108,7 +104,7 @@ impl Histograms {
                 Ok(bytes) => Deserializer::new()
                     .deserialize(&mut bytes.as_slice())
                     .map_err(|e| anyhow::anyhow!("{}: not a histogram: {e:?}", path.display())),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(new_histogram()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(micros_histogram()),
                 Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
             }
         };
@@ -184,7 +180,7 @@ pub fn start(
         .name("landrush-recorder".into())
         .spawn(move || -> anyhow::Result<Histograms> {
             let mut h = Histograms::new();
-            let mut window = new_histogram();
+            let mut window = micros_histogram();
             let mut last_tick = std::time::Instant::now();
             while let Some(event) = rx.blocking_recv() {
                 writer.write(&event.record)?;

@@ -29,7 +29,7 @@ use reports::records::{self, SentRecord};
 
 use crate::driver::RunOptions;
 use crate::driver::smtp::run_scenario;
-use crate::rehearse::buffer::{BufferProgram, ENDPOINTS_FILE};
+use crate::rehearse::buffer::{BufferProgram, Endpoints};
 use crate::rehearse::child::dies_with_landrush;
 use crate::schedule::ValidScenario;
 use audit::{AuditReport, audit};
@@ -86,19 +86,12 @@ struct Traced {
     stopped: bool,
 }
 
-#[derive(serde::Deserialize)]
-struct Ends {
-    smtp: SocketAddr,
-    pid: u32,
-}
-
 impl Traced {
     /// Starts `target` under strace (trace in `trace`, output in `out/buffer.log`) and waits until
     /// it listens.
     async fn start(target: &AuditTarget, out: &Path, trace: &Path) -> anyhow::Result<Traced> {
         let log = std::fs::File::create(out.join("buffer.log"))?;
-        let endpoints = target.data_dir.join(ENDPOINTS_FILE);
-        let _ = std::fs::remove_file(&endpoints);
+        Endpoints::remove(&target.data_dir);
         let mut command = tokio::process::Command::new("strace");
         command
             .args(["-f", "-tt", "-T", "-y", "-s", "8192", "-e", TRACED])
@@ -116,22 +109,20 @@ impl Traced {
             .spawn()
             .context("cannot start strace (Debian package `strace`)")?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let ends: Ends = loop {
+        let ends = loop {
             if let Some(status) = strace.try_wait()? {
                 bail!(
                     "the audited buffer exited at start with {status}: see {}",
                     out.join("buffer.log").display()
                 );
             }
-            if let Ok(text) = std::fs::read_to_string(&endpoints)
-                && let Ok(e) = serde_json::from_str::<Ends>(&text)
-            {
+            if let Ok(Some(e)) = Endpoints::read(&target.data_dir) {
                 break e;
             }
             if tokio::time::Instant::now() > deadline {
                 bail!(
                     "the audited buffer did not write {} within {START_TIMEOUT:?}",
-                    endpoints.display()
+                    Endpoints::path(&target.data_dir).display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,6 +6,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+
 use super::{GateFile, Judged, RunState};
 
 /// `junit.xml`: a `<testsuite>` per run, a `<testcase>` per threshold; a failed threshold is a
@@ -16,81 +18,50 @@ pub fn junit(
     judged: &[Judged],
     elapsed: Duration,
 ) -> String {
-    let failures = judged.iter().filter(|j| j.passed == Some(false)).count();
-    let skipped = judged.iter().filter(|j| j.passed.is_none()).count();
-    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        x,
-        "<testsuites name=\"landrush gate\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" \
-         time=\"{:.3}\">",
-        judged.len(),
-        elapsed.as_secs_f64()
-    );
+    let mut report = Report::new("landrush gate");
+    report.set_time(elapsed);
     for run in &gate.runs {
-        let cases: Vec<&Judged> = judged.iter().filter(|j| j.run == run.name).collect();
-        let f = cases.iter().filter(|j| j.passed == Some(false)).count();
-        let s = cases.iter().filter(|j| j.passed.is_none()).count();
-        let _ = writeln!(
-            x,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{f}\" skipped=\"{s}\">",
-            esc(&format!("gate.{}", run.name)),
-            cases.len()
-        );
-        let _ = writeln!(x, "    <properties>");
-        let _ = writeln!(
-            x,
-            "      <property name=\"scenario\" value=\"{}\"/>",
-            esc(&run.scenario.display().to_string())
-        );
+        let mut suite = TestSuite::new(format!("gate.{}", run.name));
+        suite.add_property(Property::new(
+            "scenario",
+            run.scenario.display().to_string(),
+        ));
         if let Some(RunState::Done { dir, .. }) = states.get(&run.name) {
-            let _ = writeln!(
-                x,
-                "      <property name=\"run_dir\" value=\"{}\"/>",
-                esc(&dir.display().to_string())
-            );
+            suite.add_property(Property::new("run_dir", dir.display().to_string()));
         }
-        let _ = writeln!(x, "    </properties>");
-        for case in cases {
-            junit_case(&mut x, case);
-        }
-        let _ = writeln!(x, "  </testsuite>");
+        suite.add_test_cases(judged.iter().filter(|j| j.run == run.name).map(junit_case));
+        report.add_test_suite(suite);
     }
-    let _ = writeln!(x, "</testsuites>");
-    x
+    report
+        .to_string()
+        .expect("a report of strings serializes to XML")
 }
 
 /// One `<testcase>`: passed (with what was measured), failed, or skipped.
-fn junit_case(x: &mut String, case: &Judged) {
-    let _ = writeln!(
-        x,
-        "    <testcase classname=\"{}\" name=\"{}\">",
-        esc(&format!("gate.{}", case.run)),
-        esc(&case.threshold)
-    );
+fn junit_case(case: &Judged) -> TestCase {
     let o = &case.evaluation;
-    match case.passed {
-        Some(true) => {
-            let _ = writeln!(
-                x,
-                "      <system-out>measured {} (needed {})</system-out>",
-                esc(&o.measured),
-                esc(&o.needed)
-            );
-        }
+    let status = match case.passed {
+        Some(true) => TestCaseStatus::success(),
         Some(false) => {
-            let message = failure_text(case);
-            let _ = writeln!(
-                x,
-                "      <failure message=\"{}\" type=\"threshold\">{}</failure>",
-                esc(&message),
-                esc(&message)
-            );
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_message(failure_text(case))
+                .set_type("threshold")
+                .set_description(failure_text(case));
+            status
         }
         None => {
-            let _ = writeln!(x, "      <skipped message=\"{}\"/>", esc(&o.miss));
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(o.miss.clone());
+            status
         }
+    };
+    let mut test_case = TestCase::new(case.threshold.clone(), status);
+    test_case.set_classname(format!("gate.{}", case.run));
+    if case.passed == Some(true) {
+        test_case.set_system_out(format!("measured {} (needed {})", o.measured, o.needed));
     }
-    let _ = writeln!(x, "    </testcase>");
+    test_case
 }
 
 fn failure_text(j: &Judged) -> String {
@@ -103,22 +74,6 @@ fn failure_text(j: &Judged) -> String {
             j.threshold, o.measured, o.needed, o.miss
         )
     }
-}
-
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn status(j: &Judged) -> &'static str {
@@ -318,7 +273,7 @@ mod tests {
         let xml = junit(&g, &states, &judged, Duration::from_secs(3));
         assert_eq!(xml.matches("<testcase ").count(), 4);
         assert!(
-            xml.contains("tests=\"4\" failures=\"1\" skipped=\"0\""),
+            xml.contains("tests=\"4\" skipped=\"0\" failures=\"1\""),
             "{xml}"
         );
         assert!(

@@ -15,16 +15,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Deserialize;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// The buffer's log and config within the run folder.
 pub const BUFFER_LOG: &str = "buffer.log";
 pub const BUFFER_CONFIG: &str = "barrage.toml";
-
-/// The file barrage writes into its data dir once it listens.
-pub const ENDPOINTS_FILE: &str = "endpoints.json";
 
 /// How long a starting buffer may take to write its endpoints.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -102,23 +98,7 @@ pub struct BufferSpec {
     pub extra_args: Vec<OsString>,
 }
 
-/// Where a running buffer listens, from its `endpoints.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub struct Endpoints {
-    pub smtp: SocketAddr,
-    pub http: SocketAddr,
-    /// The public web intake, for builds that have one.
-    #[serde(default)]
-    pub web: Option<SocketAddr>,
-    pub pid: u32,
-}
-
-impl Endpoints {
-    /// The handover API's base URL.
-    pub fn http_url(&self) -> String {
-        format!("http://{}", self.http)
-    }
-}
+pub use barrage::endpoints::Endpoints;
 
 /// A buffer child process.
 pub struct Buffer {
@@ -212,9 +192,8 @@ impl Buffer {
 async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
     std::fs::create_dir_all(&spec.data_dir)
         .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
-    let endpoints_path = spec.data_dir.join(ENDPOINTS_FILE);
     // A file left by a killed buffer would point at the dead one.
-    let _ = std::fs::remove_file(&endpoints_path);
+    Endpoints::remove(&spec.data_dir);
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -259,8 +238,7 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
                 log_tail(&spec.log)
             );
         }
-        if let Ok(text) = std::fs::read_to_string(&endpoints_path)
-            && let Ok(endpoints) = serde_json::from_str::<Endpoints>(&text)
+        if let Ok(Some(endpoints)) = Endpoints::read(&spec.data_dir)
             && (endpoints.pid == pid || pid == 0)
         {
             return Ok((child, endpoints));
@@ -269,7 +247,7 @@ async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
             let _ = child.start_kill();
             bail!(
                 "the buffer did not write {} within {START_TIMEOUT:?}; its log ({}) ends with:\n{}",
-                endpoints_path.display(),
+                Endpoints::path(&spec.data_dir).display(),
                 spec.log.display(),
                 log_tail(&spec.log)
             );

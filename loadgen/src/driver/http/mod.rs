@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use contract::histogram::micros_histogram;
 use goose::config::GooseConfiguration;
 use goose::goose::Scenario as GooseScenario;
 use goose::prelude::*;
@@ -124,10 +125,6 @@ struct Counts {
     last_reply: Option<Stamp>,
 }
 
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds")
-}
-
 /// Plays `scenario.http` against the web intake at `target`, from `start_at` (the scenario's
 /// time zero, shared with the SMTP part), writing `http-sent.jsonl`, `http-run.json` and goose's
 /// reports into `out_dir`. The web users are numbered after the SMTP clients.
@@ -221,8 +218,8 @@ fn http_ctx(
         users,
         out: Mutex::new(Collected {
             writer: JsonlWriter::create(&out_dir.join(HTTP_SENT))?,
-            service: histogram(),
-            corrected: histogram(),
+            service: micros_histogram(),
+            corrected: micros_histogram(),
             info: Counts::default(),
             error: None,
         }),
