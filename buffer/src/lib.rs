@@ -12,5 +12,6 @@ pub mod config;
 pub mod form;
 pub mod intake;
 pub mod journal;
+pub mod notify;
 pub mod server;
 pub mod smtp;

@@ -169,7 +169,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .into_future(),
     );
 
+    crate::notify::ready(&journal);
     wait_for_signal().await?;
+    crate::notify::stopping();
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     let _ = stop_tx.send(true);
     smtp.await??;
