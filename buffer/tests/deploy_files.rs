@@ -27,7 +27,7 @@ fn unit_setting(unit: &str, key: &str) -> Option<String> {
     let prefix = format!("{key}=");
     unit.lines()
         .filter_map(|line| line.strip_prefix(&prefix))
-        .last()
+        .next_back()
         .map(|v| v.trim().to_string())
 }
 
@@ -323,21 +323,65 @@ fn the_metric_check_catches_a_misspelt_or_invented_metric() {
     );
 }
 
-#[test]
-fn alert_rules_pass_promtool_where_it_is_installed() {
-    if !has_program("promtool") {
-        println!("note: promtool is not installed; deploy/alerts.yml was not checked by it");
-        return;
-    }
+/// `promtool check rules FILE`: empty when it passes, its complaint otherwise.
+fn promtool_check(rules: &Path) -> String {
     let output = Command::new("promtool")
         .args(["check", "rules"])
-        .arg(deploy_file("alerts.yml"))
+        .arg(rules)
         .output()
         .unwrap();
+    if output.status.success() {
+        return String::new();
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    format!("{stdout}{}", String::from_utf8_lossy(&output.stderr))
+}
+
+/// The dashboard's queries as recording rules, Grafana's variables given values, so that
+/// promtool parses each one as PromQL.
+fn dashboard_as_rules(exprs: &[String]) -> String {
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        let expr = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "1h")
+            .replace("$job", "barrage")
+            .replace("$node", ".*");
+        // A JSON string is a valid YAML double-quoted scalar.
+        let quoted = serde_json::to_string(&expr).unwrap();
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    rules
+}
+
+#[test]
+fn alerts_and_dashboard_queries_pass_promtool_where_it_is_installed() {
+    if !has_program("promtool") {
+        println!(
+            "note: promtool is not installed; deploy/alerts.yml and the dashboard's PromQL were not checked by it"
+        );
+        return;
+    }
+    let problems = promtool_check(&deploy_file("alerts.yml"));
+    assert!(problems.is_empty(), "deploy/alerts.yml: {problems}");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read_deploy_file("grafana-dashboard.json")).unwrap();
+    let mut exprs = Vec::new();
+    dashboard_exprs(&dashboard, &mut exprs);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |exprs: &[String]| {
+        let path = dir.path().join("dashboard-rules.yml");
+        std::fs::write(&path, dashboard_as_rules(exprs)).unwrap();
+        promtool_check(&path)
+    };
+    let problems = check(&exprs);
+    assert!(problems.is_empty(), "the dashboard's queries: {problems}");
+    // The same check refuses a query that is not PromQL.
+    exprs.push("rate(barrage_cursor[1m]".into());
     assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        !check(&exprs).is_empty(),
+        "promtool took an unbalanced query"
     );
 }
