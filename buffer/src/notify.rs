@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn notify_socket_is_a_path_or_an_abstract_name() {
         let abstract_name = notify_address("@barrage/notify".as_ref()).unwrap();
-        assert_eq!(abstract_name.as_abstract_name(), Some(&b"barrage/notify"[..]));
+        assert_eq!(
+            abstract_name.as_abstract_name(),
+            Some(&b"barrage/notify"[..])
+        );
         let path = notify_address("/run/systemd/notify".as_ref()).unwrap();
         assert_eq!(
             path.as_pathname(),
