@@ -3,7 +3,8 @@
 //! Requests come in through an intake ([`intake`], on the [`smtp`] server), are validated
 //! ([`form`]), made durable in FIFO order by the [`journal`], and handed to the registration system
 //! through the handover [`api`]; [`ack`] sends the acknowledgement mails. [`server`] wires them
-//! together, [`config`] holds the settings and [`cli`] is the command line. Two formats have
+//! together, [`config`] holds the settings, [`cli`] is the command line and [`notify`] tells a
+//! service manager (systemd) when barrage is ready, stopping and alive. Two formats have
 //! their one definition here: [`endpoints`] (where a running barrage listens) and [`prometheus`]
 //! (the `/metrics` text).
 //!
@@ -19,6 +20,7 @@ pub mod endpoints;
 pub mod form;
 pub mod intake;
 pub mod journal;
+pub mod notify;
 pub mod prometheus;
 pub mod server;
 pub mod smtp;

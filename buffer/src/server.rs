@@ -91,8 +91,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
 
     let stop = CancellationToken::new();
-    let services = Services::start(&config, listeners, journal, &stop)?;
+    let services = Services::start(&config, listeners, journal.clone(), &stop)?;
+    crate::notify::ready(&journal);
     wait_for_signal().await?;
+    crate::notify::stopping();
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     stop.cancel();
     services.finish().await?;
