@@ -5,7 +5,7 @@
 #   postfix   (loopback only, discard transport: it fsyncs each queue file before its 250)
 #   smtp-sink (no disk at all: the SMTP ceiling of this machine)
 # once with session reuse (-d) and once with a new connection per message, and prints msg/s and
-# the ratios barrage/postfix and barrage/smtp-sink (DESIGN.md "Performance targets").
+# the ratios barrage/postfix and barrage/smtp-sink (README.md, "Performance").
 #
 # Usage: ci/bench-accept.sh [MESSAGES] [SESSIONS]      (defaults: 12000 50)
 # Needs root for apt-get and for starting Postfix. Loopback only; every run is bounded.
