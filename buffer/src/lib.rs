@@ -15,6 +15,7 @@ pub mod ack;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod endpoints;
 pub mod form;
 pub mod intake;

@@ -82,6 +82,11 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// no bare LF/CR/NUL, within the size limit). The reply is sent as the answer to DATA: the
     /// handler must not answer success before the message is safe.
     fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> impl Future<Output = Reply> + Send;
+
+    /// Asked at MAIL FROM, before any data: `Err(reply)` refuses the transaction (a full disk).
+    fn admit(&self) -> Result<(), Reply> {
+        Ok(())
+    }
 }
 
 /// Serves SMTP on `listener` until `shutdown` completes; then stops accepting, lets transactions in
