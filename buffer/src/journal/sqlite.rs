@@ -143,31 +143,14 @@ impl SqliteJournal {
         assert!(options.max_batch > 0 && options.queue_capacity >= options.max_batch);
         let path = dir.join("barrage.db");
         let mark = HighWaterMark::read(dir)?;
-        let writer = open_connection(&path)?;
-        writer.execute_batch(SCHEMA)?;
-        let instance_id = load_instance_id(&writer)?;
+        let (writer, found, last_at) = read_journal(&path).map_err(|e| match &mark {
+            Some(mark) => e.context(mark.unreadable(dir)),
+            None => e,
+        })?;
+        let (instance_id, last_seq, cursor) = (found.journal_id.clone(), found.seq, found.cursor);
         let counters = Arc::new(Counters::default());
-        let last_seq = check_gap_free(&writer, &path)?;
-        let last_at: i64 = writer.query_row(
-            "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
-            [],
-            |r| r.get(0),
-        )?;
-        let cursor: u64 = writer
-            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(0);
         counters.accepted.store(last_seq, Ordering::Relaxed);
         counters.cursor.store(cursor, Ordering::Relaxed);
-        let found = HighWaterMark {
-            journal_id: instance_id.clone(),
-            seq: last_seq,
-            cursor,
-        };
         if let Some(mark) = mark {
             mark.check(&found, dir)?;
         }
@@ -271,6 +254,34 @@ impl SqliteJournal {
         self.commands.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
+}
+
+/// Opens the journal's file and reads what it holds: its id, last seq and cursor (as a mark to
+/// compare with the high-water mark), and the last accepted-at.
+fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64)> {
+    let writer = open_connection(path)?;
+    writer.execute_batch(SCHEMA)?;
+    let journal_id = load_instance_id(&writer)?;
+    let seq = check_gap_free(&writer, path)?;
+    let last_at: i64 = writer.query_row(
+        "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
+        [],
+        |r| r.get(0),
+    )?;
+    let cursor: u64 = writer
+        .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(0);
+    let found = HighWaterMark {
+        journal_id,
+        seq,
+        cursor,
+    };
+    Ok((writer, found, last_at))
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {

@@ -60,6 +60,22 @@ impl HighWaterMark {
         std::fs::rename(&temporary, path(dir))
     }
 
+    /// What to say when the journal of `dir` cannot even be read while this mark says what it
+    /// held.
+    pub fn unreadable(&self, dir: &Path) -> String {
+        format!(
+            "the journal {} cannot be read, and {} says journal {} had committed through seq {}: \
+             committed requests are missing or damaged (a deleted or truncated barrage.db-wal?). \
+             barrage refuses to start rather than give the same tickets to other requests. Keep \
+             the data dir for the audit and Restore the journal (barrage.db with its \
+             barrage.db-wal) from a backup or the standby",
+            dir.join("barrage.db").display(),
+            path(dir).display(),
+            self.journal_id,
+            self.seq
+        )
+    }
+
     /// Refuses a journal (`found`: its id, last seq and cursor) that is behind this mark.
     pub fn check(&self, found: &HighWaterMark, dir: &Path) -> anyhow::Result<()> {
         let (mark, db) = (path(dir).display().to_string(), dir.join("barrage.db"));
