@@ -53,6 +53,8 @@ impl Admission {
     }
 
     /// Bytes available to barrage and the filesystem's size.
+    // statvfs's field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
     pub fn space(&self) -> std::io::Result<(u64, u64)> {
         let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
         // SAFETY: the descriptor is open for the life of `self`; statvfs only writes `stat`.
@@ -62,10 +64,10 @@ impl Admission {
         }
         // SAFETY: fstatvfs returned 0, so it filled `stat`.
         let stat = unsafe { stat.assume_init() };
-        let unit = stat.f_frsize as u64;
+        let unit = u64::from(stat.f_frsize);
         Ok((
-            (stat.f_bavail as u64).saturating_mul(unit),
-            (stat.f_blocks as u64).saturating_mul(unit),
+            u64::from(stat.f_bavail).saturating_mul(unit),
+            u64::from(stat.f_blocks).saturating_mul(unit),
         ))
     }
 
