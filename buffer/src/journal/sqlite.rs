@@ -143,9 +143,12 @@ impl SqliteJournal {
         assert!(options.max_batch > 0 && options.queue_capacity >= options.max_batch);
         let path = dir.join("barrage.db");
         let mark = HighWaterMark::read(dir)?;
+        // SQLite cannot read the file: with a mark, say what it held (a gap explains itself).
         let (writer, found, last_at) = read_journal(&path).map_err(|e| match &mark {
-            Some(mark) => e.context(mark.unreadable(dir)),
-            None => e,
+            Some(mark) if e.downcast_ref::<rusqlite::Error>().is_some() => {
+                e.context(mark.unreadable(dir))
+            }
+            _ => e,
         })?;
         let (instance_id, last_seq, cursor) = (found.journal_id.clone(), found.seq, found.cursor);
         let counters = Arc::new(Counters::default());
