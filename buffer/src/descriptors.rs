@@ -5,6 +5,38 @@
 //! one, keeps a reserve for the journal, the ack relay and the log, and clamps the connection
 //! limits into what is left, with a warning that says what to raise.
 
+use std::time::{Duration, Instant};
+
+/// How long a listener pauses after a failed accept (EMFILE and the like): the failure repeats
+/// at once otherwise, and a pause lets descriptors come back.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+/// At most one accept-failure warning per listener this often.
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// A listener's accept failures, logged at most once per [`LOG_EVERY`] with the count since the
+/// last line, so a process out of descriptors does not also flood its log.
+#[derive(Debug, Default)]
+pub struct AcceptFailures {
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl AcceptFailures {
+    /// Counts one failure of `listener`, and logs it unless one was logged lately.
+    pub fn record(&mut self, listener: &str, error: &std::io::Error) {
+        self.unlogged += 1;
+        if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
+            return;
+        }
+        tracing::warn!(
+            "{listener}: accept failed {} time(s), last: {error} (out of descriptors? raise \
+             RLIMIT_NOFILE or lower the connection limits)",
+            self.unlogged
+        );
+        (self.last_log, self.unlogged) = (Some(Instant::now()), 0);
+    }
+}
+
 /// Descriptors kept for everything but client connections (journal files, relay, log, and the
 /// connections being refused with 421, each of which holds one for a moment).
 pub const RESERVE: u64 = 64;

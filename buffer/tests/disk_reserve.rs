@@ -178,3 +178,45 @@ async fn a_full_queue_gets_452_until_the_registry_takes_requests() {
     let stats = barrage.get("/v1/stats").await;
     assert_eq!(stats["refused_queue_full"], 1, "{stats}");
 }
+
+/// A journal whose writes fail (RLIMIT_FSIZE: EFBIG) is not ready, and ready again once a write
+/// succeeds.
+#[tokio::test]
+async fn a_journal_that_cannot_write_is_not_ready_until_it_writes_again() {
+    let root = tempfile::tempdir().unwrap();
+    let barrage = Barrage::start_with_file_size_limit(&root.path().join("data"), 384 * 1024);
+    let padding = "x".repeat(900);
+    let mut client = Client::greet(barrage.smtp).await;
+    let mut refused = None;
+    for n in 0..2000 {
+        let base = request_mail(&format!("<fsize{n}@disk.test>"), "plein.fr");
+        let mail = format!("{base}note: {padding}\r\nnote2: {padding}\r\n");
+        let reply = client.submit("a@b.example", &mail).await;
+        if reply.code != 250 {
+            refused = Some(reply);
+            break;
+        }
+    }
+    assert_eq!(
+        refused.map(|r| r.code),
+        Some(451),
+        "the file size limit was reached"
+    );
+    let ready = api_get(&barrage, "/healthz/ready").await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(
+        ready.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot write")
+    );
+    barrage.lift_file_size_limit();
+    let reply = client
+        .submit(
+            "a@b.example",
+            &request_mail("<back@disk.test>", "retour.fr"),
+        )
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert_eq!(api_get(&barrage, "/healthz/ready").await.status, 200);
+}

@@ -4,7 +4,9 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::descriptors::{ACCEPT_PAUSE, AcceptFailures};
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -35,11 +37,6 @@ impl Default for ApiLimits {
     }
 }
 
-/// How long accepting pauses after a failure such as EMFILE.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
-/// At most one accept-failure warning this often.
-const LOG_EVERY: Duration = Duration::from_secs(5);
-
 /// Serves `app` on `listener` until `shutdown` resolves, then lets calls in flight finish (at
 /// most 10 s).
 pub async fn serve(
@@ -58,7 +55,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    failures.record(&e);
+                    failures.record("handover API", &e);
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
@@ -87,28 +84,6 @@ pub async fn serve(
         tracing::warn!("handover API: calls still open after 10 s, closing them");
     }
     Ok(())
-}
-
-/// Accept failures, logged at most once per [`LOG_EVERY`] with the count since the last line.
-#[derive(Default)]
-struct AcceptFailures {
-    last_log: Option<Instant>,
-    unlogged: u64,
-}
-
-impl AcceptFailures {
-    fn record(&mut self, error: &std::io::Error) {
-        self.unlogged += 1;
-        if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
-            return;
-        }
-        tracing::warn!(
-            "handover API: accept failed {} time(s), last: {error} (out of descriptors? raise \
-             RLIMIT_NOFILE or lower the connection limits)",
-            self.unlogged
-        );
-        (self.last_log, self.unlogged) = (Some(Instant::now()), 0);
-    }
 }
 
 /// Too many connections: a minimal 503 and close, without reading the request.

@@ -100,6 +100,7 @@ pub async fn serve<H: MessageHandler>(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let stop = CancellationToken::new();
+    let mut failures = crate::descriptors::AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -108,8 +109,8 @@ pub async fn serve<H: MessageHandler>(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before accept: keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    failures.record("SMTP", &e);
+                    tokio::time::sleep(crate::descriptors::ACCEPT_PAUSE).await;
                     continue;
                 }
             },
