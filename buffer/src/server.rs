@@ -85,6 +85,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     for warning in privacy::exposed_entries(&config.data_dir)? {
         tracing::warn!("{warning}");
     }
+    let stats = crate::journal::Journal::stats(&*journal);
+    tracing::info!(
+        "journal {} in {}: last seq {}, cursor {}",
+        journal.instance_id(),
+        config.data_dir.display(),
+        stats.accepted,
+        stats.cursor
+    );
     let listeners = Listeners::bind(&config).await?;
     let endpoints = listeners.endpoints()?;
     endpoints.write(&config.data_dir)?;
@@ -98,13 +106,6 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             .map_or("(none)".to_string(), |a| format!("http://{a}/")),
         endpoints.http,
         config.data_dir.display()
-    );
-    tracing::info!(
-        "journal {} in {}: last seq {}, cursor {}",
-        journal.instance_id(),
-        config.data_dir.display(),
-        crate::journal::Journal::stats(&*journal).accepted,
-        crate::journal::Journal::stats(&*journal).cursor
     );
 
     let stop = CancellationToken::new();

@@ -168,3 +168,31 @@ async fn a_journal_behind_the_registry_cursor_is_refused_at_start() {
         "{refusal}"
     );
 }
+
+/// A relative data dir is another journal when barrage starts elsewhere: the log names it whole.
+#[tokio::test]
+async fn a_relative_data_dir_is_logged_as_an_absolute_path() {
+    let root = tempfile::tempdir().unwrap();
+    let log = root.path().join("barrage.log");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_barrage"));
+    command
+        .args(["serve", "--smtp", "127.0.0.1:0", "--web", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0", "--data-dir", "relative-data"])
+        .current_dir(root.path())
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = support::spawn_tied(command);
+    let dir = root.path().join("relative-data");
+    let waited =
+        barrage::endpoints::Endpoints::wait(&dir, std::time::Duration::from_secs(120), || Ok(()));
+    let _ = child.kill();
+    let _ = child.wait();
+    waited.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let absolute = std::fs::canonicalize(&dir).unwrap();
+    assert!(absolute.is_absolute());
+    assert!(
+        text.contains(&format!("in {}: last seq 0", absolute.display())),
+        "{text}"
+    );
+}

@@ -499,7 +499,6 @@ impl WriterState {
                 self.counters.cursor.store(self.cursor, Ordering::Relaxed);
                 self.counters.failing.store(false, Ordering::Relaxed);
                 self.ack_counters.publish(&self.ack_delta);
-                self.raise_mark();
                 for answer in answers {
                     match answer {
                         Answer::Ticket(tx, ticket) => {
@@ -518,6 +517,8 @@ impl WriterState {
                         }
                     }
                 }
+                // After the answers: the mark may lag the journal, so nobody waits for it.
+                self.raise_mark();
             }
             Err(e) => {
                 tracing::error!("journal write failed, batch refused: {e}");
@@ -867,6 +868,31 @@ mod tests {
             retransmission: false,
         };
         Answer::Ticket(tx, ticket)
+    }
+
+    #[test]
+    fn a_writer_inside_one_batch_too_long_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            storage: StorageOptions {
+                min_free_bytes: 0,
+                ..StorageOptions::default()
+            },
+            ..SqliteOptions::default()
+        };
+        let journal = SqliteJournal::open(dir.path(), options).unwrap();
+        assert_eq!(journal.not_ready(), None);
+        let since = now_micros() - STUCK_AFTER_US - 1_000_000;
+        journal.counters.busy_since.store(since, Ordering::Relaxed);
+        assert!(matches!(
+            journal.not_ready(),
+            Some(NotReady::WriterStuck { secs: 11.. })
+        ));
+        journal
+            .counters
+            .busy_since
+            .store(now_micros(), Ordering::Relaxed);
+        assert_eq!(journal.not_ready(), None, "a batch just begun is not stuck");
     }
 
     #[test]
