@@ -31,7 +31,7 @@ impl Default for StorageOptions {
             min_free_percent: 5.0,
             max_queue_depth: 0,
             wal_size_limit: 64 * 1024 * 1024,
-            page_bytes: 4 * 1024 * 1024,
+            page_bytes: 1024 * 1024,
         }
     }
 }
