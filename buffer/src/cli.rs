@@ -30,6 +30,16 @@ enum Command {
     /// Acknowledgement mails.
     #[command(subcommand)]
     Ack(AckCommand),
+    /// Copy the journal of a data dir into one consistent SQLite file, while barrage serves
+    /// (SQLite's online backup). The copy opens on its own, without a WAL.
+    Backup {
+        /// The data dir of the journal to copy.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The file to write (it must not exist yet).
+        #[arg(value_name = "OUT")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,15 +76,17 @@ struct ServeArgs {
     /// Serve no web intake (SMTP only), whatever the config file says.
     #[arg(long)]
     no_web: bool,
-    /// Bearer token every /v1 call must carry.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "BARRAGE_API_TOKEN",
-        hide_env_values = true
-    )]
+    /// Bearer token every /v1 call (and /metrics) must carry. Visible to every local user in
+    /// `ps`: prefer --api-token-file or the environment variable BARRAGE_API_TOKEN.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "api_token_file")]
     api_token: Option<String>,
+    /// File whose first line is the bearer token (keep it mode 0600).
+    #[arg(long, value_name = "FILE")]
+    api_token_file: Option<PathBuf>,
 }
+
+/// The environment variable that may hold the API token.
+pub const TOKEN_ENV: &str = "BARRAGE_API_TOKEN";
 
 /// Runs `barrage` with these command-line arguments (the first is the program name).
 pub fn main_with_args<I, T>(args: I) -> std::process::ExitCode
@@ -122,15 +134,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if args.no_web {
                 config.web.enabled = false;
             }
-            if let Some(token) = args.api_token {
-                config.http.api_token = Some(token);
-            }
+            apply_token(&mut config, args.api_token, args.api_token_file)?;
             crate::server::prepare_process();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.worker_threads())
                 .enable_all()
                 .build()?;
             runtime.block_on(crate::server::serve(config))
+        }
+        Command::Backup { data_dir, out } => {
+            crate::journal::privacy::restrict_umask();
+            let rows = crate::journal::sqlite::backup(&data_dir, &out)?;
+            println!(
+                "copied the journal of {} ({rows} requests) into {}",
+                data_dir.display(),
+                out.display()
+            );
+            Ok(())
         }
         Command::Ack(AckCommand::Preview { config }) => {
             let config = Config::load(&config)?;
@@ -141,6 +161,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The API token: `--api-token` (warned about: `ps` shows it), else `--api-token-file` or
+/// `http.api_token_file`, else `BARRAGE_API_TOKEN`, else `http.api_token`.
+fn apply_token(
+    config: &mut Config,
+    flag: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let Some(token) = flag {
+        tracing::warn!(
+            "the API token was given with --api-token: every local user can read it with `ps`; \
+             use --api-token-file FILE or the environment variable {TOKEN_ENV} instead"
+        );
+        config.http.api_token = Some(token);
+    } else if let Some(path) = file.or_else(|| config.http.api_token_file.clone()) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the API token file {}", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the API token file {} is empty: write the token on its first line",
+            path.display()
+        );
+        config.http.api_token = Some(token);
+    } else if let Some(token) = std::env::var_os(TOKEN_ENV) {
+        let token = token
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("{TOKEN_ENV} is not valid UTF-8"))?;
+        config.http.api_token = Some(token);
+    }
+    Ok(())
 }
 
 /// Standard error that never fails: a log line that cannot be written (stderr is a file on a

@@ -11,7 +11,11 @@ use serde::Deserialize;
 use crate::ack::AckConfig;
 use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
+use crate::journal::sqlite::storage::StorageOptions;
 use crate::smtp::SmtpLimits;
+
+/// `smtp.max_message_size` unless configured.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +32,8 @@ pub struct Config {
     /// The public web intake (`GET /` form, `POST /requests`).
     pub web: WebConfig,
     pub journal: JournalConfig,
+    /// Disk reserve, queue bound, WAL and page sizes.
+    pub storage: StorageConfig,
     /// Acknowledgement mails; `None` (no `[ack]` section): no acks are queued or sent.
     pub ack: Option<AckConfig>,
 }
@@ -50,6 +56,26 @@ pub struct SmtpConfig {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub api_token: Option<String>,
+    /// A file holding the token (its first line), instead of `api_token`.
+    pub api_token_file: Option<PathBuf>,
+    /// Most open connections to the handover API; more get 503 and are closed.
+    pub max_connections: usize,
+    /// Seconds a client may take to send its request headers.
+    pub header_timeout_secs: u64,
+    /// Seconds a client may take to send its body (then 408).
+    pub request_timeout_secs: u64,
+    /// With a token configured, `/metrics` needs it too.
+    pub metrics_require_token: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub min_free_bytes: u64,
+    pub min_free_percent: f64,
+    pub max_queue_depth: u64,
+    pub wal_size_limit_bytes: u64,
+    pub max_page_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +110,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             web: WebConfig::default(),
             journal: JournalConfig::default(),
+            storage: StorageConfig::default(),
             ack: None,
         }
     }
@@ -94,7 +121,9 @@ impl Default for SmtpConfig {
         let limits = SmtpLimits::default();
         SmtpConfig {
             listen: "127.0.0.1:2525".parse().expect("valid address"),
-            max_message_size: limits.max_message_size,
+            // A request form is a few hundred bytes: 64 KiB leaves room for a signature and
+            // attachments of prose, and bounds what every stored request may cost.
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_line_length: limits.max_line_length,
             max_recipients: limits.max_recipients,
             max_connections: limits.max_connections,
@@ -110,6 +139,24 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "127.0.0.1:8025".parse().expect("valid address"),
             api_token: None,
+            api_token_file: None,
+            max_connections: 256,
+            header_timeout_secs: 10,
+            request_timeout_secs: 30,
+            metrics_require_token: true,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let options = StorageOptions::default();
+        StorageConfig {
+            min_free_bytes: options.min_free_bytes,
+            min_free_percent: options.min_free_percent,
+            max_queue_depth: options.max_queue_depth,
+            wal_size_limit_bytes: options.wal_size_limit,
+            max_page_bytes: options.page_bytes,
         }
     }
 }
@@ -189,6 +236,27 @@ impl Config {
         if let Some(ack) = &self.ack {
             ack.validate()?;
         }
+        let st = &self.storage;
+        anyhow::ensure!(
+            (0.0..=50.0).contains(&st.min_free_percent),
+            "storage.min_free_percent must be between 0 and 50"
+        );
+        anyhow::ensure!(
+            st.max_page_bytes >= 4096,
+            "storage.max_page_bytes must be at least 4096"
+        );
+        let h = &self.http;
+        anyhow::ensure!(
+            h.max_connections >= 1 && h.header_timeout_secs >= 1 && h.request_timeout_secs >= 1,
+            "http.max_connections, http.header_timeout_secs and http.request_timeout_secs must \
+             be at least 1"
+        );
+        if h.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            anyhow::bail!(
+                "the API token is empty: every client would pass. Give a real token (at least \
+                 one character; a long random one, e.g. `openssl rand -hex 32`), or none"
+            );
+        }
         if !self.http.listen.ip().is_loopback() && self.http.api_token.is_none() {
             anyhow::bail!(
                 "the handover API would listen on {} without a token: anyone on the network could \
@@ -240,6 +308,13 @@ impl Config {
             queue_capacity: self.journal.queue_capacity,
             dedup_window_us: self.journal.dedup_window_secs as i64 * 1_000_000,
             acks: self.ack.is_some(),
+            storage: StorageOptions {
+                min_free_bytes: self.storage.min_free_bytes,
+                min_free_percent: self.storage.min_free_percent,
+                max_queue_depth: self.storage.max_queue_depth,
+                wal_size_limit: self.storage.wal_size_limit_bytes,
+                page_bytes: self.storage.max_page_bytes,
+            },
         }
     }
 }

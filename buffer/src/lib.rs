@@ -9,13 +9,14 @@
 //! (the `/metrics` text).
 //!
 //! Layers, each pointing only down: `cli` → `server` → `config` → `ack` → `api` → `intake` →
-//! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `endpoints`
-//! and `prometheus` sit below them all.
+//! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `endpoints`,
+//! `prometheus` and `descriptors` (file-descriptor limits, accept failures) sit below them all.
 
 pub mod ack;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 pub mod endpoints;
 pub mod form;
 pub mod intake;

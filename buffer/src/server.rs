@@ -1,5 +1,7 @@
-//! `barrage serve`: opens and locks the data dir, starts the journal, the SMTP and web intakes and
-//! the handover API, and shuts them down in order on SIGTERM/SIGINT.
+//! `barrage serve`: opens and locks the data dir (private: see [`privacy`]), fits the connection
+//! limits into the descriptors it has ([`descriptors`]), starts the journal, the SMTP and web
+//! intakes and the handover API, and shuts them down in order on SIGTERM/SIGINT, checkpointing
+//! the WAL last so `barrage.db` alone is the complete journal.
 
 use std::fs::File;
 use std::path::Path;
@@ -10,12 +12,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiLimits, ApiState};
 use crate::config::Config;
+use crate::descriptors::{self, ConnectionLimits};
 use crate::endpoints::Endpoints;
 use crate::intake::IntakeCounters;
 use crate::intake::smtp::SmtpIntake;
 use crate::intake::web::WebIntake;
+use crate::journal::privacy;
 use crate::journal::sqlite::SqliteJournal;
 
 /// The file in the data dir that says where a running barrage listens; see [`Endpoints`].
@@ -26,9 +30,10 @@ pub struct DataDirLock {
     _file: File,
 }
 
-/// Creates the data dir if needed and locks it, so two barrages never write one journal.
+/// Creates the data dir if needed (mode 0700) and locks it, so two barrages never write one
+/// journal.
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
-    std::fs::create_dir_all(dir)
+    privacy::create_private_dir(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let path = dir.join("lock");
     let file = File::options()
@@ -52,28 +57,41 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
 }
 
 /// Process settings a buffer needs: a write beyond RLIMIT_FSIZE must fail with EFBIG (answered
-/// 451) rather than kill the process with SIGXFSZ, and thousands of idle clients need file
-/// descriptors.
+/// 451) rather than kill the process with SIGXFSZ; thousands of idle clients need file
+/// descriptors; and every file it creates holds personal data (umask 077).
 pub fn prepare_process() {
-    // SAFETY: setting a signal to SIG_IGN and raising our own soft limit have no preconditions.
+    // SAFETY: setting a signal to SIG_IGN has no preconditions.
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        let mut limit = std::mem::zeroed::<libc::rlimit>();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
+    privacy::restrict_umask();
+    descriptors::raise_nofile();
 }
 
 /// Runs barrage until SIGTERM or SIGINT.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     config.validate()?;
+    // Before anything is created: SQLite makes the WAL and SHM with the database's mode.
+    privacy::restrict_umask();
+    fit_connection_limits(&mut config, descriptors::raise_nofile())?;
     let _lock = lock_data_dir(&config.data_dir)?;
+    // Logged absolute: a relative `./barrage-data` started elsewhere is another journal.
+    config.data_dir = std::fs::canonicalize(&config.data_dir)
+        .with_context(|| format!("cannot resolve data dir {}", config.data_dir.display()))?;
     let journal = Arc::new(
         SqliteJournal::open(&config.data_dir, config.journal_options())
             .with_context(|| format!("cannot open the journal in {}", config.data_dir.display()))?,
+    );
+    for warning in privacy::exposed_entries(&config.data_dir)? {
+        tracing::warn!("{warning}");
+    }
+    let stats = crate::journal::Journal::stats(&*journal);
+    tracing::info!(
+        "journal {} in {}: last seq {}, cursor {}",
+        journal.instance_id(),
+        config.data_dir.display(),
+        stats.accepted,
+        stats.cursor
     );
     let listeners = Listeners::bind(&config).await?;
     let endpoints = listeners.endpoints()?;
@@ -98,8 +116,45 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     stop.cancel();
     services.finish().await?;
+    match journal.checkpoint() {
+        Ok(()) => tracing::info!("journal checkpointed: barrage.db alone is complete"),
+        Err(e) => tracing::warn!("{e:#}"),
+    }
     Endpoints::remove(&config.data_dir);
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Clamps the connection limits into `nofile` descriptors, with a warning naming what to raise.
+fn fit_connection_limits(config: &mut Config, nofile: u64) -> anyhow::Result<()> {
+    let asked = ConnectionLimits {
+        smtp: config.smtp.max_connections,
+        web: if config.web.enabled {
+            config.web.max_connections
+        } else {
+            0
+        },
+        api: config.http.max_connections,
+    };
+    let fitted = asked.fit(nofile)?;
+    if fitted != asked {
+        tracing::warn!(
+            "the connection limits (smtp.max_connections {}, web.max_connections {}, \
+             http.max_connections {}) need more file descriptors than RLIMIT_NOFILE allows \
+             ({nofile}, {} kept for the journal and refusals): clamped to {}, {} and {}. Raise \
+             the limit (`ulimit -n`, LimitNOFILE= in a systemd unit) to serve more",
+            asked.smtp,
+            asked.web,
+            asked.api,
+            descriptors::RESERVE,
+            fitted.smtp,
+            fitted.web,
+            fitted.api
+        );
+    }
+    config.smtp.max_connections = fitted.smtp;
+    config.web.max_connections = fitted.web.max(1);
+    config.http.max_connections = fitted.api;
     Ok(())
 }
 
@@ -190,17 +245,25 @@ impl Services {
             &config.hostname,
             stop.clone(),
         )?;
+        let h = &config.http;
+        let limits = ApiLimits {
+            max_connections: h.max_connections,
+            header_timeout: std::time::Duration::from_secs(h.header_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(h.request_timeout_secs),
+            metrics_require_token: h.metrics_require_token,
+        };
         let state = Arc::new(ApiState {
             journal,
             intake: counters,
-            token: config.http.api_token.clone(),
+            token: h.api_token.clone(),
             extra: vec![acks.stats],
+            limits: limits.clone(),
         });
-        let http = tokio::spawn(
-            axum::serve(listeners.http, api::router(state))
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let app = api::router(state);
+        let shutdown = stop.clone().cancelled_owned();
+        let http = tokio::spawn(async move {
+            api::listener::serve(listeners.http, app, &limits, shutdown).await
+        });
         Ok(Services {
             smtp,
             web,

@@ -67,7 +67,7 @@ async fn ehlo_advertises_the_extensions() {
     let ehlo = c.command("EHLO client.example").await;
     for ext in [
         "PIPELINING",
-        "SIZE 1048576",
+        "SIZE 65536",
         "8BITMIME",
         "ENHANCEDSTATUSCODES",
     ] {

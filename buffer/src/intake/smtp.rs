@@ -96,6 +96,11 @@ pub fn accepted_reply(ticket: &Ticket) -> Reply {
 }
 
 impl<J: Journal> MessageHandler for SmtpIntake<J> {
+    fn admit(&self) -> Result<(), Reply> {
+        let refusal = self.journal.admission();
+        refusal.map_err(|why| Reply::new(452, [4, 3, 1], why.to_string()))
+    }
+
     async fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> Reply {
         let request = match self.request(envelope, message) {
             Ok(request) => request,

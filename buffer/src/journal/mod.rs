@@ -6,6 +6,7 @@
 //! A shared networked store for multi-node intake would be a second implementation.
 
 pub mod outbox;
+pub mod privacy;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -80,6 +81,37 @@ pub struct JournalStats {
     pub largest_batch: u64,
     /// Batches whose write failed (their requests were answered with a temporary error).
     pub write_failures: u64,
+    /// New requests refused before their data because the disk reserve was reached.
+    pub refused_disk_reserve: u64,
+    /// New requests refused before their data because the queue was at its bound.
+    pub refused_queue_full: u64,
+}
+
+/// Why the journal takes no new request right now, said before the request's data is read
+/// (contract: Refusals): SMTP `452 4.3.1` at MAIL FROM, HTTP `507`. Temporary: try again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "request not taken: the buffer's disk is nearly full ({free_mib} MiB free, \
+         {reserve_mib} MiB kept in reserve), try again later"
+    )]
+    DiskReserve { free_mib: u64, reserve_mib: u64 },
+    #[error(
+        "request not taken: {depth} requests are waiting to be handed over, the most this \
+         buffer holds, try again later"
+    )]
+    QueueFull { depth: u64 },
+}
+
+/// Why the journal is not ready to take requests (`/healthz/ready`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the journal cannot write: its last write failed (disk full, I/O error)")]
+    WriteFailing,
+    #[error("new requests are refused: {0}")]
+    Refusing(Refusal),
+    #[error("the journal writer is stuck: one batch has taken {secs} s so far")]
+    WriterStuck { secs: u64 },
 }
 
 /// Why the journal could not do what was asked.
@@ -115,6 +147,22 @@ pub trait Journal: Send + Sync + 'static {
     -> impl Future<Output = Result<u64, JournalError>> + Send;
 
     fn stats(&self) -> JournalStats;
+
+    /// Whether a new request may come in now; asked before its data is read. Counted in
+    /// [`JournalStats`] when refused.
+    fn admission(&self) -> Result<(), Refusal> {
+        Ok(())
+    }
+
+    /// Why the journal cannot take requests now; `None` when it can.
+    fn not_ready(&self) -> Option<NotReady> {
+        None
+    }
+
+    /// The journal's id, made when it was created (contract: Handover API).
+    fn journal_id(&self) -> &str {
+        ""
+    }
 }
 
 /// Formats microseconds since the epoch in the contract's one instant format (RFC 3339 UTC, six

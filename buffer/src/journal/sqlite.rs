@@ -9,20 +9,30 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::journal::outbox::AckMark;
 use acks::{AckCounters, AckDelta};
 
+use identity::HighWaterMark;
+use storage::{Admission, StorageOptions};
+
 mod acks;
+mod backup;
+mod identity;
+pub mod storage;
+
+pub use backup::backup;
+pub use identity::FILE as HIGH_WATER_MARK_FILE;
 
 use super::{
-    Journal, JournalError, JournalStats, NewRequest, StoredRequest, Ticket, format_micros,
-    now_micros,
+    Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest, Ticket,
+    format_micros, now_micros,
 };
 
 /// The most rows one fetch returns, whatever the caller asks.
@@ -71,6 +81,8 @@ pub struct SqliteOptions {
     pub dedup_window_us: i64,
     /// Queue an ack in the outbox with every new request that has somewhere to send it.
     pub acks: bool,
+    /// Disk reserve, queue bound, WAL size and page size.
+    pub storage: StorageOptions,
 }
 
 impl Default for SqliteOptions {
@@ -80,6 +92,7 @@ impl Default for SqliteOptions {
             queue_capacity: 16 * 1024,
             dedup_window_us: 24 * 3600 * 1_000_000,
             acks: false,
+            storage: StorageOptions::default(),
         }
     }
 }
@@ -101,6 +114,12 @@ struct Counters {
     committed_requests: AtomicU64,
     largest_batch: AtomicU64,
     write_failures: AtomicU64,
+    refused_disk_reserve: AtomicU64,
+    refused_queue_full: AtomicU64,
+    /// When the writer began its current batch (microseconds), 0 while it waits for work.
+    busy_since: AtomicI64,
+    /// Whether the last batch failed to write.
+    failing: AtomicBool,
 }
 
 pub struct SqliteJournal {
@@ -111,37 +130,46 @@ pub struct SqliteJournal {
     counters: Arc<Counters>,
     instance_id: String,
     ack_counters: Arc<AckCounters>,
+    admission: Admission,
+    path: std::path::PathBuf,
 }
+
+/// A batch in the writer longer than this means the writer is stuck (a hung disk).
+pub const STUCK_AFTER_US: i64 = 10_000_000;
 
 impl SqliteJournal {
     /// Opens (creating if needed) `barrage.db` in `dir` and starts the writer thread.
     pub fn open(dir: &Path, options: SqliteOptions) -> anyhow::Result<Self> {
         assert!(options.max_batch > 0 && options.queue_capacity >= options.max_batch);
         let path = dir.join("barrage.db");
-        let writer = open_connection(&path)?;
-        writer.execute_batch(SCHEMA)?;
-        let instance_id = load_instance_id(&writer)?;
+        let mark = HighWaterMark::read(dir)?;
+        // SQLite cannot read the file: with a mark, say what it held (a gap explains itself).
+        let (writer, found, last_at) = read_journal(&path).map_err(|e| match &mark {
+            Some(mark) if e.downcast_ref::<rusqlite::Error>().is_some() => {
+                e.context(mark.unreadable(dir))
+            }
+            _ => e,
+        })?;
+        let (instance_id, last_seq, cursor) = (found.journal_id.clone(), found.seq, found.cursor);
         let counters = Arc::new(Counters::default());
-        let last_seq = check_gap_free(&writer, &path)?;
-        let last_at: i64 = writer.query_row(
-            "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
-            [],
-            |r| r.get(0),
-        )?;
-        let cursor: u64 = writer
-            .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()?
-            .map(|v| v.parse())
-            .transpose()?
-            .unwrap_or(0);
         counters.accepted.store(last_seq, Ordering::Relaxed);
         counters.cursor.store(cursor, Ordering::Relaxed);
+        if let Some(mark) = mark {
+            mark.check(&found, dir)?;
+        }
+        found
+            .write(dir)
+            .with_context(|| format!("cannot write {}", identity::path(dir).display()))?;
+        let size_limit = format!(
+            "PRAGMA journal_size_limit={};",
+            options.storage.wal_size_limit
+        );
+        writer.execute_batch(&size_limit)?;
+        let admission = Admission::new(dir, options.storage.clone())?;
 
         let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
-        let checkpointer = start_checkpointer(&path)?;
+        let checkpointer = start_checkpointer(&path, &size_limit, counters.clone())?;
         // Checkpoints copy the WAL into the database file and fsync it: a stall of milliseconds
         // that SQLite would otherwise run inside whichever commit crosses the threshold. The
         // checkpointer thread does it beside the writer instead (WAL lets both run at once).
@@ -156,6 +184,8 @@ impl SqliteJournal {
             counters: counters.clone(),
             ack_counters: ack_counters.clone(),
             ack_delta: AckDelta::default(),
+            dir: dir.to_path_buf(),
+            mark: found,
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -175,7 +205,42 @@ impl SqliteJournal {
             counters,
             instance_id,
             ack_counters,
+            admission,
+            path,
         })
+    }
+
+    /// Why the journal cannot take requests now, if it cannot (see [`Journal::not_ready`]).
+    fn why_not_ready(&self) -> Option<NotReady> {
+        let busy_since = self.counters.busy_since.load(Ordering::Relaxed);
+        if busy_since != 0 && now_micros() - busy_since > STUCK_AFTER_US {
+            let secs = ((now_micros() - busy_since) / 1_000_000) as u64;
+            return Some(NotReady::WriterStuck { secs });
+        }
+        if self.counters.failing.load(Ordering::Relaxed) {
+            return Some(NotReady::WriteFailing);
+        }
+        let stats = self.stats();
+        self.admission
+            .check(stats.queue_depth)
+            .err()
+            .map(NotReady::Refusing)
+    }
+
+    /// Copies the whole WAL into `barrage.db` and empties it (a TRUNCATE checkpoint), so that
+    /// `barrage.db` alone is the complete journal; barrage does it at stop.
+    pub fn checkpoint(&self) -> anyhow::Result<()> {
+        let conn = open_connection(&self.path)?;
+        let (busy, _, _): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        anyhow::ensure!(
+            busy == 0,
+            "the WAL could not be checkpointed: a reader still holds it (barrage.db is complete \
+             only together with barrage.db-wal)"
+        );
+        Ok(())
     }
 
     /// A random id made when the database was created: the ack Message-IDs derive from it.
@@ -192,6 +257,34 @@ impl SqliteJournal {
         self.commands.send(make(tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
+}
+
+/// Opens the journal's file and reads what it holds: its id, last seq and cursor (as a mark to
+/// compare with the high-water mark), and the last accepted-at.
+fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64)> {
+    let writer = open_connection(path)?;
+    writer.execute_batch(SCHEMA)?;
+    let journal_id = load_instance_id(&writer)?;
+    let seq = check_gap_free(&writer, path)?;
+    let last_at: i64 = writer.query_row(
+        "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
+        [],
+        |r| r.get(0),
+    )?;
+    let cursor: u64 = writer
+        .query_row("SELECT value FROM meta WHERE key = 'cursor'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(0);
+    let found = HighWaterMark {
+        journal_id,
+        seq,
+        cursor,
+    };
+    Ok((writer, found, last_at))
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
@@ -243,20 +336,42 @@ fn check_gap_free(conn: &Connection, path: &Path) -> anyhow::Result<u64> {
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Starts the thread that checkpoints the WAL off the commit path; it stops when the returned
-/// sender is dropped.
-fn start_checkpointer(path: &Path) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
+/// sender is dropped. While commits go on it checkpoints PASSIVE (never blocking the writer);
+/// once the writer has been idle for a whole interval it checkpoints TRUNCATE, which empties the
+/// WAL file (it gives up at once if a reader holds the WAL, rather than stall the writer).
+fn start_checkpointer(
+    path: &Path,
+    size_limit: &str,
+    counters: Arc<Counters>,
+) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
     let conn = open_connection(path)?;
+    conn.execute_batch(size_limit)?;
+    conn.busy_timeout(std::time::Duration::ZERO)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("journal-checkpointer".into())
         .spawn(move || {
+            let (mut seen, mut truncated) = (u64::MAX, false);
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                // PASSIVE never blocks the writer; what it cannot copy now waits for the next turn.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!("WAL checkpoint failed (the WAL grows until one succeeds): {e}");
+                let commits = counters.commits.load(Ordering::Relaxed);
+                let idle = commits == seen && counters.busy_since.load(Ordering::Relaxed) == 0;
+                let mode = if idle && !truncated {
+                    "TRUNCATE"
+                } else {
+                    "PASSIVE"
+                };
+                seen = commits;
+                let sql = format!("PRAGMA wal_checkpoint({mode})");
+                match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
+                    Ok(busy) => truncated = idle && busy == 0,
+                    Err(e) if idle => tracing::debug!("idle WAL checkpoint deferred: {e}"),
+                    Err(e) => tracing::warn!(
+                        "WAL checkpoint failed (the WAL grows until one succeeds): {e}"
+                    ),
                 }
+                truncated &= idle;
             }
         })?;
     Ok(stop)
@@ -299,6 +414,10 @@ struct WriterState {
     ack_counters: Arc<AckCounters>,
     /// Ack outbox changes of the batch being written, published after its commit.
     ack_delta: AckDelta,
+    /// The data dir, where the high-water mark is kept.
+    dir: std::path::PathBuf,
+    /// The high-water mark as last written.
+    mark: HighWaterMark,
 }
 
 /// The answer owed to one command of a batch, sent only after the commit.
@@ -351,7 +470,11 @@ impl WriterState {
                     Err(_) => break,
                 }
             }
+            self.counters
+                .busy_since
+                .store(now_micros(), Ordering::Relaxed);
             self.write_batch(&mut batch);
+            self.counters.busy_since.store(0, Ordering::Relaxed);
         }
         tracing::debug!("journal writer stopped: every intake has gone");
     }
@@ -374,6 +497,7 @@ impl WriterState {
                     .accepted
                     .store(self.last_seq, Ordering::Relaxed);
                 self.counters.cursor.store(self.cursor, Ordering::Relaxed);
+                self.counters.failing.store(false, Ordering::Relaxed);
                 self.ack_counters.publish(&self.ack_delta);
                 for answer in answers {
                     match answer {
@@ -393,12 +517,15 @@ impl WriterState {
                         }
                     }
                 }
+                // After the answers: the mark may lag the journal, so nobody waits for it.
+                self.raise_mark();
             }
             Err(e) => {
                 tracing::error!("journal write failed, batch refused: {e}");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 (self.last_seq, self.last_at, self.cursor) = (seq_before, at_before, cursor_before);
                 self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.failing.store(true, Ordering::Relaxed);
                 let message = e.to_string();
                 for answer in answers {
                     let error = JournalError::Unavailable(message.clone());
@@ -409,6 +536,23 @@ impl WriterState {
                     }
                 }
             }
+        }
+    }
+
+    /// Rewrites the high-water mark after a commit that moved the last seq or the cursor. A
+    /// failure only lets the mark lag, which is allowed; the next commit tries again.
+    fn raise_mark(&mut self) {
+        if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor) {
+            return;
+        }
+        let mark = HighWaterMark {
+            seq: self.last_seq,
+            cursor: self.cursor,
+            ..self.mark.clone()
+        };
+        match mark.write(&self.dir) {
+            Ok(()) => self.mark = mark,
+            Err(e) => tracing::warn!("cannot write the journal's high-water mark: {e}"),
         }
     }
 
@@ -502,7 +646,7 @@ impl WriterState {
         }
         let seq = self.last_seq + 1;
         let accepted_at = now.max(self.last_at);
-        let position = seq - self.cursor;
+        let position = seq.saturating_sub(self.cursor);
         let fields = serde_json::to_string(&request.fields).expect("a string map serializes");
         self.conn
             .prepare_cached(
@@ -566,6 +710,11 @@ impl Journal for SqliteJournal {
     ) -> Result<Vec<StoredRequest>, JournalError> {
         let reader = self.reader.clone();
         let limit = limit.min(MAX_FETCH);
+        let page_bytes = self.admission.page_bytes();
+        // Seqs are at most i64::MAX in SQLite; nothing lies beyond.
+        let Ok(after) = i64::try_from(after) else {
+            return Ok(Vec::new());
+        };
         let read = move || -> rusqlite::Result<Vec<StoredRequest>> {
             let conn = reader
                 .lock()
@@ -575,7 +724,7 @@ impl Journal for SqliteJournal {
                         CASE WHEN ?3 THEN raw END
                  FROM requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = statement.query_map(params![after, limit as i64, with_raw], |r| {
+            let mut rows = statement.query_map(params![after, limit as i64, with_raw], |r| {
                 let fields: String = r.get(7)?;
                 let raw: Option<Vec<u8>> = r.get(8)?;
                 Ok(StoredRequest {
@@ -590,7 +739,18 @@ impl Journal for SqliteJournal {
                     raw: raw.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
                 })
             })?;
-            rows.collect()
+            // Bounded by bytes as well as rows, so a page of large raw messages stays small;
+            // always at least one row, so the registration system can get past any request.
+            let (mut page, mut bytes) = (Vec::new(), 0);
+            for row in rows.by_ref() {
+                let row = row?;
+                bytes += row_bytes(&row);
+                page.push(row);
+                if bytes >= page_bytes {
+                    break;
+                }
+            }
+            Ok(page)
         };
         tokio::task::spawn_blocking(read)
             .await
@@ -622,8 +782,42 @@ impl Journal for SqliteJournal {
             },
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
+            refused_disk_reserve: c.refused_disk_reserve.load(Ordering::Relaxed),
+            refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
         }
     }
+
+    fn admission(&self) -> Result<(), Refusal> {
+        let c = &self.counters;
+        let depth = c
+            .accepted
+            .load(Ordering::Relaxed)
+            .saturating_sub(c.cursor.load(Ordering::Relaxed));
+        let verdict = self.admission.check(depth);
+        match &verdict {
+            Err(Refusal::DiskReserve { .. }) => {
+                c.refused_disk_reserve.fetch_add(1, Ordering::Relaxed)
+            }
+            Err(Refusal::QueueFull { .. }) => c.refused_queue_full.fetch_add(1, Ordering::Relaxed),
+            Ok(()) => 0,
+        };
+        verdict
+    }
+
+    fn journal_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    fn not_ready(&self) -> Option<NotReady> {
+        self.why_not_ready()
+    }
+}
+
+/// About what a row takes in a page's JSON.
+fn row_bytes(row: &StoredRequest) -> usize {
+    let fields: usize = row.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let text = row.message_id.len() + row.sender.len() + row.domain.len();
+    text + fields + row.raw.as_ref().map_or(0, String::len) + 160
 }
 
 #[cfg(test)]
@@ -674,6 +868,31 @@ mod tests {
             retransmission: false,
         };
         Answer::Ticket(tx, ticket)
+    }
+
+    #[test]
+    fn a_writer_inside_one_batch_too_long_is_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            storage: StorageOptions {
+                min_free_bytes: 0,
+                ..StorageOptions::default()
+            },
+            ..SqliteOptions::default()
+        };
+        let journal = SqliteJournal::open(dir.path(), options).unwrap();
+        assert_eq!(journal.not_ready(), None);
+        let since = now_micros() - STUCK_AFTER_US - 1_000_000;
+        journal.counters.busy_since.store(since, Ordering::Relaxed);
+        assert!(matches!(
+            journal.not_ready(),
+            Some(NotReady::WriterStuck { secs: 11.. })
+        ));
+        journal
+            .counters
+            .busy_since
+            .store(now_micros(), Ordering::Relaxed);
+        assert_eq!(journal.not_ready(), None, "a batch just begun is not stuck");
     }
 
     #[test]

@@ -23,6 +23,8 @@ impl<H: MessageHandler> Session<H> {
                     self.limits.max_message_size
                 ),
             ));
+        } else if let Err(refusal) = self.handler.admit() {
+            self.queue(refusal);
         } else if from.flags & MAIL_SMTPUTF8 != 0 {
             // Not advertised, so a client must not ask for it (RFC 6531 §3.4).
             self.queue(Reply::new(555, [5, 5, 4], "SMTPUTF8 is not offered here"));

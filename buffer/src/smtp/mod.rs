@@ -82,6 +82,11 @@ pub trait MessageHandler: Send + Sync + 'static {
     /// no bare LF/CR/NUL, within the size limit). The reply is sent as the answer to DATA: the
     /// handler must not answer success before the message is safe.
     fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> impl Future<Output = Reply> + Send;
+
+    /// Asked at MAIL FROM, before any data: `Err(reply)` refuses the transaction (a full disk).
+    fn admit(&self) -> Result<(), Reply> {
+        Ok(())
+    }
 }
 
 /// Serves SMTP on `listener` until `shutdown` completes; then stops accepting, lets transactions in
@@ -95,6 +100,7 @@ pub async fn serve<H: MessageHandler>(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let stop = CancellationToken::new();
+    let mut failures = crate::descriptors::AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -103,8 +109,8 @@ pub async fn serve<H: MessageHandler>(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before accept: keep serving.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    failures.record("SMTP", &e);
+                    tokio::time::sleep(crate::descriptors::ACCEPT_PAUSE).await;
                     continue;
                 }
             },

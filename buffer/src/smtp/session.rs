@@ -54,7 +54,7 @@ pub(super) struct Session<H> {
     stream: TcpStream,
     peer: SocketAddr,
     pub(super) limits: Arc<SmtpLimits>,
-    handler: Arc<H>,
+    pub(super) handler: Arc<H>,
     stop: CancellationToken,
     input: Vec<u8>,
     /// Start of the unprocessed part of `input`.

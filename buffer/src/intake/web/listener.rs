@@ -27,6 +27,7 @@ pub async fn serve<J: Journal>(
     let app = router(intake);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let mut failures = crate::descriptors::AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
         let (stream, _peer) = tokio::select! {
@@ -35,8 +36,8 @@ pub async fn serve<J: Journal>(
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors and the like: wait a moment rather than spin.
-                    tracing::warn!("web intake: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    failures.record("web intake", &e);
+                    tokio::time::sleep(crate::descriptors::ACCEPT_PAUSE).await;
                     continue;
                 }
             },

@@ -142,6 +142,13 @@ async fn accept<J: Journal>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(Ticket, String), Problem> {
+    if let Err(why) = intake.journal.admission() {
+        let status = StatusCode::INSUFFICIENT_STORAGE;
+        return Err(Problem {
+            status,
+            ..Problem::unavailable(why.to_string(), intake.limits.retry_after_secs)
+        });
+    }
     let bytes = read_body(&intake.limits, headers, body).await?;
     let malformed = |problem: Problem| {
         IntakeCounters::count(&intake.counters.refused_malformed);
