@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -190,7 +191,11 @@ impl Buffer {
 }
 
 async fn spawn(spec: &BufferSpec) -> anyhow::Result<(Child, Endpoints)> {
-    std::fs::create_dir_all(&spec.data_dir)
+    // Private, as barrage makes its own: the journal holds requesters' personal data.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&spec.data_dir)
         .with_context(|| format!("cannot create {}", spec.data_dir.display()))?;
     // A file left by a killed buffer would point at the dead one.
     Endpoints::remove(&spec.data_dir);
