@@ -4,9 +4,10 @@
 //! - accepted: at least one transmission was accepted;
 //! - indeterminate: none accepted and at least one got no reply. A refusal of a retransmission does
 //!   not prove the first transmission was not stored, so "no reply" wins over "refused";
-//! - refused: every transmission was refused.
+//! - refused: none accepted or unanswered, and at least one refused;
+//! - failed: every transmission failed before its end of data (nothing can be stored).
 //!
-//! So `sent = accepted + refused + indeterminate` always holds.
+//! So `sent = accepted + refused + indeterminate + failed` always holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -67,6 +68,7 @@ pub fn build_report(run_dir: &Path, checks: Checks) -> anyhow::Result<Report> {
 struct RequestFate {
     accepted: bool,
     unanswered: bool,
+    refused: bool,
 }
 
 /// The per-second tallies of a run, each second created when first touched.
@@ -156,10 +158,11 @@ impl<'a> Tally<'a> {
         }
         self.counts.sent = fates.len() as u64;
         for fate in fates.values() {
-            match (fate.accepted, fate.unanswered) {
-                (true, _) => self.counts.accepted += 1,
-                (false, true) => self.counts.indeterminate += 1,
-                (false, false) => self.counts.refused += 1,
+            match (fate.accepted, fate.unanswered, fate.refused) {
+                (true, _, _) => self.counts.accepted += 1,
+                (false, true, _) => self.counts.indeterminate += 1,
+                (false, false, true) => self.counts.refused += 1,
+                (false, false, false) => self.counts.failed += 1,
             }
         }
     }
@@ -181,6 +184,7 @@ impl<'a> Tally<'a> {
             // An acceptance without a reply time cannot be timed, but it still counts.
             (Outcome::Accepted, None) => fate.accepted = true,
             (Outcome::Refused, replied_at) => {
+                fate.refused = true;
                 self.seconds
                     .at(replied_at.unwrap_or(sent_or_intended))
                     .refused += 1;
@@ -189,6 +193,7 @@ impl<'a> Tally<'a> {
                 fate.unanswered = true;
                 self.seconds.at(sent_or_intended).indeterminate += 1;
             }
+            (Outcome::Failed, _) => self.seconds.at(sent_or_intended).failed += 1,
         }
     }
 
@@ -274,6 +279,7 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     let t0 = earliest_instant(records);
     let mut report = Report {
         verdict: checks::verdict(&checks),
+        warnings: crate::warnings::warnings(records.run.as_ref(), &checks),
         checks,
         faults: records.faults.clone(),
         t0,

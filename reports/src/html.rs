@@ -31,6 +31,7 @@ pub fn render(r: &Report) -> String {
     let checks: Vec<CheckView> = r.checks.iter().map(|(n, c)| CheckView::of(n, c)).collect();
     let page = context! {
         verdict => r.verdict.as_str(),
+        warnings => &r.warnings,
         run => RunFacts::of(r),
         checks,
         counts => &r.counts,
@@ -73,6 +74,7 @@ impl CheckView {
         let class = match check.ok {
             Some(true) => "pass",
             Some(false) => "fail",
+            None if check.incomplete => "incomplete",
             None => "skipped",
         };
         let examples = check

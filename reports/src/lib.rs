@@ -18,6 +18,7 @@ pub mod markdown;
 pub mod model;
 pub mod plots;
 pub mod text;
+pub mod warnings;
 
 pub use contract::{checks, records};
 

@@ -20,6 +20,12 @@ pub fn render(r: &Report) -> String {
     let verdict = r.verdict.as_str().to_uppercase();
     let _ = writeln!(md, "## {mark} Landrush run: {verdict}\n");
     let _ = writeln!(md, "{}\n", run_line(r));
+    for warning in &r.warnings {
+        let _ = writeln!(md, "> ⚠️ {warning}");
+    }
+    if !r.warnings.is_empty() {
+        md.push('\n');
+    }
     checks_table(&mut md, r);
     counts_table(&mut md, r);
     latency_table(&mut md, r);
@@ -38,7 +44,7 @@ pub fn render(r: &Report) -> String {
 
 fn checks_table(md: &mut String, r: &Report) {
     if r.checks.is_empty() {
-        md.push_str("No checks were recorded for this run: the verdict only says none failed.\n\n");
+        md.push_str("No checks were recorded for this run: nothing was judged, so the verdict is incomplete.\n\n");
         return;
     }
     let rows: Vec<[String; 3]> = r

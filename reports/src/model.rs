@@ -20,6 +20,11 @@ pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
 pub struct Report {
     /// The run's verdict (see [`crate::checks::verdict`]).
     pub verdict: Verdict,
+    /// What a reader must know before trusting the figures: run.json's `warnings` (driver behind
+    /// schedule, unsent requests, shards missing), the rehearsal's notes (stalled drain, …) and
+    /// why the verdict is incomplete. Shown at the top of every report.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     #[serde(default)]
     pub checks: Checks,
     #[serde(default)]
@@ -89,6 +94,9 @@ pub struct Counts {
     /// Requests with no accepted transmission and at least one without a reply: they may or may
     /// not be stored (contract: Indeterminate outcomes).
     pub indeterminate: u64,
+    /// Requests whose every transmission failed before its end of data was sent.
+    #[serde(default)]
+    pub failed: u64,
     /// Distinct requests the registration side received.
     pub handed_over: u64,
     /// Distinct requests that got at least one ack.
@@ -143,6 +151,9 @@ pub struct SecondStats {
     pub refused: u64,
     /// Transmissions sent in this second that never got a reply.
     pub indeterminate: u64,
+    /// Transmissions due in this second whose end of data was never sent.
+    #[serde(default)]
+    pub failed: u64,
     /// Handover records received in this second.
     pub handed: u64,
     /// Ack mails received in this second.

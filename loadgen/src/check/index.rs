@@ -28,6 +28,18 @@ pub struct CheckOptions {
     /// skew bound when `sent.jsonl` merges shards from several machines, or precedence would fail
     /// on skew rather than on the buffer.
     pub clock_tolerance_us: u64,
+    /// The buffer's own highest stored seq (its `/v1/stats` `accepted` at the end): every seq up
+    /// to it must be handed over, so lost seqs nobody got a reply for are found too.
+    pub highest_seq: Option<u64>,
+    /// Whether a handover observer ran (`handed.jsonl` exists). Without one the checks that
+    /// need the handover cannot run: the run is `incomplete`, not failed nor passed.
+    pub handover_observed: bool,
+    /// Whether an ack sink ran (`acks.jsonl` exists).
+    pub acks_observed: bool,
+    /// Shards of the run whose records are missing from the folder.
+    pub missing_shards: u64,
+    /// False when the wait for the handover and the acks ended before everything arrived.
+    pub drain_complete: Option<bool>,
 }
 
 impl Default for CheckOptions {
@@ -38,6 +50,11 @@ impl Default for CheckOptions {
             seqs: SeqSource::Auto,
             first_seq: None,
             clock_tolerance_us: 0,
+            highest_seq: None,
+            handover_observed: true,
+            acks_observed: true,
+            missing_shards: 0,
+            drain_complete: None,
         }
     }
 }
@@ -66,6 +83,8 @@ pub(crate) enum Status {
     Refused,
     /// No success, and at least one transmission got no reply: allowed either way (contract: Indeterminate outcomes).
     Indeterminate,
+    /// Every transmission failed before its end of data: it cannot be stored.
+    Failed,
 }
 
 impl Status {
@@ -74,7 +93,13 @@ impl Status {
             Status::Accepted => "accepted",
             Status::Refused => "refused",
             Status::Indeterminate => "indeterminate",
+            Status::Failed => "failed",
         }
+    }
+
+    /// Refused or failed: the buffer cannot have stored it.
+    pub fn never_stored(self) -> bool {
+        matches!(self, Status::Refused | Status::Failed)
     }
 }
 
@@ -85,8 +110,13 @@ pub(crate) struct Request<'a> {
     pub sender: &'a str,
     pub attempts: Vec<&'a SentRecord>,
     pub status: Status,
-    /// Earliest end-of-data over all transmissions: the first moment the buffer could have it.
+    /// Earliest end-of-data over all transmissions.
     pub first_sent: Option<Stamp>,
+    /// Earliest end-of-data over the transmissions that were not refused: the first moment the
+    /// buffer could have stored it (a refused try stored nothing; contract: FIFO, rule 5).
+    pub first_storing_sent: Option<Stamp>,
+    /// The accepted-at its first success reply named, if the reply names one.
+    pub reply_accepted_at: Option<Stamp>,
     /// Earliest success reply: by then its seq was assigned.
     pub first_accept: Option<Stamp>,
     /// Distinct tickets named by success replies, in transmission order.
@@ -185,6 +215,17 @@ impl<'a> Index<'a> {
         })
     }
 
+    /// The accepted-at the buffer gave request `r`: as the handover says, else as its success
+    /// reply said.
+    pub fn accepted_at_of(&self, r: usize) -> Option<Stamp> {
+        let request = &self.requests[r];
+        request
+            .handed
+            .iter()
+            .find_map(|&i| self.handed[i].accepted_at)
+            .or(request.reply_accepted_at)
+    }
+
     /// Whether the request was stored by the buffer, as far as the records prove: handed over, or
     /// acked (acks come from the durable outbox, written in the same transaction as the request).
     pub fn stored(&self, r: usize, options: &CheckOptions) -> bool {
@@ -234,6 +275,7 @@ impl<'a> Index<'a> {
             "ack_message_id": a.message_id,
             "in_reply_to": a.in_reply_to,
             "ticket": a.ticket,
+            "accepted_at": a.accepted_at.map(|s| s.to_string()),
             "to": a.to,
             "received_at": a.received_at.to_string(),
             "line": i + 1,
@@ -255,8 +297,10 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
                 id: &record.id,
                 sender: &record.sender,
                 attempts: Vec::new(),
-                status: Status::Refused,
+                status: Status::Failed,
                 first_sent: None,
+                first_storing_sent: None,
+                reply_accepted_at: None,
                 first_accept: None,
                 tickets: Vec::new(),
                 handed: Vec::new(),
@@ -270,9 +314,15 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
         let request = &mut requests[at];
         request.attempts.push(record);
         request.first_sent = min_stamp(request.first_sent, record.sent_at);
+        if record.outcome != Outcome::Refused {
+            request.first_storing_sent = min_stamp(request.first_storing_sent, record.sent_at);
+        }
         match record.outcome {
             Outcome::Accepted => {
                 request.status = Status::Accepted;
+                if request.reply_accepted_at.is_none() {
+                    request.reply_accepted_at = record.reply.as_deref().and_then(reply_accepted_at);
+                }
                 request.first_accept = min_stamp(request.first_accept, record.replied_at);
                 if let Some(t) = record.ticket
                     && !request.tickets.contains(&t)
@@ -280,13 +330,27 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
                     request.tickets.push(t);
                 }
             }
-            Outcome::Indeterminate if request.status == Status::Refused => {
+            Outcome::Indeterminate if request.status.never_stored() => {
                 request.status = Status::Indeterminate;
+            }
+            Outcome::Refused if request.status == Status::Failed => {
+                request.status = Status::Refused;
             }
             _ => {}
         }
     }
     (requests, keys)
+}
+
+/// The accepted-at a success reply names: barrage's SMTP `250 2.0.0 queued as ticket N at TIME`,
+/// or the `accepted_at` of its HTTP `202 {…}` body.
+pub(crate) fn reply_accepted_at(reply: &str) -> Option<Stamp> {
+    if let Some(at) = reply.find('{') {
+        let body: Value = serde_json::from_str(&reply[at..]).ok()?;
+        return Stamp::parse(body.get("accepted_at")?.as_str()?).ok();
+    }
+    let (_, after) = reply.rsplit_once(" at ")?;
+    Stamp::parse(after.split_whitespace().next()?).ok()
 }
 
 /// A request's index by its `X-Landrush-Id` and by its Message-ID.
@@ -372,5 +436,13 @@ impl Tally {
         self.note(why);
         self.result.ok = None;
         self.result
+    }
+
+    /// The result of a check that applies but could not run: `ok` is `None` and the run is
+    /// `incomplete`.
+    pub fn could_not_run(self, why: &str) -> CheckResult {
+        let mut result = self.skipped(why);
+        result.incomplete = true;
+        result
     }
 }

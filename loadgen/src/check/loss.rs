@@ -3,7 +3,9 @@
 //! - `lost`: accepted requests never handed over, plus indeterminate ones that an ack proves were
 //!   stored (the ack outbox is written in the request's own transaction) yet never handed over;
 //! - `gaps`: seqs missing from the handover between the first seq (the option, else the lowest seen)
-//!   and the highest seq handed over or named in a ticket. Only with the buffer's own seqs;
+//!   and the highest seq known: handed over, named in a ticket, or the buffer's own highest stored
+//!   seq (`highest_seq`, from its stats), so trailing lost seqs are found. Only with the buffer's
+//!   own seqs;
 //! - `indeterminate`, `indeterminate_stored`: requests that got no reply, and those of them the
 //!   records prove stored. Allowed either way (contract: Indeterminate outcomes), so informational;
 //! - `accepted`, `handed_over`: context for the reader.
@@ -35,7 +37,7 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
                     tally.count("indeterminate_stored");
                 }
             }
-            Status::Refused => {}
+            Status::Refused | Status::Failed => {}
         }
         if !request.handed.is_empty() {
             tally.count("handed_over");
@@ -44,7 +46,7 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
         let must_be_handed = match request.status {
             Status::Accepted => true,
             Status::Indeterminate => stored,
-            Status::Refused => false,
+            Status::Refused | Status::Failed => false,
         };
         if must_be_handed && request.handed.is_empty() {
             tally.count("lost");
@@ -89,13 +91,15 @@ fn gaps(index: &Index, options: &CheckOptions, tally: &mut Tally) {
         .map(|h| h.0)
         .into_iter()
         .chain(tickets.clone())
-        .min();
+        .min()
+        .or(options.first_seq);
     let Some(known_low) = known_low else { return };
     let high = handed
         .last()
         .map(|h| h.0)
         .into_iter()
         .chain(tickets)
+        .chain(options.highest_seq)
         .max()
         .unwrap_or(known_low);
     let low = options.first_seq.unwrap_or(known_low);

@@ -202,9 +202,18 @@ impl Rig {
 
     /// Stops the buffer (SIGTERM) and every observer, flushing their records. Returns what the
     /// checks need and the notes.
-    pub async fn teardown(
-        &mut self,
-    ) -> anyhow::Result<(Option<u64>, RehearseOptions, Vec<String>)> {
+    pub async fn teardown(&mut self) -> anyhow::Result<TornDown> {
+        // The buffer's own highest stored seq, read before it stops: seqs up to it must all be
+        // handed over (trailing gaps).
+        let mut highest_seq = None;
+        if let Some(url) = &self.api_url {
+            match get_stats(url, self.options.api_token.as_deref()).await {
+                Ok(stats) => highest_seq = stats["accepted"].as_u64(),
+                Err(e) => self.notes.push(format!(
+                    "cannot read the buffer's stats at the end ({e:#}): trailing gaps are not checked"
+                )),
+            }
+        }
         if let Some(sampler) = self.sampler.take() {
             sampler.finish().await?;
         }
@@ -238,10 +247,21 @@ impl Rig {
             sink.handler().flush()?;
         }
         self.data_dir.take();
-        Ok((
-            self.first_seq,
-            self.options.clone(),
-            std::mem::take(&mut self.notes),
-        ))
+        Ok(TornDown {
+            first_seq: self.first_seq,
+            highest_seq,
+            options: self.options.clone(),
+            notes: std::mem::take(&mut self.notes),
+        })
     }
+}
+
+/// What is left of a rehearsal's rig once stopped: what the checks need, and the notes.
+pub struct TornDown {
+    /// The first seq of this run.
+    pub first_seq: Option<u64>,
+    /// The buffer's highest stored seq at the end (`accepted` of `/v1/stats`).
+    pub highest_seq: Option<u64>,
+    pub options: RehearseOptions,
+    pub notes: Vec<String>,
 }

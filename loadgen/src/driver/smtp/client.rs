@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use reports::records::{Outcome, SentRecord};
+use reports::records::{Outcome, SentRecord, sha256_hex};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text, unstuffed};
 use crate::driver::recorder::{Event, Live, Sink};
 use crate::driver::{Clock, LAG_WARN_MAX};
 use crate::scenario::PreConnectStage;
@@ -361,6 +361,7 @@ impl Play<'_> {
             number: attempt,
             intended: self.intended,
             lag,
+            raw_sha256: sha256_hex(&unstuffed(self.message)),
         };
         emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
         resolution
@@ -379,6 +380,8 @@ struct Attempt {
     number: u32,
     intended: Instant,
     lag: Option<Duration>,
+    /// The digest of the message as the buffer stores it.
+    raw_sha256: String,
 }
 
 /// Sends one message: opens a connection if needed, the envelope (unless staged), the message,
@@ -555,17 +558,22 @@ async fn emit(
         number: attempt,
         intended,
         lag,
+        raw_sha256,
     } = attempt;
     let live = &ctx.live;
+    // No reply and no end of data sent (no connection, broken before DATA or during the
+    // message): nothing can be stored (contract: Indeterminate outcomes).
     let outcome = match (&sent.reply, sent.after_data) {
         (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
         (Some(_), _) => Outcome::Refused,
+        (None, _) if sent.sent_at.is_none() => Outcome::Failed,
         (None, _) => Outcome::Indeterminate,
     };
     match outcome {
         Outcome::Accepted => live.accepted.fetch_add(1, Ordering::Relaxed),
         Outcome::Refused => live.refused.fetch_add(1, Ordering::Relaxed),
         Outcome::Indeterminate => live.indeterminate.fetch_add(1, Ordering::Relaxed),
+        Outcome::Failed => live.failed.fetch_add(1, Ordering::Relaxed),
     };
     stats.transmissions += 1;
     *stats.kinds.entry(request.kind.as_str().into()).or_default() += 1;
@@ -600,6 +608,8 @@ async fn emit(
             .and_then(|r| parse_ticket(&r.message)),
         reply: sent.reply.as_ref().map(reply_text),
         outcome,
+        group: None,
+        raw_sha256: Some(raw_sha256),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
     let _ = sink
