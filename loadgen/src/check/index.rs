@@ -215,15 +215,16 @@ impl<'a> Index<'a> {
         })
     }
 
-    /// The accepted-at the buffer gave request `r`: as the handover says, else as its success
-    /// reply said.
+    /// The accepted-at the buffer gave request `r`: as its success reply said, else (like its
+    /// ticket) as the handover says.
     pub fn accepted_at_of(&self, r: usize) -> Option<Stamp> {
         let request = &self.requests[r];
-        request
-            .handed
-            .iter()
-            .find_map(|&i| self.handed[i].accepted_at)
-            .or(request.reply_accepted_at)
+        request.reply_accepted_at.or_else(|| {
+            request
+                .handed
+                .iter()
+                .find_map(|&i| self.handed[i].accepted_at)
+        })
     }
 
     /// Whether the request was stored by the buffer, as far as the records prove: handed over, or
