@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::checks::{self, Checks};
+use crate::figures;
 use crate::latency::{self, RunHistograms};
 use crate::model::{
     Counts, LatencyMs, Percentiles, QueueSample, Report, SecondStats, Spectra, Throughput,
@@ -320,6 +321,11 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     };
     report.counts = tally.counts;
     report.histograms = Some(tally.histograms);
+    report.burst = figures::burst(records, report.started_at.unwrap_or(t0));
+    report.handover_delay_ms = figures::handover_delay(records);
+    report.fairness = figures::fairness::fairness(records);
+    report.by_kind = figures::kinds::by_kind(&records.sent);
+    report.latency_ms.reply = figures::kinds::reply_latency(&records.sent, records.run.as_ref());
     report
 }
 
@@ -331,6 +337,7 @@ fn latency_figures(report: &mut Report, tally: &Tally, records: &RunRecords) {
     report.latency_ms = LatencyMs {
         accept: latency::percentiles(&accept),
         accept_corrected: latency::percentiles(&accept_corrected),
+        ..LatencyMs::default()
     };
     report.spectrum = Spectra {
         accept: latency::spectrum(&accept),
@@ -541,6 +548,8 @@ mod tests {
             reply: None,
             ticket: None,
             outcome,
+            group: None,
+            raw_sha256: None,
         }
     }
 
@@ -575,7 +584,77 @@ mod tests {
         // 2 accepted requests, the last accepted 1.511 s after t0.
         assert_eq!(report.throughput.accepted_per_s, 1.32);
         assert_eq!(report.driver_lag_ms.max, 1.0);
-        assert_eq!(report.verdict, Verdict::Pass);
+        // No checks ran over these records: that is not a pass.
+        assert_eq!(report.verdict, Verdict::Incomplete);
+        assert!(report.warnings[0].contains("no checks"), "{:?}", report.warnings);
+        // By kind: e is the only request with a second accepted… all five are `normal` here.
+        let normal = &report.by_kind.kind["normal"];
+        assert_eq!((normal.requests, normal.accepted, normal.indeterminate), (5, 2, 2));
+        assert_eq!(report.by_kind.intake["smtp"].transmissions, 7);
+        // Replies after data: two accepted and two refused; no timeouts.
+        assert_eq!(report.latency_ms.reply.percentiles.count, 4);
+        assert_eq!(report.latency_ms.reply.timeouts, 0);
+    }
+
+    #[test]
+    fn a_folder_with_only_sent_jsonl_is_incomplete_never_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = records::JsonlWriter::create(&dir.path().join(records::SENT)).unwrap();
+        w.write(&sent("a", 1, 0, Outcome::Accepted, 10)).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let report = crate::regenerate(dir.path()).unwrap();
+        assert_eq!(report.verdict, Verdict::Incomplete);
+        let md = std::fs::read_to_string(dir.path().join(crate::REPORT_MD)).unwrap();
+        assert!(md.contains("INCOMPLETE") && !md.contains("PASS"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join(crate::REPORT_HTML)).unwrap();
+        assert!(html.contains("Read this first") && !html.contains("PASS"));
+    }
+
+    #[test]
+    fn timeouts_count_in_the_reply_latency_at_the_reply_timeout() {
+        let mut timed_out = sent("t", 1, 0, Outcome::Indeterminate, 0);
+        timed_out.reply = Some("no reply: timeout".into());
+        let records = RunRecords {
+            sent: vec![sent("a", 1, 0, Outcome::Accepted, 11), timed_out],
+            run: Some(serde_json::json!({"scenario_spec": {"clients": {"reply_timeout": "2s"}}})),
+            ..RunRecords::default()
+        };
+        let reply = analyze(&records, Checks::new()).latency_ms.reply;
+        assert_eq!((reply.percentiles.count, reply.timeouts), (2, 1));
+        assert_eq!(reply.timeout_ms, Some(2000.0));
+        assert_eq!(headline(&reply.percentiles).2, 2000.0);
+    }
+
+    #[test]
+    fn a_buffer_favouring_one_group_shows_in_the_fairness_figures() {
+        // Groups a and b each send 10 requests, interleaved in time (a at even ms, b at odd).
+        // The buffer serves every a first and refuses half of b.
+        let mut sent_records = Vec::new();
+        for i in 0..20i64 {
+            let group = if i % 2 == 0 { "a" } else { "b" };
+            let refused = group == "b" && i % 4 == 1;
+            let outcome = if refused { Outcome::Refused } else { Outcome::Accepted };
+            let mut s = sent(&format!("r{i}"), 1, i, outcome, i + 5);
+            s.group = Some(group.into());
+            s.client = (i % 2) as u32;
+            let seq = if group == "a" { i / 2 + 1 } else { 10 + i / 2 + 1 };
+            s.ticket = (!refused).then_some(seq as u64);
+            sent_records.push(s);
+        }
+        let records = RunRecords {
+            sent: sent_records,
+            ..RunRecords::default()
+        };
+        let f = analyze(&records, Checks::new()).fairness;
+        let (a, b) = (&f.groups["a"], &f.groups["b"]);
+        assert_eq!((a.outcomes.accepted, b.outcomes.accepted), (10, 5));
+        assert_eq!((a.accepted_share, b.accepted_share), (1.0, 0.5));
+        assert!(a.displacement_mean < 0.0 && b.displacement_mean > 0.0, "{f:?}");
+        assert!(a.displacement_max_ahead > 0 && b.displacement_max_back > 0);
+        // (1 + 0.5)² / (2 · (1 + 0.25)) = 0.9
+        assert_eq!(f.jain_index, Some(0.9));
+        assert_eq!(f.clients.len(), 2);
     }
 
     #[test]
@@ -590,11 +669,13 @@ mod tests {
             sender: None,
             handed_at: at(ms),
             source: "api".into(),
+            raw_sha256: None,
         };
         let ack = |request: &str, ms: i64| AckRecord {
             message_id: Some(format!("<ack-{request}>")),
             in_reply_to: Some(format!("<{request}@landrush>")),
             ticket: Some(1),
+            accepted_at: None,
             to: vec!["a@b.fr".into()],
             received_at: at(ms),
         };

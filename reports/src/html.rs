@@ -239,6 +239,7 @@ mod tests {
                 counts: [("violations".to_string(), 1)].into(),
                 examples: vec![serde_json::json!({"id": "<script>"})],
                 note: None,
+                incomplete: false,
             },
         );
         let page = render(&r);

@@ -12,6 +12,7 @@
 pub mod analysis;
 pub mod compare;
 pub mod distribution;
+pub mod figures;
 pub mod html;
 pub mod latency;
 pub mod markdown;

@@ -14,6 +14,9 @@ use crate::latency::RunHistograms;
 use crate::records::{FaultRecord, Stamp};
 
 pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
+pub use crate::figures::fairness::{Fairness, Share};
+pub use crate::figures::kinds::{ByKind, ReplyLatency};
+pub use crate::figures::{Burst, Outcomes};
 
 /// Everything known about one run, ready to be rendered or compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,6 +79,18 @@ pub struct Report {
     /// The ack delay distribution as bars.
     #[serde(default)]
     pub ack_delay_buckets: Vec<Bucket>,
+    /// Seconds from the start instant until the burst was stored, handed over and acked.
+    #[serde(default)]
+    pub burst: Burst,
+    /// Percentiles of first handed over − accepted-at: how long requests waited in the buffer.
+    #[serde(default)]
+    pub handover_delay_ms: Percentiles,
+    /// Per client group (and client, where few): outcomes, latency, displacement, Jain's index.
+    #[serde(default)]
+    pub fairness: Fairness,
+    /// Outcomes and accept latency per request kind and per intake.
+    #[serde(default)]
+    pub by_kind: ByKind,
     /// The full histograms, for latency.hlog. Not part of report.json: a report loaded back from
     /// JSON has none, and then latency.hlog is left as it is.
     #[serde(skip)]
@@ -123,6 +138,10 @@ pub struct LatencyMs {
     /// `replied_at − intended_at`: corrected for coordinated omission, so a stalled driver cannot
     /// hide a stalled buffer.
     pub accept_corrected: Percentiles,
+    /// Reply after end of data over every reply (accepted or refused) and every timeout, counted
+    /// at the reply timeout: the set run.json's `latency_service` counts.
+    #[serde(default)]
+    pub reply: ReplyLatency,
 }
 
 /// Throughput.

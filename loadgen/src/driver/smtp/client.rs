@@ -133,11 +133,14 @@ impl Transmission {
     }
 }
 
+/// The failure class of a reply that did not come in time.
+const TIMEOUT: &str = "timeout";
+
 /// A short, countable name for a failure (the detail of I/O errors is dropped).
 fn error_class(e: &SmtpError) -> String {
     match e {
         SmtpError::Io(io) => format!("io: {:?}", io.kind()),
-        SmtpError::Timeout => "timeout".into(),
+        SmtpError::Timeout => TIMEOUT.into(),
         SmtpError::Closed => "closed by server".into(),
         SmtpError::Protocol(_) => "protocol error".into(),
     }
@@ -580,10 +583,18 @@ async fn emit(
     if let Some(error) = &sent.error {
         *stats.errors.entry(error.clone()).or_default() += 1;
     }
+    // Timeouts after the end of data count at the reply timeout, so that a buffer that stops
+    // answering cannot look fast (the report counts the same set: contract: Run records).
+    let timeout = ctx.requests.scenario().clients.reply_timeout.0;
+    let timed_out = sent.after_data && sent.error.as_deref() == Some(TIMEOUT);
     let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
         (true, Some(sent), Some(replied)) => (
             Some(replied.saturating_duration_since(sent)),
             Some(replied.saturating_duration_since(intended)),
+        ),
+        (true, Some(sent), None) if timed_out => (
+            Some(timeout),
+            Some((sent + timeout).saturating_duration_since(intended)),
         ),
         _ => (None, None),
     };
@@ -606,7 +617,12 @@ async fn emit(
             .as_ref()
             .filter(|r| r.code / 100 == 2 && sent.after_data)
             .and_then(|r| parse_ticket(&r.message)),
-        reply: sent.reply.as_ref().map(reply_text),
+        reply: match (&sent.reply, &sent.error) {
+            (Some(reply), _) => Some(reply_text(reply)),
+            (None, Some(error)) if outcome == Outcome::Failed => Some(format!("not sent: {error}")),
+            (None, Some(error)) => Some(format!("no reply: {error}")),
+            (None, None) => None,
+        },
         outcome,
         group: None,
         raw_sha256: Some(raw_sha256),
