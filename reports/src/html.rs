@@ -16,6 +16,7 @@ use crate::checks::CheckResult;
 use crate::model::{Percentiles, Report};
 use crate::plots;
 use crate::records::Stamp;
+use crate::tables;
 use crate::text::{RunFacts, check_counts, format_figure, status};
 
 const TEMPLATE: &str = include_str!("../templates/report.html");
@@ -36,6 +37,17 @@ pub fn render(r: &Report) -> String {
         checks,
         counts => &r.counts,
         latency => latency_rows(r),
+        timeouts => tables::timeouts_note(r),
+        burst => tables::burst_line(r),
+        fairness => context! {
+            header => tables::FAIRNESS_HEADER,
+            rows => tables::fairness_rows(r),
+            jain => tables::jain_line(r),
+        },
+        kinds => context! {
+            header => tables::KIND_HEADER,
+            rows => tables::kind_rows(r),
+        },
         throughput => context! {
             accepted => format_figure(r.throughput.accepted_per_s),
             peak => format_figure(r.throughput.peak_accepted_per_s),
@@ -121,6 +133,11 @@ fn latency_rows(r: &Report) -> Vec<LatencyRow> {
             "accept, corrected (reply − intended)",
             &r.latency_ms.accept_corrected,
         ),
+        row(
+            "reply after end of data, timeouts included",
+            &r.latency_ms.reply.percentiles,
+        ),
+        row("handover delay (handed − accepted-at)", &r.handover_delay_ms),
         row("driver lag (start − schedule)", &r.driver_lag_ms),
         row("ack delay (first ack − accept)", &r.ack_delay_ms),
     ]

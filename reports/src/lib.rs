@@ -18,6 +18,8 @@ pub mod latency;
 pub mod markdown;
 pub mod model;
 pub mod plots;
+pub mod share_plot;
+pub mod tables;
 pub mod text;
 pub mod warnings;
 

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::checks::Verdict;
 use crate::model::{Percentiles, Report};
+use crate::tables;
 use crate::text::{RunFacts, check_counts, format_figure, status};
 
 /// Counterexamples shown per failed check; report.html and report.json have them all.
@@ -37,9 +38,27 @@ pub fn render(r: &Report) -> String {
         format_figure(t.peak_accepted_per_s),
         format_figure(t.handed_over_per_s)
     );
+    figures(&mut md, r);
     faults_line(&mut md, r);
     counterexamples(&mut md, r);
     md
+}
+
+/// Burst, fairness and by-kind figures.
+fn figures(md: &mut String, r: &Report) {
+    let _ = writeln!(md, "Burst: {}.\n", tables::burst_line(r));
+    let rows = tables::fairness_rows(r);
+    if !rows.is_empty() {
+        md.push_str("### Fairness\n\n");
+        md.push_str(&table(&tables::FAIRNESS_HEADER, &rows));
+        let _ = writeln!(md, "\n{}.\n", tables::jain_line(r));
+    }
+    let rows = tables::kind_rows(r);
+    if !rows.is_empty() {
+        md.push_str("### By kind\n\n");
+        md.push_str(&table(&tables::KIND_HEADER, &rows));
+        md.push('\n');
+    }
 }
 
 fn checks_table(md: &mut String, r: &Report) {
@@ -63,11 +82,12 @@ fn counts_table(md: &mut String, r: &Report) {
         c.accepted,
         c.refused,
         c.indeterminate,
+        c.failed,
         c.handed_over,
         c.acked,
     ]
     .map(|n| n.to_string());
-    let [sent, accepted, refused, indeterminate, handed_over, acked] = counts;
+    let [sent, accepted, refused, indeterminate, failed, handed_over, acked] = counts;
     md.push_str(&table(
         &[
             "",
@@ -75,6 +95,7 @@ fn counts_table(md: &mut String, r: &Report) {
             "accepted",
             "refused",
             "indeterminate",
+            "failed",
             "handed over",
             "acked",
         ],
@@ -84,6 +105,7 @@ fn counts_table(md: &mut String, r: &Report) {
             accepted,
             refused,
             indeterminate,
+            failed,
             handed_over,
             acked,
         ]],
@@ -103,6 +125,8 @@ fn latency_table(md: &mut String, r: &Report) {
     let rows: Vec<[String; 6]> = vec![
         latency_row("accept", &r.latency_ms.accept),
         latency_row("accept, corrected", &r.latency_ms.accept_corrected),
+        latency_row("reply (timeouts included)", &r.latency_ms.reply.percentiles),
+        latency_row("handover delay", &r.handover_delay_ms),
         latency_row("driver lag", &r.driver_lag_ms),
         latency_row("ack delay", &r.ack_delay_ms),
     ];
@@ -110,6 +134,9 @@ fn latency_table(md: &mut String, r: &Report) {
         &["ms", "count", "p50", "p99", "p99.9", "max"],
         &rows,
     ));
+    if let Some(note) = tables::timeouts_note(r) {
+        let _ = writeln!(md, "\nReply latency: {note}.");
+    }
     md.push('\n');
 }
 

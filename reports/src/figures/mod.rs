@@ -127,7 +127,8 @@ pub fn burst(records: &RunRecords, start: Stamp) -> Burst {
         .copied()
         .filter(|id| requests.accepted_at(id).is_some())
         .collect();
-    let since = |at: Stamp| latency::round_ms((at.micros() - start.micros()) as f64 / 1000.0) / 1000.0;
+    // One division of whole microseconds: the closest double, printed without float noise.
+    let since = |at: Stamp| (at.micros() - start.micros()) as f64 / 1e6;
     // The last of `times` over every accepted request, or None if one has none.
     let last_of = |times: &HashMap<&str, Stamp>| -> Option<f64> {
         let all: Option<Vec<Stamp>> = accepted.iter().map(|id| times.get(id).copied()).collect();

@@ -1,0 +1,85 @@
+//! The outcome-shares plot of report.html: one horizontal bar per client group and per request
+//! kind, split into accepted, refused, no reply and failed, each as a share of its requests. A
+//! group served worse than the others, or a kind that is mostly refused, shows at a glance.
+
+use plotters::prelude::*;
+
+use crate::model::{Outcomes, Report};
+use crate::plots::{GREEN_ACCEPTED, GREY_MAX, ORANGE_UNKNOWN, RED_REFUSED, WIDTH};
+
+/// The bars: (label, outcomes), groups first, then kinds.
+fn bars(r: &Report) -> Vec<(String, &Outcomes)> {
+    let groups = r
+        .fairness
+        .groups
+        .iter()
+        .map(|(g, s)| (format!("group {g}"), &s.outcomes));
+    let kinds = r.by_kind.kind.iter().map(|(k, o)| (format!("kind {k}"), o));
+    groups.chain(kinds).filter(|(_, o)| o.requests > 0).collect()
+}
+
+pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
+    let bars = bars(r);
+    if bars.is_empty() {
+        return Ok(None);
+    }
+    let height = 70 + 28 * bars.len() as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let n = bars.len() as f64;
+        let mut c = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(190)
+            .build_cartesian_2d(0.0..100.0, 0.0..n)?;
+        let labels: Vec<String> = bars.iter().map(|(l, o)| format!("{l} ({})", o.requests)).collect();
+        c.configure_mesh()
+            .disable_y_mesh()
+            .x_desc("share of the requests (%)")
+            .y_labels(bars.len())
+            .y_label_formatter(&|y| {
+                let i = (n - y - 0.5).round();
+                if (n - y - 0.5 - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                    labels[i as usize].clone()
+                } else {
+                    String::new()
+                }
+            })
+            .light_line_style(RGBColor(235, 235, 235))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
+            .draw()?;
+        const PARTS: [(&str, RGBColor); 4] = [
+            ("accepted", GREEN_ACCEPTED),
+            ("refused", RED_REFUSED),
+            ("no reply", ORANGE_UNKNOWN),
+            ("failed (not sent)", GREY_MAX),
+        ];
+        for (p, &(name, color)) in PARTS.iter().enumerate() {
+            let rects: Vec<Rectangle<(f64, f64)>> = bars
+                .iter()
+                .enumerate()
+                .map(|(i, (_, o))| {
+                    let counts = [o.accepted, o.refused, o.indeterminate, o.failed];
+                    let share = |k: usize| counts[k] as f64 * 100.0 / o.requests as f64;
+                    let from: f64 = (0..p).map(share).sum();
+                    let y = n - i as f64;
+                    Rectangle::new([(from, y - 0.8), (from + share(p), y - 0.2)], color.filled())
+                })
+                .collect();
+            c.draw_series(rects)?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(GREY_MAX)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(Some(svg))
+}
