@@ -33,15 +33,18 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(190)
-            .build_cartesian_2d(0.0..100.0, 0.0..n)?;
+            // Bars centred on whole numbers (ticks land there); room right of 100% for the legend.
+            .build_cartesian_2d(0.0..128.0, 0.4..n + 0.6)?;
         let labels: Vec<String> = bars.iter().map(|(l, o)| format!("{l} ({})", o.requests)).collect();
         c.configure_mesh()
             .disable_y_mesh()
+            .disable_x_mesh()
             .x_desc("share of the requests (%)")
-            .y_labels(bars.len())
+            .x_label_formatter(&|x| if *x <= 100.0 { format!("{x:.0}") } else { String::new() })
+            .y_labels(bars.len() + 2)
             .y_label_formatter(&|y| {
-                let i = (n - y - 0.5).round();
-                if (n - y - 0.5 - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
+                let i = (n - y).round();
+                if (n - y - i).abs() < 0.01 && i >= 0.0 && (i as usize) < labels.len() {
                     labels[i as usize].clone()
                 } else {
                     String::new()
@@ -66,7 +69,7 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
                     let share = |k: usize| counts[k] as f64 * 100.0 / o.requests as f64;
                     let from: f64 = (0..p).map(share).sum();
                     let y = n - i as f64;
-                    Rectangle::new([(from, y - 0.8), (from + share(p), y - 0.2)], color.filled())
+                    Rectangle::new([(from, y - 0.3), (from + share(p), y + 0.3)], color.filled())
                 })
                 .collect();
             c.draw_series(rects)?
@@ -74,7 +77,7 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
         c.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(GREY_MAX)
             .label_font(("sans-serif", 14))
@@ -82,4 +85,33 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
         root.present()?;
     }
     Ok(Some(svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Share;
+
+    #[test]
+    fn every_bar_is_labelled() {
+        let mut r = Report::default();
+        let outcomes = |requests, accepted| Outcomes {
+            requests,
+            accepted,
+            refused: requests - accepted,
+            ..Outcomes::default()
+        };
+        r.by_kind.kind.insert("normal".into(), outcomes(10, 9));
+        r.by_kind.kind.insert("malformed".into(), outcomes(3, 0));
+        let share = Share {
+            outcomes: outcomes(13, 9),
+            ..Share::default()
+        };
+        r.fairness.groups.insert("default".into(), share);
+        let svg = outcome_shares(&r).unwrap().unwrap();
+        for label in ["group default (13)", "kind normal (10)", "kind malformed (3)"] {
+            assert!(svg.contains(label), "no label {label}");
+        }
+        assert!(outcome_shares(&Report::default()).unwrap().is_none());
+    }
 }
