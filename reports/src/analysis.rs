@@ -326,6 +326,18 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     report.fairness = figures::fairness::fairness(records);
     report.by_kind = figures::kinds::by_kind(&records.sent);
     report.latency_ms.reply = figures::kinds::reply_latency(&records.sent, records.run.as_ref());
+    if let Some(run_count) = records
+        .run
+        .as_ref()
+        .and_then(|run| run["latency_service"]["count"].as_u64())
+        && run_count != report.latency_ms.reply.smtp_count
+    {
+        report.warnings.push(format!(
+            "run.json's latency_service counts {run_count} replies, the records {}: the \
+             driver's latency figures and the report's are not over the same replies",
+            report.latency_ms.reply.smtp_count
+        ));
+    }
     report
 }
 

@@ -64,6 +64,9 @@ pub struct ReplyLatency {
     /// The reply timeout they count at (the scenario's `clients.reply_timeout`); null when the
     /// run does not say.
     pub timeout_ms: Option<f64>,
+    /// Of `count`, the SMTP intake's: what run.json's `latency_service.count` must equal.
+    #[serde(default)]
+    pub smtp_count: u64,
 }
 
 /// The reply text the SMTP driver writes for a reply that never came in time.
@@ -72,24 +75,30 @@ const TIMEOUT_REPLY: &str = "no reply: timeout";
 pub fn reply_latency(sent: &[SentRecord], run: Option<&serde_json::Value>) -> ReplyLatency {
     let timeout_us = run.and_then(|r| reply_timeout_us(&r["scenario_spec"]["clients"]["reply_timeout"]));
     let mut histogram = micros_histogram();
-    let mut timeouts = 0;
+    let (mut timeouts, mut smtp_count) = (0, 0);
     for s in sent {
         let Some(sent_at) = s.sent_at else { continue };
-        match s.replied_at {
-            Some(replied) => latency::record(&mut histogram, replied.micros() - sent_at.micros()),
+        let counted = match s.replied_at {
+            Some(replied) => {
+                latency::record(&mut histogram, replied.micros() - sent_at.micros());
+                true
+            }
             None if s.reply.as_deref() == Some(TIMEOUT_REPLY) => {
                 timeouts += 1;
                 if let Some(us) = timeout_us {
                     latency::record(&mut histogram, us);
                 }
+                timeout_us.is_some()
             }
-            None => {}
-        }
+            None => false,
+        };
+        smtp_count += u64::from(counted && s.intake == "smtp");
     }
     ReplyLatency {
         percentiles: latency::percentiles(&histogram),
         timeouts,
         timeout_ms: timeout_us.map(|us| latency::micros_to_ms(us as u64)),
+        smtp_count,
     }
 }
 
