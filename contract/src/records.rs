@@ -407,7 +407,10 @@ mod tests {
         .concat();
         assert_eq!(handed_sha256(&relayed), sha256_hex(sent));
         assert_eq!(handed_sha256(sent), sha256_hex(sent));
-        assert_ne!(handed_sha256(b"From: <a@b.fr>\r\n\r\ndomain: b.fr\r\n"), sha256_hex(sent));
+        assert_ne!(
+            handed_sha256(b"From: <a@b.fr>\r\n\r\ndomain: b.fr\r\n"),
+            sha256_hex(sent)
+        );
         assert_eq!(
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -268,12 +268,18 @@ fn rehearsing_the_real_barrage_passes() {
         assert_eq!(report.checks[name].ok, Some(true), "{name}: {stdout}");
     }
     // barrage hands over the very bytes it was sent, and its acks name ticket and accepted-at.
-    assert!(report.checks["content"].counts["raw_compared"] > 250, "{stdout}");
+    assert!(
+        report.checks["content"].counts["raw_compared"] > 250,
+        "{stdout}"
+    );
     // `landrush check` on the folder reaches the rehearsal's verdict from checks.json.
     let inputs: reports::records::CheckInputs =
         serde_json::from_str(&std::fs::read_to_string(out.join("checks.json")).unwrap()).unwrap();
     assert_eq!(inputs.first_seq, Some(1));
-    assert!(inputs.highest_seq.unwrap() >= report.counts.accepted, "{inputs:?}");
+    assert!(
+        inputs.highest_seq.unwrap() >= report.counts.accepted,
+        "{inputs:?}"
+    );
     let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"));
     check.arg("check").arg(&out);
     let checked = support::output_within(check, support::TEST_LIMIT);

@@ -860,9 +860,14 @@ fn a_refused_earlier_try_does_not_hide_a_precedence_violation() {
 #[test]
 fn a_handed_request_with_another_domain_sender_or_message_id_fails_content() {
     for (field, plant) in [
-        ("domain", (|h: &mut HandedRecord| h.domain = Some("stolen.fr".into())) as fn(&mut _)),
+        (
+            "domain",
+            (|h: &mut HandedRecord| h.domain = Some("stolen.fr".into())) as fn(&mut _),
+        ),
         ("sender", |h| h.sender = Some("thief@stolen.fr".into())),
-        ("message_id", |h| h.message_id = Some("<other@thief.test>".into())),
+        ("message_id", |h| {
+            h.message_id = Some("<other@thief.test>".into())
+        }),
     ] {
         let mut run = Run::correct(20);
         plant(&mut run.handed[7]);
@@ -897,7 +902,9 @@ fn a_handed_raw_message_other_than_the_one_sent_fails_content() {
     let checks = run.checks();
     assert_passes(&checks);
     assert_eq!(count(&checks, "content", "raw_compared"), 5);
-    run.handed[2].raw_sha256 = Some(records::sha256_hex(b"X-Landrush-Id: r2\r\n\r\ndomain: x.fr\r\n"));
+    run.handed[2].raw_sha256 = Some(records::sha256_hex(
+        b"X-Landrush-Id: r2\r\n\r\ndomain: x.fr\r\n",
+    ));
     let checks = run.checks();
     assert_fails_only(&checks, &["content"]);
     assert_eq!(count(&checks, "content", "raw"), 1);
@@ -906,7 +913,8 @@ fn a_handed_raw_message_other_than_the_one_sent_fails_content() {
 
 #[test]
 fn an_ack_must_name_the_requests_ticket_and_accepted_at() {
-    let cases: [(&str, fn(&mut AckRecord)); 3] = [
+    type Plant = fn(&mut AckRecord);
+    let cases: [(&str, Plant); 3] = [
         ("no ticket", |a| a.ticket = None),
         ("no accepted-at", |a| a.accepted_at = None),
         ("another accepted-at", |a| {
@@ -922,7 +930,11 @@ fn an_ack_must_name_the_requests_ticket_and_accepted_at() {
         let example = &checks["acks"].examples[0];
         assert_eq!(example["request"]["id"], "r9", "{what}");
         let rule = example["rule"].as_str().unwrap();
-        let expected = if what == "no ticket" { "ticket" } else { "accepted-at" };
+        let expected = if what == "no ticket" {
+            "ticket"
+        } else {
+            "accepted-at"
+        };
         assert!(rule.ends_with(expected), "{what}: {rule}");
     }
     // The accepted-at a success reply names is the request's, before the handover's.
@@ -972,7 +984,10 @@ fn check_dir_finds_lost_first_and_trailing_seqs_from_checks_json() {
     write_folder(dir.path(), &run);
     // Without checks.json the folder cannot tell: it passes (what `check` could do before).
     let options = load_check_inputs(dir.path()).unwrap();
-    assert_eq!(verdict(&check_run(dir.path(), &options).unwrap()), Verdict::Pass);
+    assert_eq!(
+        verdict(&check_run(dir.path(), &options).unwrap()),
+        Verdict::Pass
+    );
     let inputs = CheckInputs {
         first_seq: Some(1),
         highest_seq: Some(12),
@@ -1014,7 +1029,11 @@ fn a_request_that_failed_before_data_is_never_stored() {
     // Handed over anyway, it is a request the buffer cannot have had.
     run.handed.push(handed("broken", 11, 5_010, 1_000_005_010));
     let checks = run.checks();
-    assert!(checks["duplicates"].ok == Some(false), "{}", render_verdict(&checks));
+    assert!(
+        checks["duplicates"].ok == Some(false),
+        "{}",
+        render_verdict(&checks)
+    );
     assert_eq!(count(&checks, "duplicates", "unexpected"), 1);
     assert!(example_text(&checks, "duplicates").contains("\"broken\""));
 }
@@ -1027,7 +1046,12 @@ fn a_missing_shard_or_an_unfinished_drain_makes_the_run_incomplete() {
         ..CheckOptions::default()
     };
     let checks = run.check(&missing);
-    assert_eq!(verdict(&checks), Verdict::Incomplete, "{}", render_verdict(&checks));
+    assert_eq!(
+        verdict(&checks),
+        Verdict::Incomplete,
+        "{}",
+        render_verdict(&checks)
+    );
     assert_eq!(count(&checks, "completeness", "missing_shards"), 1);
     let undrained = CheckOptions {
         drain_complete: Some(false),
@@ -1049,7 +1073,6 @@ fn a_missing_shard_or_an_unfinished_drain_makes_the_run_incomplete() {
     assert!(checks["acks"].incomplete && checks["acks"].ok.is_none());
     assert_eq!(verdict(&checks), Verdict::Incomplete);
 }
-
 
 /// A valid history of `n` requests: serialization points strictly increasing, each request sent
 /// `pre` before its point and answered `post` after it, seqs in point order.

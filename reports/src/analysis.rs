@@ -598,10 +598,17 @@ mod tests {
         assert_eq!(report.driver_lag_ms.max, 1.0);
         // No checks ran over these records: that is not a pass.
         assert_eq!(report.verdict, Verdict::Incomplete);
-        assert!(report.warnings[0].contains("no checks"), "{:?}", report.warnings);
+        assert!(
+            report.warnings[0].contains("no checks"),
+            "{:?}",
+            report.warnings
+        );
         // By kind: e is the only request with a second accepted… all five are `normal` here.
         let normal = &report.by_kind.kind["normal"];
-        assert_eq!((normal.requests, normal.accepted, normal.indeterminate), (5, 2, 2));
+        assert_eq!(
+            (normal.requests, normal.accepted, normal.indeterminate),
+            (5, 2, 2)
+        );
         assert_eq!(report.by_kind.intake["smtp"].transmissions, 7);
         // Replies after data: two accepted and two refused; no timeouts.
         assert_eq!(report.latency_ms.reply.percentiles.count, 4);
@@ -646,11 +653,19 @@ mod tests {
         for i in 0..20i64 {
             let group = if i % 2 == 0 { "a" } else { "b" };
             let refused = group == "b" && i % 4 == 1;
-            let outcome = if refused { Outcome::Refused } else { Outcome::Accepted };
+            let outcome = if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Accepted
+            };
             let mut s = sent(&format!("r{i}"), 1, i, outcome, i + 5);
             s.group = Some(group.into());
             s.client = (i % 2) as u32;
-            let seq = if group == "a" { i / 2 + 1 } else { 10 + i / 2 + 1 };
+            let seq = if group == "a" {
+                i / 2 + 1
+            } else {
+                10 + i / 2 + 1
+            };
             s.ticket = (!refused).then_some(seq as u64);
             sent_records.push(s);
         }
@@ -662,7 +677,10 @@ mod tests {
         let (a, b) = (&f.groups["a"], &f.groups["b"]);
         assert_eq!((a.outcomes.accepted, b.outcomes.accepted), (10, 5));
         assert_eq!((a.accepted_share, b.accepted_share), (1.0, 0.5));
-        assert!(a.displacement_mean < 0.0 && b.displacement_mean > 0.0, "{f:?}");
+        assert!(
+            a.displacement_mean < 0.0 && b.displacement_mean > 0.0,
+            "{f:?}"
+        );
         assert!(a.displacement_max_ahead > 0 && b.displacement_max_back > 0);
         // (1 + 0.5)² / (2 · (1 + 0.25)) = 0.9
         assert_eq!(f.jain_index, Some(0.9));

@@ -137,7 +137,10 @@ fn latency_rows(r: &Report) -> Vec<LatencyRow> {
             "reply after end of data, timeouts included",
             &r.latency_ms.reply.percentiles,
         ),
-        row("handover delay (handed − accepted-at)", &r.handover_delay_ms),
+        row(
+            "handover delay (handed − accepted-at)",
+            &r.handover_delay_ms,
+        ),
         row("driver lag (start − schedule)", &r.driver_lag_ms),
         row("ack delay (first ack − accept)", &r.ack_delay_ms),
     ]

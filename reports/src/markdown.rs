@@ -87,7 +87,15 @@ fn counts_table(md: &mut String, r: &Report) {
         c.acked,
     ]
     .map(|n| n.to_string());
-    let [sent, accepted, refused, indeterminate, failed, handed_over, acked] = counts;
+    let [
+        sent,
+        accepted,
+        refused,
+        indeterminate,
+        failed,
+        handed_over,
+        acked,
+    ] = counts;
     md.push_str(&table(
         &[
             "",

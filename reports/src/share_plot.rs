@@ -15,7 +15,10 @@ fn bars(r: &Report) -> Vec<(String, &Outcomes)> {
         .iter()
         .map(|(g, s)| (format!("group {g}"), &s.outcomes));
     let kinds = r.by_kind.kind.iter().map(|(k, o)| (format!("kind {k}"), o));
-    groups.chain(kinds).filter(|(_, o)| o.requests > 0).collect()
+    groups
+        .chain(kinds)
+        .filter(|(_, o)| o.requests > 0)
+        .collect()
 }
 
 pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
@@ -35,12 +38,21 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
             .y_label_area_size(190)
             // Bars centred on whole numbers (ticks land there); room right of 100% for the legend.
             .build_cartesian_2d(0.0..128.0, 0.4..n + 0.6)?;
-        let labels: Vec<String> = bars.iter().map(|(l, o)| format!("{l} ({})", o.requests)).collect();
+        let labels: Vec<String> = bars
+            .iter()
+            .map(|(l, o)| format!("{l} ({})", o.requests))
+            .collect();
         c.configure_mesh()
             .disable_y_mesh()
             .disable_x_mesh()
             .x_desc("share of the requests (%)")
-            .x_label_formatter(&|x| if *x <= 100.0 { format!("{x:.0}") } else { String::new() })
+            .x_label_formatter(&|x| {
+                if *x <= 100.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_labels(bars.len() + 2)
             .y_label_formatter(&|y| {
                 let i = (n - y).round();
@@ -69,12 +81,15 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
                     let share = |k: usize| counts[k] as f64 * 100.0 / o.requests as f64;
                     let from: f64 = (0..p).map(share).sum();
                     let y = n - i as f64;
-                    Rectangle::new([(from, y - 0.3), (from + share(p), y + 0.3)], color.filled())
+                    Rectangle::new(
+                        [(from, y - 0.3), (from + share(p), y + 0.3)],
+                        color.filled(),
+                    )
                 })
                 .collect();
-            c.draw_series(rects)?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            c.draw_series(rects)?.label(name).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+            });
         }
         c.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -109,7 +124,11 @@ mod tests {
         };
         r.fairness.groups.insert("default".into(), share);
         let svg = outcome_shares(&r).unwrap().unwrap();
-        for label in ["group default (13)", "kind normal (10)", "kind malformed (3)"] {
+        for label in [
+            "group default (13)",
+            "kind normal (10)",
+            "kind malformed (3)",
+        ] {
             assert!(svg.contains(label), "no label {label}");
         }
         assert!(outcome_shares(&Report::default()).unwrap().is_none());

@@ -30,8 +30,18 @@ pub fn jain_line(r: &Report) -> String {
 }
 
 pub const FAIRNESS_HEADER: [&str; 12] = [
-    "group", "sent", "accepted", "refused", "no reply", "failed", "share", "p50 ms", "p99 ms",
-    "displ. mean", "max back", "max ahead",
+    "group",
+    "sent",
+    "accepted",
+    "refused",
+    "no reply",
+    "failed",
+    "share",
+    "p50 ms",
+    "p99 ms",
+    "displ. mean",
+    "max back",
+    "max ahead",
 ];
 
 /// One row per group, then (where few) per client, as `client N`.
@@ -54,7 +64,10 @@ fn share_row(name: String, s: &Share) -> [String; 12] {
         o.refused.to_string(),
         o.indeterminate.to_string(),
         o.failed.to_string(),
-        format!("{}%", format_figure((s.accepted_share * 1000.0).round() / 10.0)),
+        format!(
+            "{}%",
+            format_figure((s.accepted_share * 1000.0).round() / 10.0)
+        ),
         format_figure(o.accept_ms.p50),
         format_figure(o.accept_ms.p99),
         format_figure(s.displacement_mean),
@@ -64,7 +77,15 @@ fn share_row(name: String, s: &Share) -> [String; 12] {
 }
 
 pub const KIND_HEADER: [&str; 9] = [
-    "kind", "sent", "transmissions", "accepted", "refused", "no reply", "failed", "p50 ms", "p99 ms",
+    "kind",
+    "sent",
+    "transmissions",
+    "accepted",
+    "refused",
+    "no reply",
+    "failed",
+    "p50 ms",
+    "p99 ms",
 ];
 
 /// One row per request kind, then one per intake (`intake smtp`).
@@ -96,7 +117,14 @@ fn kind_row(name: String, o: &Outcomes) -> [String; 9] {
 pub fn timeouts_note(r: &Report) -> Option<String> {
     let reply = &r.latency_ms.reply;
     (reply.timeouts > 0).then(|| match reply.timeout_ms {
-        Some(ms) => format!("{} timeouts counted at {} ms", reply.timeouts, format_figure(ms)),
-        None => format!("{} timeouts (reply timeout unknown: not counted)", reply.timeouts),
+        Some(ms) => format!(
+            "{} timeouts counted at {} ms",
+            reply.timeouts,
+            format_figure(ms)
+        ),
+        None => format!(
+            "{} timeouts (reply timeout unknown: not counted)",
+            reply.timeouts
+        ),
     })
 }

@@ -22,7 +22,11 @@ pub fn warnings(run: Option<&serde_json::Value>, checks: &Checks) -> Vec<String>
     if let Some(run) = run {
         out.extend(strings(run.get("warnings")));
         let unsent = run.get("unsent").and_then(|u| u.as_u64()).unwrap_or(0);
-        if unsent > 0 && !out.iter().any(|w| w.contains("unsent") || w.contains("never")) {
+        if unsent > 0
+            && !out
+                .iter()
+                .any(|w| w.contains("unsent") || w.contains("never"))
+        {
             out.push(format!("{unsent} requests of the scenario were never sent"));
         }
         if run["driver_lag"]["behind_schedule"].as_bool() == Some(true)

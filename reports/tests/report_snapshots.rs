@@ -140,7 +140,11 @@ fn html_is_one_offline_page_with_every_plot_and_linked_counterexamples() {
     }
     assert_eq!(page.matches("<svg").count(), 8);
     // The figures a registry asks for are on the page.
-    for section in ["id=\"fairness\"", "id=\"by-kind\"", "Burst: from the start instant"] {
+    for section in [
+        "id=\"fairness\"",
+        "id=\"by-kind\"",
+        "Burst: from the start instant",
+    ] {
         assert!(page.contains(section), "no {section}");
     }
     // The verdict table is above the plots and links to each counterexample.

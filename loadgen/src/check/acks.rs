@@ -36,7 +36,8 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
         return tally.skipped("the buffer sends no acks (--no-acks)");
     }
     if !options.acks_observed {
-        return tally.could_not_run("no acks observed (acks.jsonl missing) while acks were expected");
+        return tally
+            .could_not_run("no acks observed (acks.jsonl missing) while acks were expected");
     }
 
     for i in 0..index.acks.len() {

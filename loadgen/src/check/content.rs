@@ -76,9 +76,12 @@ fn differences(attempts: &[&SentRecord], h: &HandedRecord) -> Vec<(&'static str,
     compare("sender", &first.sender, h.sender.as_deref(), |a, b| {
         a.trim().eq_ignore_ascii_case(b.trim())
     });
-    compare("message_id", &first.message_id, h.message_id.as_deref(), |a, b| {
-        bare_id(a) == bare_id(b)
-    });
+    compare(
+        "message_id",
+        &first.message_id,
+        h.message_id.as_deref(),
+        |a, b| bare_id(a) == bare_id(b),
+    );
     if let Some(handed) = &h.raw_sha256 {
         let digests: Vec<&str> = attempts
             .iter()

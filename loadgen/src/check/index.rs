@@ -72,8 +72,6 @@ pub enum SeqSource {
     DeliveryOrder,
 }
 
-/// Loads a run folder's record files and checks them. A missing `acks.jsonl` or `handed.jsonl`
-/// reads as empty (so everything accepted is then missing or lost); a missing `sent.jsonl` or a
 /// What became of a request, over all its transmissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {

@@ -35,12 +35,16 @@ use anyhow::Context;
 use reports::checks::{Checks, verdict};
 use reports::records::{self, AckRecord, HandedRecord, SentRecord};
 
-use index::{Index, Tally};
 pub use index::{CheckOptions, SeqSource};
+use index::{Index, Tally};
 pub use inputs::{load_check_inputs, save_check_inputs};
 
 mod inputs;
-/// malformed line is an error.
+
+/// Loads a run folder's record files and checks them. A missing `handed.jsonl` means no handover
+/// was observed, and a missing `acks.jsonl` no acks: the checks that need them are then
+/// incomplete (an empty file is an observer that saw nothing: everything accepted is then lost or
+/// missing). A missing `sent.jsonl` or a malformed line is an error.
 pub fn check_run(run_dir: &Path, options: &CheckOptions) -> anyhow::Result<Checks> {
     // Without sent.jsonl every check would pass vacuously: that is a wrong folder, not a good run.
     let sent_path = run_dir.join(records::SENT);

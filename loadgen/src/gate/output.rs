@@ -226,7 +226,10 @@ fn warnings_md(md: &mut String, gate: &GateFile, states: &HashMap<String, RunSta
     let mut lines = Vec::new();
     for run in &gate.runs {
         if let Some(RunState::Done { docs, .. }) = states.get(&run.name) {
-            let warnings = docs.report["warnings"].as_array().cloned().unwrap_or_default();
+            let warnings = docs.report["warnings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             for w in warnings.iter().filter_map(|w| w.as_str()) {
                 lines.push(format!("> ⚠️ **{}**: {w}", run.name));
             }

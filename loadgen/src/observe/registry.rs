@@ -306,7 +306,10 @@ fn handed_record(request: &ApiRequest, handed_at: Stamp) -> HandedRecord {
         sender: request.sender.clone(),
         handed_at,
         source: "api".into(),
-        raw_sha256: request.raw.as_deref().map(|raw| handed_sha256(raw.as_bytes())),
+        raw_sha256: request
+            .raw
+            .as_deref()
+            .map(|raw| handed_sha256(raw.as_bytes())),
     }
 }
 

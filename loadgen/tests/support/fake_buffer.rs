@@ -148,7 +148,12 @@ impl State {
 
     /// Queues the ack(s) of a stored request.
     fn acknowledge(&self, stored: &Stored) {
-        let (seq, at, mid, sender) = (stored.seq, stored.accepted_at, &stored.message_id, &stored.sender);
+        let (seq, at, mid, sender) = (
+            stored.seq,
+            stored.accepted_at,
+            &stored.message_id,
+            &stored.sender,
+        );
         let id = stored.landrush_id.clone();
         self.ack(seq, at, mid, sender, 1);
         if self.flaw == Flaw::AckTwice(seq) {

@@ -63,7 +63,13 @@ struct Member {
 impl Member {
     fn finish(self) -> Share {
         let n = self.displacements.len().max(1) as f64;
-        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { round4(a as f64 / b as f64) };
+        let share = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                round4(a as f64 / b as f64)
+            }
+        };
         Share {
             outcomes: self.tally.finish(),
             accepted_share: share(self.due_accepted, self.due),
@@ -88,7 +94,8 @@ pub fn fairness(records: &RunRecords) -> Fairness {
         let attempts = &requests.by_id[id];
         let first = attempts[0];
         let group = first.group.as_deref().unwrap_or(DEFAULT_GROUP).to_string();
-        let due = window.is_some_and(|(from, to)| first.intended_at >= from && first.intended_at <= to);
+        let due =
+            window.is_some_and(|(from, to)| first.intended_at >= from && first.intended_at <= to);
         let accepted = super::request_outcome(attempts) == Outcome::Accepted;
         for member in [
             groups.entry(group).or_default(),
@@ -102,7 +109,8 @@ pub fn fairness(records: &RunRecords) -> Fairness {
             member.due_accepted += u64::from(due && accepted);
         }
     }
-    let groups: BTreeMap<String, Share> = groups.into_iter().map(|(g, m)| (g, m.finish())).collect();
+    let groups: BTreeMap<String, Share> =
+        groups.into_iter().map(|(g, m)| (g, m.finish())).collect();
     let shares: Vec<f64> = groups.values().map(|s| s.accepted_share).collect();
     Fairness {
         jain_index: jain(&shares),

@@ -43,9 +43,8 @@ pub fn by_kind(sent: &[SentRecord]) -> ByKind {
             .or_default()
             .add(attempts);
     }
-    let finish = |m: BTreeMap<String, OutcomeTally>| {
-        m.into_iter().map(|(k, t)| (k, t.finish())).collect()
-    };
+    let finish =
+        |m: BTreeMap<String, OutcomeTally>| m.into_iter().map(|(k, t)| (k, t.finish())).collect();
     ByKind {
         kind: finish(kind),
         intake: finish(intake),
@@ -73,7 +72,8 @@ pub struct ReplyLatency {
 const TIMEOUT_REPLY: &str = "no reply: timeout";
 
 pub fn reply_latency(sent: &[SentRecord], run: Option<&serde_json::Value>) -> ReplyLatency {
-    let timeout_us = run.and_then(|r| reply_timeout_us(&r["scenario_spec"]["clients"]["reply_timeout"]));
+    let timeout_us =
+        run.and_then(|r| reply_timeout_us(&r["scenario_spec"]["clients"]["reply_timeout"]));
     let mut histogram = micros_histogram();
     let (mut timeouts, mut smtp_count) = (0, 0);
     for s in sent {
