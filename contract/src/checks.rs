@@ -20,9 +20,8 @@ use serde::{Deserialize, Serialize};
 /// | `fail`       | 1         | at least one check failed: the buffer broke the contract       |
 /// | `incomplete` | 3         | a check could not run (nothing observed, a shard missing, …)   |
 ///
-/// Code 2 is left to usage errors, as `clap` exits 2 on a bad command line. An error of the tool
-/// itself (unreadable records) also exits 1, through `anyhow`: a script that must tell a failed
-/// check from a broken run reads report.json's `verdict`.
+/// Code 2 is left to errors: a bad command line (`clap` exits 2), unreadable records, a run that
+/// could not be made.
 ///
 /// The default is `incomplete`: a verdict nobody computed is not a pass (nor a proven failure).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

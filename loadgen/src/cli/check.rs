@@ -63,7 +63,8 @@ The folder's checks.json (written by `landrush rehearse`) gives the first seq, t
 highest stored seq, whether acks were expected and whether the drain completed, so the verdict
 is the rehearsal's; the flags override it.
 Each failed check lists its first counterexamples with ids and timestamps.
-Exit status: 0 pass, 1 fail (or the folder could not be read), 2 bad command line, 3 incomplete.
+Exit status: 0 pass, 1 fail, 2 the folder could not be read (or a bad command line),
+3 incomplete.
 
 Example:
   landrush check runs/landrush-2004-20261201T090000Z";
@@ -93,7 +94,8 @@ pub fn check_command(args: CheckArgs) -> anyhow::Result<ExitCode> {
 #[command(after_long_help = "\
 The verdict is the stored report.json's checks, recomputed over them: a folder without a
 report.json has no checks, and its verdict is incomplete (run `landrush check DIR --report`).
-Exit status: 0 pass, 1 fail (or the folder could not be read), 2 bad command line, 3 incomplete.")]
+Exit status: 0 pass, 1 fail, 2 the folder could not be read (or a bad command line),
+3 incomplete.")]
 pub struct ReportArgs {
     /// The run folder. The checks of an existing report.json are kept; run `landrush check DIR
     /// --report` to recompute them.

@@ -139,8 +139,8 @@ and Message-ID carries the run's tag (--tag, or a unique one), recorded in run.j
 Besides the records it writes OUT/checks.json (first seq, the buffer's highest stored seq, acks
 expected, drain complete), so that `landrush check OUT` reaches the same verdict.
 Exit status: 0 on pass (every check that applies ran and none failed; a check skipped as not
-applicable, such as acks with --no-acks, does not fail); 1 on fail (or an error of the tool);
-2 on a bad command line; 3 on incomplete (no check failed, but one could not run: no handover
+applicable, such as acks with --no-acks, does not fail); 1 on fail; 2 when the rehearsal could
+not be run (or a bad command line); 3 on incomplete (no check failed, but one could not run: no handover
 or no acks observed, a shard missing, the wait for the handover ended early).
 
 Examples:
