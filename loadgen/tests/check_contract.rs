@@ -1118,3 +1118,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn report_and_check_on_a_folder_with_only_sent_jsonl_say_incomplete_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run::correct(5);
+    let mut w = JsonlWriter::create(&dir.path().join(records::SENT)).unwrap();
+    for s in &run.sent {
+        w.write(s).unwrap();
+    }
+    w.flush().unwrap();
+    for command in ["report", "check"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"))
+            .arg(command)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(3), "{command}: {stdout}");
+        assert!(
+            stdout.contains("INCOMPLETE") && !stdout.contains("PASS"),
+            "{command}: {stdout}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("INCOMPLETE") && !md.contains("PASS"), "{md}");
+}

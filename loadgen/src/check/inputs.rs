@@ -65,3 +65,38 @@ fn missing_shards(run_dir: &Path) -> anyhow::Result<u64> {
     };
     Ok(count.saturating_sub(present))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_missing_from_a_folder_are_counted_from_run_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |run: serde_json::Value| {
+            std::fs::write(dir.path().join(records::RUN), run.to_string()).unwrap();
+            missing_shards(dir.path()).unwrap()
+        };
+        let shard = |i| serde_json::json!({"index": i, "count": 3});
+        assert_eq!(write(serde_json::json!({"shard": shard(1)})), 2);
+        let merged = serde_json::json!({"shard": shard(1), "merged_from": [shard(1), shard(3)]});
+        assert_eq!(write(merged), 1);
+        let all =
+            serde_json::json!({"shard": shard(1), "merged_from": [shard(1), shard(2), shard(3)]});
+        assert_eq!(write(all), 0);
+        assert_eq!(
+            write(serde_json::json!({"shard": {"index": 1, "count": 1}})),
+            0
+        );
+        std::fs::remove_file(dir.path().join(records::RUN)).unwrap();
+        assert_eq!(missing_shards(dir.path()).unwrap(), 0);
+        // The options a folder without checks.json starts from: its stats' highest seq.
+        std::fs::write(
+            dir.path().join(records::STATS),
+            "{\"at\":\"2026-12-01T09:00:00.000000Z\",\"accepted\":7,\"cursor\":7,\"queue_depth\":0}\n",
+        )
+        .unwrap();
+        let options = load_check_inputs(dir.path()).unwrap();
+        assert_eq!((options.highest_seq, options.first_seq), (Some(7), None));
+    }
+}
