@@ -53,6 +53,15 @@ pub struct CheckInputs {
     /// False when the wait for the handover and the acks ended before everything arrived.
     #[serde(default)]
     pub drain_complete: Option<bool>,
+    /// The buffer's own `/v1/stats` at the end: its cursor, its queue depth and its pending acks.
+    /// A queue or acks still pending mean the observers stopped before the buffer was done, so
+    /// what they did not see is not yet proof of loss.
+    #[serde(default)]
+    pub final_cursor: Option<u64>,
+    #[serde(default)]
+    pub final_queue_depth: Option<u64>,
+    #[serde(default)]
+    pub final_acks_pending: Option<u64>,
     /// The clock tolerance the checks used, in microseconds.
     #[serde(default)]
     pub clock_tolerance_us: u64,

@@ -993,7 +993,7 @@ fn check_dir_finds_lost_first_and_trailing_seqs_from_checks_json() {
         highest_seq: Some(12),
         acks_expected: true,
         drain_complete: Some(true),
-        clock_tolerance_us: 0,
+        ..CheckInputs::default()
     };
     save_check_inputs(dir.path(), &inputs).unwrap();
     let options = load_check_inputs(dir.path()).unwrap();
@@ -1143,4 +1143,52 @@ fn report_and_check_on_a_folder_with_only_sent_jsonl_say_incomplete_and_exit_3()
     }
     let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
     assert!(md.contains("INCOMPLETE") && !md.contains("PASS"), "{md}");
+}
+
+#[test]
+fn an_observer_stopped_before_the_buffer_drained_is_incomplete_not_a_loss() {
+    // The registry took seqs 1–6 and stopped; the buffer's final stats still show 4 queued.
+    let mut run = Run::correct(10);
+    run.handed.truncate(6);
+    run.acks.truncate(7);
+    let stopped = CheckOptions {
+        drain_complete: Some(false),
+        final_cursor: Some(6),
+        final_queue_depth: Some(4),
+        final_acks_pending: Some(3),
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&stopped);
+    assert_eq!(
+        verdict(&checks),
+        Verdict::Incomplete,
+        "{}",
+        render_verdict(&checks)
+    );
+    assert_eq!(count(&checks, "loss", "pending"), 4);
+    assert_eq!(count(&checks, "loss", "lost"), 0);
+    assert!(checks["loss"].incomplete && checks["loss"].ok.is_none());
+    assert_eq!(count(&checks, "acks", "pending"), 3);
+    assert_eq!(count(&checks, "acks", "missing"), 0);
+    assert_eq!(count(&checks, "completeness", "undrained"), 1);
+    // The same records from a buffer that said it was done: those four are lost, three unacked.
+    let done = CheckOptions {
+        drain_complete: Some(false),
+        final_cursor: Some(10),
+        final_queue_depth: Some(0),
+        final_acks_pending: Some(0),
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&done);
+    assert_eq!(verdict(&checks), Verdict::Fail);
+    assert_eq!(count(&checks, "loss", "lost"), 4);
+    assert_eq!(count(&checks, "acks", "missing"), 3);
+    assert_eq!(count(&checks, "completeness", "undrained"), 0);
+    // A request lost below the cursor is lost whatever is still queued above it.
+    let mut holed = run.clone();
+    holed.handed.remove(2);
+    let checks = holed.check(&stopped);
+    assert_eq!(verdict(&checks), Verdict::Fail);
+    assert_eq!(count(&checks, "loss", "lost"), 1);
+    assert_eq!(checks["loss"].examples[0]["request"]["id"], "r2");
 }

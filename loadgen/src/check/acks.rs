@@ -11,7 +11,9 @@
 //! - `misaddressed` (failure): acks not sent to the request's sender;
 //! - `resent` (counted, not a failure): ack records repeating an ack Message-ID already received,
 //!   as the durable outbox does after a crash;
-//! - `acked`: distinct acks received, for the reader.
+//! - `acked`: distinct acks received, for the reader;
+//! - `pending`: requests without an ack while the buffer said, at the end, that it still had acks
+//!   to send: not judged, and the check is incomplete rather than passed.
 //!
 //! With `acks_expected` false the check is skipped: `ok` is `None`, never a pass.
 
@@ -30,6 +32,7 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
             "misaddressed",
             "resent",
             "acked",
+            "pending",
         ],
     );
     if !options.acks_expected {
@@ -44,9 +47,13 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
         check_ack(index, i, &mut tally);
     }
     for r in 0..index.requests.len() {
-        check_request(index, r, &mut tally);
+        check_request(index, r, options.acks_still_pending(), &mut tally);
     }
-    tally.finish(&["missing", "extra", "mismatched", "misaddressed"])
+    tally.finish_unless_pending(
+        &["missing", "extra", "mismatched", "misaddressed"],
+        "pending",
+        "the buffer still had acks to send when the ack sink stopped: missing acks were not judged",
+    )
 }
 
 /// The checks of ack `i`: a first copy answers a request the driver sent, names its ticket and
@@ -123,7 +130,7 @@ fn wrong<T: PartialEq>(named: Option<T>, expected: Option<T>) -> bool {
 }
 
 /// The checks of request `r`: as many acks as its fate asks for.
-fn check_request(index: &Index, r: usize, tally: &mut Tally) {
+fn check_request(index: &Index, r: usize, acks_pending: bool, tally: &mut Tally) {
     let request = &index.requests[r];
     let n = request.acks.len() as u64;
     let wanted_at_most = match request.status {
@@ -137,7 +144,9 @@ fn check_request(index: &Index, r: usize, tally: &mut Tally) {
         Status::Indeterminate => !request.handed.is_empty(),
         Status::Refused | Status::Failed => false,
     };
-    if n == 0 && needs_one {
+    if n == 0 && needs_one && acks_pending {
+        tally.count("pending");
+    } else if n == 0 && needs_one {
         tally.count("missing");
         tally.example(|| {
             json!({

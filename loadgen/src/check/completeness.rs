@@ -3,7 +3,9 @@
 //! - `missing_shards`: shards of the scenario whose records are not in the folder (their
 //!   requests were not played, or not merged in);
 //! - `undrained`: 1 when the wait for the handover and the acks ended before everything
-//!   accepted had arrived, so what other checks count as missing may still have been on its way.
+//!   accepted had arrived while the buffer had not said it was done (its final stats still show
+//!   a queue or pending acks, or there are none), so what other checks count as missing may still
+//!   have been on its way.
 
 use reports::checks::CheckResult;
 
@@ -18,7 +20,11 @@ pub(crate) fn check(options: &CheckOptions) -> CheckResult {
             options.missing_shards
         ));
     }
-    if options.drain_complete == Some(false) {
+    // The wait ended early and the buffer did not say it was done (or could not say).
+    let buffer_busy = options.still_queued_above().is_some()
+        || options.acks_still_pending()
+        || options.final_queue_depth.is_none();
+    if options.drain_complete == Some(false) && buffer_busy {
         tally.count("undrained");
         tally.note("the observers stopped before everything accepted was handed over and acked");
     }

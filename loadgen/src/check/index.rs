@@ -40,6 +40,27 @@ pub struct CheckOptions {
     pub missing_shards: u64,
     /// False when the wait for the handover and the acks ended before everything arrived.
     pub drain_complete: Option<bool>,
+    /// The buffer's stats at the end (see `records::CheckInputs`): when its queue was not empty,
+    /// accepted requests above its cursor not handed over are `pending`, not lost; when acks were
+    /// still pending, missing acks are `pending`, not missing. Either makes the check incomplete.
+    pub final_cursor: Option<u64>,
+    pub final_queue_depth: Option<u64>,
+    pub final_acks_pending: Option<u64>,
+}
+
+impl CheckOptions {
+    /// The cursor above which the buffer still held requests the observer never took, if it did.
+    pub fn still_queued_above(&self) -> Option<u64> {
+        match (self.final_queue_depth, self.final_cursor) {
+            (Some(depth), Some(cursor)) if depth > 0 => Some(cursor),
+            _ => None,
+        }
+    }
+
+    /// Whether the buffer still had acks to send when the observers stopped.
+    pub fn acks_still_pending(&self) -> bool {
+        self.final_acks_pending.is_some_and(|n| n > 0)
+    }
 }
 
 impl Default for CheckOptions {
@@ -55,6 +76,9 @@ impl Default for CheckOptions {
             acks_observed: true,
             missing_shards: 0,
             drain_complete: None,
+            final_cursor: None,
+            final_queue_depth: None,
+            final_acks_pending: None,
         }
     }
 }
@@ -427,6 +451,24 @@ impl Tally {
     pub fn finish(mut self, failing: &[&str]) -> CheckResult {
         let failed = failing.iter().any(|name| self.get(name) > 0);
         self.result.ok = Some(!failed);
+        self.result
+    }
+
+    /// Like [`Tally::finish`], but a check with nothing failed and `pending` counted could not
+    /// judge everything: it is incomplete, with `why` as its note.
+    pub fn finish_unless_pending(
+        mut self,
+        failing: &[&str],
+        pending: &str,
+        why: &str,
+    ) -> CheckResult {
+        let failed = failing.iter().any(|name| self.get(name) > 0);
+        if failed || self.get(pending) == 0 {
+            return self.finish(failing);
+        }
+        self.note(why);
+        self.result.ok = None;
+        self.result.incomplete = true;
         self.result
     }
 

@@ -30,6 +30,9 @@ pub fn load_check_inputs(run_dir: &Path) -> anyhow::Result<CheckOptions> {
             options.highest_seq = inputs.highest_seq;
             options.acks_expected = inputs.acks_expected;
             options.drain_complete = inputs.drain_complete;
+            options.final_cursor = inputs.final_cursor;
+            options.final_queue_depth = inputs.final_queue_depth;
+            options.final_acks_pending = inputs.final_acks_pending;
             options.clock_tolerance_us = inputs.clock_tolerance_us;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -97,6 +97,9 @@ pub async fn rehearse_with(
         highest_seq: torn.highest_seq,
         acks_expected: options.acks,
         drain_complete: Some(drain.complete),
+        final_cursor: torn.final_cursor,
+        final_queue_depth: torn.final_queue_depth,
+        final_acks_pending: torn.final_acks_pending,
         clock_tolerance_us: options.check.clock_tolerance_us,
     };
     save_check_inputs(out_dir, &inputs)?;
