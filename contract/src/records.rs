@@ -12,6 +12,10 @@
 //! | `stats.jsonl`    | sample of the buffer's `/v1/stats`             | `landrush rehearse`            |
 //! | `faults.jsonl`   | fault injected during the run                  | `landrush rehearse`            |
 //! | `run.json`       | (one JSON object) what was run, where, when    | `landrush run` / `rehearse`    |
+//! | `checks.json`    | (one JSON object) what the checks need besides | `landrush rehearse`            |
+//!
+//! Raw messages are compared by one digest, [`sha256_hex`] (and [`handed_sha256`] for a message
+//! as a relay handed it over).
 //!
 //! Times are UTC RFC 3339 strings with microseconds (`2026-12-01T09:00:00.123456Z`), see [`Stamp`]
 //! and [`crate::utc`].
