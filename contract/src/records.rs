@@ -277,7 +277,8 @@ const TRACE_FIELDS: [&str; 4] = ["received", "return-path", "delivered-to", "x-o
 
 /// The digest of a message as handed over, comparable with the sent record's `raw_sha256`: the
 /// trace fields a relay prepended (`Received`, `Return-Path`, `Delivered-To`, `X-Original-To`,
-/// with their continuation lines) are skipped, the rest is hashed as it is.
+/// with their continuation lines) are skipped, and line ends are made CRLF again (a Maildir
+/// stores LF; a buffer refuses bare LFs, so a sent message has none), the rest is hashed as it is.
 pub fn handed_sha256(raw: &[u8]) -> String {
     let mut start = 0;
     let mut in_trace = false;
@@ -299,7 +300,15 @@ pub fn handed_sha256(raw: &[u8]) -> String {
         in_trace = true;
         start = end;
     }
-    sha256_hex(&raw[start..])
+    let rest = &raw[start..];
+    let mut crlf = Vec::with_capacity(rest.len() + rest.len() / 32);
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'\n' && (i == 0 || rest[i - 1] != b'\r') {
+            crlf.push(b'\r');
+        }
+        crlf.push(b);
+    }
+    sha256_hex(&crlf)
 }
 
 /// Appends records to a JSON Lines file, one line each.
@@ -420,6 +429,9 @@ mod tests {
         .concat();
         assert_eq!(handed_sha256(&relayed), sha256_hex(sent));
         assert_eq!(handed_sha256(sent), sha256_hex(sent));
+        // A Maildir stores LF line ends.
+        let maildir = b"Delivered-To: x@y\nFrom: <a@b.fr>\nX-Landrush-Id: r1\n\ndomain: a.fr\n";
+        assert_eq!(handed_sha256(maildir), sha256_hex(sent));
         assert_ne!(
             handed_sha256(b"From: <a@b.fr>\r\n\r\ndomain: b.fr\r\n"),
             sha256_hex(sent)
