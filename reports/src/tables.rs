@@ -68,8 +68,8 @@ fn share_row(name: String, s: &Share) -> [String; 12] {
             "{}%",
             format_figure((s.accepted_share * 1000.0).round() / 10.0)
         ),
-        format_figure(o.accept_ms.p50),
-        format_figure(o.accept_ms.p99),
+        latency(o.accept_ms.count, o.accept_ms.p50),
+        latency(o.accept_ms.count, o.accept_ms.p99),
         format_figure(s.displacement_mean),
         s.displacement_max_back.to_string(),
         s.displacement_max_ahead.to_string(),
@@ -108,9 +108,18 @@ fn kind_row(name: String, o: &Outcomes) -> [String; 9] {
         o.refused.to_string(),
         o.indeterminate.to_string(),
         o.failed.to_string(),
-        format_figure(o.accept_ms.p50),
-        format_figure(o.accept_ms.p99),
+        latency(o.accept_ms.count, o.accept_ms.p50),
+        latency(o.accept_ms.count, o.accept_ms.p99),
     ]
+}
+
+/// A latency figure, or `–` when nothing was timed (no request of the row was accepted).
+fn latency(count: u64, ms: f64) -> String {
+    if count == 0 {
+        "–".into()
+    } else {
+        format_figure(ms)
+    }
 }
 
 /// `12 timeouts counted at 30000 ms`, or nothing.
