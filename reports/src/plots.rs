@@ -392,7 +392,7 @@ pub fn ack_delay(r: &Report) -> anyhow::Result<Option<String>> {
     Ok(Some(svg))
 }
 
-type Chart<'a, 'b> = ChartContext<
+pub(crate) type Chart<'a, 'b> = ChartContext<
     'a,
     SVGBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,

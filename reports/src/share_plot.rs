@@ -5,7 +5,7 @@
 use plotters::prelude::*;
 
 use crate::model::{Outcomes, Report};
-use crate::plots::{GREEN_ACCEPTED, GREY_MAX, ORANGE_UNKNOWN, RED_REFUSED, WIDTH};
+use crate::plots::{Chart, GREEN_ACCEPTED, GREY_MAX, ORANGE_UNKNOWN, RED_REFUSED, WIDTH};
 
 /// The bars: (label, outcomes), groups first, then kinds.
 fn bars(r: &Report) -> Vec<(String, &Outcomes)> {
@@ -19,6 +19,40 @@ fn bars(r: &Report) -> Vec<(String, &Outcomes)> {
         .chain(kinds)
         .filter(|(_, o)| o.requests > 0)
         .collect()
+}
+
+/// The parts of a bar, left to right.
+const PARTS: [(&str, RGBColor); 4] = [
+    ("accepted", GREEN_ACCEPTED),
+    ("refused", RED_REFUSED),
+    ("no reply", ORANGE_UNKNOWN),
+    ("failed (not sent)", GREY_MAX),
+];
+
+/// Bar `i` (from the top) centred on `n − i`, its parts stacked left to right, one legend entry
+/// per part.
+fn draw_bars(c: &mut Chart<'_, '_>, bars: &[(String, &Outcomes)]) -> anyhow::Result<()> {
+    let n = bars.len() as f64;
+    for (p, &(name, color)) in PARTS.iter().enumerate() {
+        let rects: Vec<Rectangle<(f64, f64)>> = bars
+            .iter()
+            .enumerate()
+            .map(|(i, (_, o))| {
+                let counts = [o.accepted, o.refused, o.indeterminate, o.failed];
+                let share = |k: usize| counts[k] as f64 * 100.0 / o.requests as f64;
+                let from: f64 = (0..p).map(share).sum();
+                let y = n - i as f64;
+                Rectangle::new(
+                    [(from, y - 0.3), (from + share(p), y + 0.3)],
+                    color.filled(),
+                )
+            })
+            .collect();
+        c.draw_series(rects)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    Ok(())
 }
 
 pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
@@ -66,31 +100,7 @@ pub fn outcome_shares(r: &Report) -> anyhow::Result<Option<String>> {
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 15))
             .draw()?;
-        const PARTS: [(&str, RGBColor); 4] = [
-            ("accepted", GREEN_ACCEPTED),
-            ("refused", RED_REFUSED),
-            ("no reply", ORANGE_UNKNOWN),
-            ("failed (not sent)", GREY_MAX),
-        ];
-        for (p, &(name, color)) in PARTS.iter().enumerate() {
-            let rects: Vec<Rectangle<(f64, f64)>> = bars
-                .iter()
-                .enumerate()
-                .map(|(i, (_, o))| {
-                    let counts = [o.accepted, o.refused, o.indeterminate, o.failed];
-                    let share = |k: usize| counts[k] as f64 * 100.0 / o.requests as f64;
-                    let from: f64 = (0..p).map(share).sum();
-                    let y = n - i as f64;
-                    Rectangle::new(
-                        [(from, y - 0.3), (from + share(p), y + 0.3)],
-                        color.filled(),
-                    )
-                })
-                .collect();
-            c.draw_series(rects)?.label(name).legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
-            });
-        }
+        draw_bars(&mut c, &bars)?;
         c.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
