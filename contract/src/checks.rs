@@ -20,9 +20,8 @@ use serde::{Deserialize, Serialize};
 /// | `fail`       | 1         | at least one check failed: the buffer broke the contract       |
 /// | `incomplete` | 3         | a check could not run (nothing observed, a shard missing, …)   |
 ///
-/// Code 2 is left to usage errors, as `clap` exits 2 on a bad command line. An error of the tool
-/// itself (unreadable records) also exits 1, through `anyhow`: a script that must tell a failed
-/// check from a broken run reads report.json's `verdict`.
+/// Code 2 is left to errors: a bad command line (`clap` exits 2), unreadable records, a run that
+/// could not be made.
 ///
 /// The default is `incomplete`: a verdict nobody computed is not a pass (nor a proven failure).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,15 +78,23 @@ pub struct CheckResult {
     /// Why a check was skipped, or anything a reader must know to interpret it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// True when the check applies but could not run, or could not judge everything (nothing
+    /// observed, a shard missing, …): with `ok` not false, the run is then `incomplete`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub incomplete: bool,
 }
 
 /// All checks of a run, by name (`fifo`, `loss`, `duplicates`, `acks`, `retransmissions`, …).
 pub type Checks = BTreeMap<String, CheckResult>;
 
-/// A run fails when a check failed, and otherwise passes (skipped checks do not fail it).
+/// A run fails when a check failed; else it is incomplete when no check ran at all, or when one
+/// could not run or judge everything; else it passes. A check skipped as not applicable (`ok`
+/// null, not incomplete) neither fails nor passes the run.
 pub fn verdict(checks: &Checks) -> Verdict {
     if checks.values().any(|c| c.ok == Some(false)) {
         Verdict::Fail
+    } else if checks.is_empty() || checks.values().any(|c| c.incomplete) {
+        Verdict::Incomplete
     } else {
         Verdict::Pass
     }
@@ -110,6 +117,22 @@ mod tests {
         checks.insert("fifo".into(), check(Some(true)));
         checks.insert("acks".into(), check(None));
         assert_eq!(verdict(&checks), Verdict::Pass);
+        checks.insert("loss".into(), check(Some(false)));
+        assert_eq!(verdict(&checks), Verdict::Fail);
+    }
+
+    #[test]
+    fn no_checks_or_a_check_that_could_not_run_is_incomplete_never_pass() {
+        assert_eq!(verdict(&Checks::new()), Verdict::Incomplete);
+        let mut checks = Checks::new();
+        checks.insert("fifo".into(), check(Some(true)));
+        let unobserved = CheckResult {
+            incomplete: true,
+            ..check(None)
+        };
+        checks.insert("content".into(), unobserved);
+        assert_eq!(verdict(&checks), Verdict::Incomplete);
+        // A failure outweighs what could not be checked.
         checks.insert("loss".into(), check(Some(false)));
         assert_eq!(verdict(&checks), Verdict::Fail);
     }

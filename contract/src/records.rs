@@ -12,6 +12,10 @@
 //! | `stats.jsonl`    | sample of the buffer's `/v1/stats`             | `landrush rehearse`            |
 //! | `faults.jsonl`   | fault injected during the run                  | `landrush rehearse`            |
 //! | `run.json`       | (one JSON object) what was run, where, when    | `landrush run` / `rehearse`    |
+//! | `checks.json`    | (one JSON object) what the checks need besides | `landrush rehearse`            |
+//!
+//! Raw messages are compared by one digest, [`sha256_hex`] (and [`handed_sha256`] for a message
+//! as a relay handed it over).
 //!
 //! Times are UTC RFC 3339 strings with microseconds (`2026-12-01T09:00:00.123456Z`), see [`Stamp`]
 //! and [`crate::utc`].
@@ -33,6 +37,43 @@ pub const ACKS: &str = "acks.jsonl";
 pub const STATS: &str = "stats.jsonl";
 pub const FAULTS: &str = "faults.jsonl";
 pub const RUN: &str = "run.json";
+pub const CHECK_INPUTS: &str = "checks.json";
+
+/// What the checkers need to know about a run beyond its record files, saved by `landrush
+/// rehearse` as `checks.json` so that `landrush check DIR` reproduces the rehearsal's verdict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckInputs {
+    /// The first seq of this run (1 for a fresh buffer; the buffer's `accepted` + 1 before the
+    /// run for one that already held requests).
+    #[serde(default)]
+    pub first_seq: Option<u64>,
+    /// The buffer's own highest stored seq at the end (`accepted` of `/v1/stats`): seqs up to it
+    /// must all be handed over, so trailing gaps are found.
+    #[serde(default)]
+    pub highest_seq: Option<u64>,
+    /// Whether the buffer was expected to send acks.
+    #[serde(default = "yes")]
+    pub acks_expected: bool,
+    /// False when the wait for the handover and the acks ended before everything arrived.
+    #[serde(default)]
+    pub drain_complete: Option<bool>,
+    /// The buffer's own `/v1/stats` at the end: its cursor, its queue depth and its pending acks.
+    /// A queue or acks still pending mean the observers stopped before the buffer was done, so
+    /// what they did not see is not yet proof of loss.
+    #[serde(default)]
+    pub final_cursor: Option<u64>,
+    #[serde(default)]
+    pub final_queue_depth: Option<u64>,
+    #[serde(default)]
+    pub final_acks_pending: Option<u64>,
+    /// The clock tolerance the checks used, in microseconds.
+    #[serde(default)]
+    pub clock_tolerance_us: u64,
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// A UTC instant, serialized as RFC 3339 with exactly six fractional digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,6 +133,9 @@ pub enum Outcome {
     Refused,
     /// No reply: connection cut, timeout, or dropped on purpose (RFC 1047 retransmission test).
     Indeterminate,
+    /// The end of data was never sent (no connection, or it broke before the end of data): the
+    /// buffer cannot have stored anything.
+    Failed,
 }
 
 /// One transmission of a request by a driver: a line of `sent.jsonl`.
@@ -131,6 +175,13 @@ pub struct SentRecord {
     /// The ticket (seq) named in a success reply, if any.
     pub ticket: Option<u64>,
     pub outcome: Outcome,
+    /// The client group it belongs to (fairness figures); absent means the default group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// [`sha256_hex`] of the message as sent (SMTP: before dot-stuffing, without the end mark);
+    /// absent where the driver does not know the bytes the buffer stores (web forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_sha256: Option<String>,
 }
 
 fn default_intake() -> String {
@@ -163,6 +214,9 @@ pub struct HandedRecord {
     pub handed_at: Stamp,
     /// `api`, `smtp` or `maildir`.
     pub source: String,
+    /// [`handed_sha256`] of the raw message as handed over, where the observer sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_sha256: Option<String>,
 }
 
 /// One acknowledgement mail received by the ack sink: a line of `acks.jsonl`.
@@ -174,6 +228,9 @@ pub struct AckRecord {
     pub in_reply_to: Option<String>,
     /// The ticket (seq) the ack names.
     pub ticket: Option<u64>,
+    /// The accepted-at the ack names (`X-Barrage-Accepted-At`).
+    #[serde(default)]
+    pub accepted_at: Option<Stamp>,
     /// Envelope recipient(s) of the ack.
     pub to: Vec<String>,
     pub received_at: Stamp,
@@ -201,6 +258,57 @@ pub struct FaultRecord {
     pub until: Option<Stamp>,
     #[serde(default)]
     pub detail: serde_json::Value,
+}
+
+/// The lowercase hex SHA-256 of `bytes`: the one digest of raw messages in the run records.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest.iter() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Trace header fields a relay or a delivery agent prepends to a message (RFC 5321, 4.4).
+const TRACE_FIELDS: [&str; 4] = ["received", "return-path", "delivered-to", "x-original-to"];
+
+/// The digest of a message as handed over, comparable with the sent record's `raw_sha256`: the
+/// trace fields a relay prepended (`Received`, `Return-Path`, `Delivered-To`, `X-Original-To`,
+/// with their continuation lines) are skipped, and line ends are made CRLF again (a Maildir
+/// stores LF; a buffer refuses bare LFs, so a sent message has none), the rest is hashed as it is.
+pub fn handed_sha256(raw: &[u8]) -> String {
+    let mut start = 0;
+    let mut in_trace = false;
+    while start < raw.len() {
+        let end = raw[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |n| start + n + 1);
+        let line = &raw[start..end];
+        let folded = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
+        let is_trace = TRACE_FIELDS.iter().any(|name| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && line[name.len()] == b':'
+        });
+        if !(is_trace || (folded && in_trace)) {
+            break;
+        }
+        in_trace = true;
+        start = end;
+    }
+    let rest = &raw[start..];
+    let mut crlf = Vec::with_capacity(rest.len() + rest.len() / 32);
+    for (i, &b) in rest.iter().enumerate() {
+        if b == b'\n' && (i == 0 || rest[i - 1] != b'\r') {
+            crlf.push(b'\r');
+        }
+        crlf.push(b);
+    }
+    sha256_hex(&crlf)
 }
 
 /// Appends records to a JSON Lines file, one line each.
@@ -291,6 +399,8 @@ mod tests {
             reply: None,
             ticket: None,
             outcome: Outcome::Indeterminate,
+            group: None,
+            raw_sha256: None,
         };
         let mut w = JsonlWriter::create(&path).unwrap();
         w.write(&record).unwrap();
@@ -306,6 +416,29 @@ mod tests {
             read_all::<AckRecord>(&dir.path().join(ACKS))
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn handed_digests_skip_the_trace_fields_a_relay_prepends() {
+        let sent = b"From: <a@b.fr>\r\nX-Landrush-Id: r1\r\n\r\ndomain: a.fr\r\n";
+        let relayed = [
+            b"Return-Path: <a@b.fr>\r\nReceived: from x\r\n\tby y; now\r\n".as_slice(),
+            sent.as_slice(),
+        ]
+        .concat();
+        assert_eq!(handed_sha256(&relayed), sha256_hex(sent));
+        assert_eq!(handed_sha256(sent), sha256_hex(sent));
+        // A Maildir stores LF line ends.
+        let maildir = b"Delivered-To: x@y\nFrom: <a@b.fr>\nX-Landrush-Id: r1\n\ndomain: a.fr\n";
+        assert_eq!(handed_sha256(maildir), sha256_hex(sent));
+        assert_ne!(
+            handed_sha256(b"From: <a@b.fr>\r\n\r\ndomain: b.fr\r\n"),
+            sha256_hex(sent)
+        );
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use landrush::rehearse::Rehearsal;
 use reports::checks::{CheckResult, Verdict, verdict};
-use support::fake_buffer::{Event, FakeBuffer, Flaw};
+use support::fake_buffer::{Event, FakeBuffer, Flaw, STOLEN_DOMAIN};
 use support::{rehearse_running, scenario};
 
 /// Rehearses a fake with `flaw` on a scenario of `count` requests with `misbehaviour`.
@@ -198,6 +198,26 @@ async fn a_new_seq_for_a_retransmission_fails_retransmissions_and_duplicates() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn handing_over_another_domain_than_accepted_fails_content() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::OtherDomain(42), 300, "").await;
+    let changed = the_event(&fake, "handed another domain");
+    let content = check(&r, "content");
+    assert_eq!(content.ok, Some(false), "{}", summary(&r));
+    assert_eq!(count(content, "domain"), 1, "{}", summary(&r));
+    // The raw message was handed over as sent: only the domain the buffer stored is wrong.
+    assert_eq!(count(content, "raw"), 0, "{}", summary(&r));
+    assert!(count(content, "raw_compared") > 250, "{}", summary(&r));
+    let text = examples_text(content);
+    assert!(text.contains(changed.id.as_deref().unwrap()), "{text}");
+    assert!(text.contains(STOLEN_DOMAIN), "{text}");
+    // Nothing else is wrong: the request was stored, in order, once, and acked.
+    for name in ["fifo", "loss", "duplicates", "acks"] {
+        assert_eq!(check(&r, name).ok, Some(true), "{name}: {}", summary(&r));
+    }
+    assert_eq!(verdict(&r.checks), Verdict::Fail);
+}
+
 /// The real thing: `landrush rehearse` on a small scenario starts barrage as its own child, and
 /// the run passes every check end to end.
 #[test]
@@ -236,9 +256,36 @@ fn rehearsing_the_real_barrage_passes() {
     assert!(report.counts.accepted > 250, "{:?}", report.counts);
     assert_eq!(report.counts.handed_over, report.counts.accepted);
     assert_eq!(report.counts.acked, report.counts.accepted);
-    for name in ["fifo", "loss", "duplicates", "retransmissions", "acks"] {
+    for name in [
+        "fifo",
+        "loss",
+        "duplicates",
+        "retransmissions",
+        "content",
+        "acks",
+        "completeness",
+    ] {
         assert_eq!(report.checks[name].ok, Some(true), "{name}: {stdout}");
     }
+    // barrage hands over the very bytes it was sent, and its acks name ticket and accepted-at.
+    assert!(
+        report.checks["content"].counts["raw_compared"] > 250,
+        "{stdout}"
+    );
+    // `landrush check` on the folder reaches the rehearsal's verdict from checks.json.
+    let inputs: reports::records::CheckInputs =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checks.json")).unwrap()).unwrap();
+    assert_eq!(inputs.first_seq, Some(1));
+    assert!(
+        inputs.highest_seq.unwrap() >= report.counts.accepted,
+        "{inputs:?}"
+    );
+    let mut check = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"));
+    check.arg("check").arg(&out);
+    let checked = support::output_within(check, support::TEST_LIMIT);
+    let checked_out = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{checked_out}");
+    assert!(checked_out.contains("verdict: PASS"), "{checked_out}");
     // The buffer was stopped: no barrage left holding the ports.
     assert!(out.join("buffer.log").is_file());
     assert!(out.join("stats.jsonl").is_file());

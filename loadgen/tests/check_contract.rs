@@ -2,10 +2,15 @@
 //! that guards against it, with a counterexample naming the culprit. Record sets are built by hand
 //! here; end-to-end runs against broken buffers live elsewhere.
 
-use landrush::check::{CheckOptions, SeqSource, check_records, check_run, render_verdict};
+use landrush::check::{
+    CheckOptions, SeqSource, check_records, check_run, load_check_inputs, render_verdict,
+    save_check_inputs,
+};
 use proptest::prelude::*;
 use reports::checks::{Checks, Verdict, verdict};
-use reports::records::{self, AckRecord, HandedRecord, JsonlWriter, Outcome, SentRecord, Stamp};
+use reports::records::{
+    self, AckRecord, CheckInputs, HandedRecord, JsonlWriter, Outcome, SentRecord, Stamp,
+};
 
 /// 2026-12-01T09:00:00Z in microseconds: the opening instant.
 const OPEN: i64 = 1_796_115_600_000_000;
@@ -37,7 +42,7 @@ fn sent(
     let code = match outcome {
         Outcome::Accepted => Some(250),
         Outcome::Refused => Some(451),
-        Outcome::Indeterminate => None,
+        Outcome::Indeterminate | Outcome::Failed => None,
     };
     SentRecord {
         id: id.into(),
@@ -54,12 +59,14 @@ fn sent(
         .into(),
         attempt,
         intended_at: at(sent_at - 10),
-        sent_at: Some(at(sent_at)),
+        sent_at: (outcome != Outcome::Failed).then(|| at(sent_at)),
         replied_at: replied_at.map(at),
         code,
         reply: code.map(|c| format!("{c} ticket {}", ticket.unwrap_or(0))),
         ticket,
         outcome,
+        group: None,
+        raw_sha256: None,
     }
 }
 
@@ -75,20 +82,37 @@ fn handed(id: &str, seq: u64, accepted_at: i64, handed_at: i64) -> HandedRecord 
         sender: None,
         handed_at: at(handed_at),
         source: "api".into(),
+        raw_sha256: None,
     }
 }
 
+/// An ack naming `ticket`, with no accepted-at yet (see [`Run::push_ack`]).
 fn ack(ack_id: &str, request: &str, ticket: u64, received_at: i64) -> AckRecord {
     AckRecord {
         message_id: Some(format!("<{ack_id}@barrage.test>")),
         in_reply_to: Some(mid(request)),
         ticket: Some(ticket),
+        accepted_at: None,
         to: vec![format!("{request}@client.test")],
         received_at: at(received_at),
     }
 }
 
 impl Run {
+    /// Adds an ack naming `ticket` and the accepted-at the handover gives that seq (any instant
+    /// when the handover has none: the request's accepted-at is then unknown).
+    fn push_ack(&mut self, ack_id: &str, request: &str, ticket: u64, received_at: i64) {
+        let accepted_at = self
+            .handed
+            .iter()
+            .find(|h| h.seq == ticket)
+            .and_then(|h| h.accepted_at)
+            .unwrap_or(at(0));
+        let mut record = ack(ack_id, request, ticket, received_at);
+        record.accepted_at = Some(accepted_at);
+        self.acks.push(record);
+    }
+
     /// A request that is accepted with `seq` at `point` (its serialization point), sent `pre` µs
     /// before and answered `post` µs after; handed over and acked in order.
     fn accepted(&mut self, id: &str, seq: u64, point: i64, pre: i64, post: i64) {
@@ -102,8 +126,9 @@ impl Run {
         ));
         self.handed
             .push(handed(id, seq, point, 1_000_000_000 + point));
-        self.acks
-            .push(ack(&format!("ack-{id}"), id, seq, point + post + 1));
+        let mut ack = ack(&format!("ack-{id}"), id, seq, point + post + 1);
+        ack.accepted_at = Some(at(point));
+        self.acks.push(ack);
     }
 
     /// A correct run of `n` requests from several clients: request i is sent at 100·i and answered
@@ -256,12 +281,14 @@ fn swapping_two_neighbours_contents_under_their_seqs_fails_fifo() {
         ..a
     };
     let checks = run.checks();
-    assert_fails_only(&checks, &["fifo"]);
+    assert_fails_only(&checks, &["fifo", "acks"]);
     assert_eq!(count(&checks, "fifo", "ticket_mismatch"), 2);
     assert_eq!(count(&checks, "fifo", "precedence"), 0);
     assert!(example_text(&checks, "fifo").contains("\"r40\""));
-    // The acks agree with the replies; the handover is what contradicts them.
-    assert_eq!(count(&checks, "acks", "mismatched"), 0);
+    // The acks agree with the replies' tickets; the handover is what contradicts them, and
+    // with it the accepted-at each ack names.
+    assert_eq!(count(&checks, "acks", "mismatched"), 2);
+    assert!(example_text(&checks, "acks").contains("an ack names the request's accepted-at"));
 }
 
 #[test]
@@ -335,6 +362,9 @@ fn swap_seqs(run: &mut Run, a: usize, b: usize) {
     let (ack_a, ack_b) = (run.acks[a].ticket, run.acks[b].ticket);
     run.acks[a].ticket = ack_b;
     run.acks[b].ticket = ack_a;
+    let (at_a, at_b) = (run.acks[a].accepted_at, run.acks[b].accepted_at);
+    run.acks[a].accepted_at = at_b;
+    run.acks[b].accepted_at = at_a;
     let (ha, hb) = (run.handed[a].clone(), run.handed[b].clone());
     run.handed[a] = HandedRecord {
         seq: ha.seq,
@@ -352,6 +382,8 @@ fn swap_seqs(run: &mut Run, a: usize, b: usize) {
 fn accepted_at_going_backwards_fails_fifo() {
     let mut run = Run::correct(50);
     run.handed[20].accepted_at = Some(at(5));
+    // The ack names the accepted-at the buffer gave, backwards as it is.
+    run.acks[20].accepted_at = Some(at(5));
     let checks = run.checks();
     assert_fails_only(&checks, &["fifo"]);
     assert_eq!(count(&checks, "fifo", "accepted_at"), 1);
@@ -378,7 +410,7 @@ fn a_ticket_that_is_not_the_seq_handed_over_fails_fifo() {
 #[test]
 fn two_distinct_acks_for_one_request_fail_acks() {
     let mut run = Run::correct(50);
-    run.acks.push(ack("second-ack-r17", "r17", 18, 9_000));
+    run.push_ack("second-ack-r17", "r17", 18, 9_000);
     let checks = run.checks();
     assert_fails_only(&checks, &["acks"]);
     assert_eq!(count(&checks, "acks", "extra"), 1);
@@ -402,7 +434,7 @@ fn an_ack_for_a_refused_request_fails_acks() {
         None,
     ));
     assert_passes(&run.checks());
-    run.acks.push(ack("ack-refused", "refused", 21, 5_200));
+    run.push_ack("ack-refused", "refused", 21, 5_200);
     let checks = run.checks();
     assert_fails_only(&checks, &["acks"]);
     assert_eq!(count(&checks, "acks", "extra"), 1);
@@ -421,7 +453,7 @@ fn an_ack_for_no_request_or_a_missing_ack_fails_acks() {
     assert_eq!(checks["acks"].examples[0]["request"]["id"], "r3");
 
     let mut run = Run::correct(20);
-    run.acks.push(ack("stray", "nobody", 3, 9_000));
+    run.push_ack("stray", "nobody", 3, 9_000);
     let checks = run.checks();
     assert_fails_only(&checks, &["acks"]);
     assert_eq!(count(&checks, "acks", "extra"), 1);
@@ -486,7 +518,7 @@ fn retransmitted(original_ticket: bool) -> Run {
             Some(21),
         ));
         run.handed.push(handed("r20", 21, 3_010, 1_000_003_010));
-        run.acks.push(ack("ack-r20", "r20", 21, 3_020));
+        run.push_ack("ack-r20", "r20", 21, 3_020);
     } else {
         // A buffer without dedup stores it again as seq 22 and acks it twice.
         run.sent.push(sent(
@@ -499,8 +531,8 @@ fn retransmitted(original_ticket: bool) -> Run {
         ));
         run.handed.push(handed("r20", 21, 3_010, 1_000_003_010));
         run.handed.push(handed("r20", 22, 4_010, 1_000_004_010));
-        run.acks.push(ack("ack-r20", "r20", 21, 3_020));
-        run.acks.push(ack("ack-r20-again", "r20", 22, 4_020));
+        run.push_ack("ack-r20", "r20", 21, 3_020);
+        run.push_ack("ack-r20-again", "r20", 22, 4_020);
     }
     run
 }
@@ -528,8 +560,9 @@ fn a_retransmission_given_a_new_seq_fails() {
         checks["duplicates"].examples[0]["request"]["handed_seqs"],
         serde_json::json!([21, 22])
     );
-    // The second reply named 22, so the first ack (naming 21) contradicts it.
-    assert_eq!(count(&checks, "acks", "mismatched"), 1);
+    // The second reply named 22, so the first ack (naming 21) contradicts it; the second names
+    // 22's accepted-at, not the one of seq 21, under which r20 was first handed over.
+    assert_eq!(count(&checks, "acks", "mismatched"), 2);
 }
 
 #[test]
@@ -553,7 +586,7 @@ fn a_retransmission_answered_with_a_new_ticket_alone_fails() {
         Some(7),
     ));
     run.handed.push(handed("r5", 6, 3_010, 1_000_003_010));
-    run.acks.push(ack("ack-r5", "r5", 6, 3_020));
+    run.push_ack("ack-r5", "r5", 6, 3_020);
     let checks = run.checks();
     assert_eq!(
         checks["retransmissions"].ok,
@@ -584,8 +617,7 @@ fn an_indeterminate_request_may_be_stored_or_not() {
     // Stored: it has the next seq, is handed over and acked like any other.
     run.handed
         .push(handed("lost-reply", 21, 5_010, 1_000_005_010));
-    run.acks
-        .push(ack("ack-lost-reply", "lost-reply", 21, 5_020));
+    run.push_ack("ack-lost-reply", "lost-reply", 21, 5_020);
     let checks = run.checks();
     assert_passes(&checks);
     assert_eq!(count(&checks, "loss", "indeterminate_stored"), 1);
@@ -597,7 +629,7 @@ fn a_stored_indeterminate_request_obeys_the_rules() {
     let mut run = Run::correct(20);
     run.sent
         .push(sent("late", 1, 5_000, None, Outcome::Indeterminate, None));
-    run.acks.push(ack("ack-late", "late", 3, 5_020));
+    run.push_ack("ack-late", "late", 3, 5_020);
     let checks = run.checks();
     // Acked (so stored) but never handed over: lost.
     assert_fails_only(&checks, &["loss"]);
@@ -621,7 +653,7 @@ fn a_stored_indeterminate_request_obeys_the_rules() {
     run.sent
         .push(sent("late", 1, 5_000, None, Outcome::Indeterminate, None));
     run.handed.insert(0, handed("late", 0, 0, 999_999_999));
-    run.acks.push(ack("ack-late", "late", 0, 5_020));
+    run.push_ack("ack-late", "late", 0, 5_020);
     let checks = run.checks();
     assert_fails_only(&checks, &["fifo"]);
     assert_eq!(checks["fifo"].examples[0]["later"]["id"], "late");
@@ -771,8 +803,19 @@ fn check_run_reads_a_run_folder() {
     assert!(text.contains("FAIL") && text.contains("r12"), "{text}");
     assert!(text.trim_end().ends_with("verdict: FAIL"), "{text}");
 
-    // Without handed.jsonl everything accepted is lost; without sent.jsonl it is not a run folder.
+    // Without handed.jsonl no handover was observed: the handover checks could not run, and the
+    // run is incomplete (not 30 lost, not a pass); without sent.jsonl it is not a run folder.
     std::fs::remove_file(dir.path().join(records::HANDED)).unwrap();
+    let checks = check_run(dir.path(), &CheckOptions::default()).unwrap();
+    for name in ["fifo", "loss", "duplicates", "retransmissions", "content"] {
+        assert_eq!(checks[name].ok, None, "{name}");
+        assert!(checks[name].incomplete, "{name}");
+    }
+    assert_eq!(checks["acks"].ok, Some(true));
+    assert_eq!(verdict(&checks), Verdict::Incomplete);
+    assert!(render_verdict(&checks).contains("verdict: INCOMPLETE"));
+    // A handed.jsonl that exists but is empty is an observer that saw nothing: lost.
+    std::fs::write(dir.path().join(records::HANDED), "").unwrap();
     let checks = check_run(dir.path(), &CheckOptions::default()).unwrap();
     assert_eq!(count(&checks, "loss", "lost"), 30);
     let empty = tempfile::tempdir().unwrap();
@@ -785,6 +828,250 @@ fn check_run_reads_a_run_folder() {
     std::fs::write(dir.path().join(records::HANDED), "not json\n").unwrap();
     let err = check_run(dir.path(), &CheckOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("handed.jsonl:1"), "{err:#}");
+}
+
+#[test]
+fn a_refused_earlier_try_does_not_hide_a_precedence_violation() {
+    // r10's 250 was seen at 1250 µs; r13 was sent at 1300 µs and got the smaller seq. An earlier
+    // try of r13 at 1100 µs, refused with 451, stored nothing: it cannot excuse the order.
+    let mut run = Run::correct(30);
+    swap_seqs(&mut run, 10, 13);
+    let refused_try = sent("r13", 1, 1_100, Some(1_150), Outcome::Refused, None);
+    run.sent[13].attempt = 2;
+    run.sent.insert(13, refused_try);
+    let checks = run.checks();
+    assert_fails_only(&checks, &["fifo"]);
+    assert_eq!(count(&checks, "fifo", "precedence"), 1);
+    let example = &checks["fifo"].examples[0];
+    assert_eq!(example["later"]["id"], "r13");
+    assert_eq!(example["later"]["sent_at"], at(1_300).to_string());
+    assert_eq!(example["earlier"]["id"], "r10");
+
+    // The legal variant: the earlier try got no reply, so it may have stored r13 before r10's
+    // 250 was seen, and either order is FIFO.
+    let mut run = Run::correct(30);
+    swap_seqs(&mut run, 10, 13);
+    let unanswered_try = sent("r13", 1, 1_100, None, Outcome::Indeterminate, None);
+    run.sent[13].attempt = 2;
+    run.sent.insert(13, unanswered_try);
+    assert_passes(&run.checks());
+}
+
+#[test]
+fn a_handed_request_with_another_domain_sender_or_message_id_fails_content() {
+    for (field, plant) in [
+        (
+            "domain",
+            (|h: &mut HandedRecord| h.domain = Some("stolen.fr".into())) as fn(&mut _),
+        ),
+        ("sender", |h| h.sender = Some("thief@stolen.fr".into())),
+        ("message_id", |h| {
+            h.message_id = Some("<other@thief.test>".into())
+        }),
+    ] {
+        let mut run = Run::correct(20);
+        plant(&mut run.handed[7]);
+        let checks = run.checks();
+        assert_fails_only(&checks, &["content"]);
+        assert_eq!(count(&checks, "content", field), 1, "{field}");
+        let example = &checks["content"].examples[0];
+        assert_eq!(example["field"], field);
+        assert_eq!(example["request"]["id"], "r7");
+        assert_eq!(example["handed_record"]["seq"], 8);
+    }
+    // The legal variant: the buffer's normalisation (case, trailing dot) and a bare Message-ID.
+    let mut run = Run::correct(20);
+    run.handed[7].domain = Some("R7.FR.".into());
+    run.handed[7].sender = Some("R7@Client.Test".into());
+    run.handed[7].message_id = Some("r7@landrush.test".into());
+    let checks = run.checks();
+    assert_passes(&checks);
+    assert_eq!(count(&checks, "content", "compared"), 20);
+}
+
+#[test]
+fn a_handed_raw_message_other_than_the_one_sent_fails_content() {
+    let mut run = Run::correct(5);
+    for (s, h) in run.sent.iter_mut().zip(run.handed.iter_mut()) {
+        let raw = format!("X-Landrush-Id: {}\r\n\r\ndomain: {}\r\n", s.id, s.domain);
+        s.raw_sha256 = Some(records::sha256_hex(raw.as_bytes()));
+        // A relay's trace fields in front do not change the digest.
+        let relayed = format!("Received: from a by b\r\n{raw}");
+        h.raw_sha256 = Some(records::handed_sha256(relayed.as_bytes()));
+    }
+    let checks = run.checks();
+    assert_passes(&checks);
+    assert_eq!(count(&checks, "content", "raw_compared"), 5);
+    run.handed[2].raw_sha256 = Some(records::sha256_hex(
+        b"X-Landrush-Id: r2\r\n\r\ndomain: x.fr\r\n",
+    ));
+    let checks = run.checks();
+    assert_fails_only(&checks, &["content"]);
+    assert_eq!(count(&checks, "content", "raw"), 1);
+    assert_eq!(checks["content"].examples[0]["request"]["id"], "r2");
+}
+
+#[test]
+fn an_ack_must_name_the_requests_ticket_and_accepted_at() {
+    type Plant = fn(&mut AckRecord);
+    let cases: [(&str, Plant); 3] = [
+        ("no ticket", |a| a.ticket = None),
+        ("no accepted-at", |a| a.accepted_at = None),
+        ("another accepted-at", |a| {
+            a.accepted_at = a.accepted_at.map(|t| Stamp::from_micros(t.micros() + 1))
+        }),
+    ];
+    for (what, plant) in cases {
+        let mut run = Run::correct(20);
+        plant(&mut run.acks[9]);
+        let checks = run.checks();
+        assert_fails_only(&checks, &["acks"]);
+        assert_eq!(count(&checks, "acks", "mismatched"), 1, "{what}");
+        let example = &checks["acks"].examples[0];
+        assert_eq!(example["request"]["id"], "r9", "{what}");
+        let rule = example["rule"].as_str().unwrap();
+        let expected = if what == "no ticket" {
+            "ticket"
+        } else {
+            "accepted-at"
+        };
+        assert!(rule.ends_with(expected), "{what}: {rule}");
+    }
+    // The accepted-at a success reply names is the request's, before the handover's.
+    let mut run = Run::correct(20);
+    let accepted_at = run.acks[9].accepted_at.unwrap();
+    run.sent[9].reply = Some(format!("250 2.0.0 queued as ticket 10 at {accepted_at}"));
+    assert_passes(&run.checks());
+    run.sent[9].reply = Some(format!("250 2.0.0 queued as ticket 10 at {}", at(1)));
+    let checks = run.checks();
+    assert_eq!(count(&checks, "acks", "mismatched"), 1);
+}
+
+/// Writes `run`'s records into a folder.
+fn write_folder(dir: &std::path::Path, run: &Run) {
+    fn write<T: serde::Serialize>(path: &std::path::Path, rows: &[T]) {
+        let mut w = JsonlWriter::create(path).unwrap();
+        for row in rows {
+            w.write(row).unwrap();
+        }
+        w.flush().unwrap();
+    }
+    write(&dir.join(records::SENT), &run.sent);
+    write(&dir.join(records::HANDED), &run.handed);
+    write(&dir.join(records::ACKS), &run.acks);
+}
+
+#[test]
+fn check_dir_finds_lost_first_and_trailing_seqs_from_checks_json() {
+    // Seqs 1 and 12 went to requests whose client got no reply (so no ticket names them), and
+    // the buffer handed over neither: only the run's first seq and the buffer's own highest seq
+    // betray them.
+    let mut run = Run::correct(10);
+    for (i, h) in run.handed.iter_mut().enumerate() {
+        h.seq = i as u64 + 2;
+    }
+    for (i, s) in run.sent.iter_mut().enumerate() {
+        s.ticket = Some(i as u64 + 2);
+    }
+    for (i, a) in run.acks.iter_mut().enumerate() {
+        a.ticket = Some(i as u64 + 2);
+    }
+    for id in ["first", "last"] {
+        run.sent
+            .push(sent(id, 1, 5_000, None, Outcome::Indeterminate, None));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    write_folder(dir.path(), &run);
+    // Without checks.json the folder cannot tell: it passes (what `check` could do before).
+    let options = load_check_inputs(dir.path()).unwrap();
+    assert_eq!(
+        verdict(&check_run(dir.path(), &options).unwrap()),
+        Verdict::Pass
+    );
+    let inputs = CheckInputs {
+        first_seq: Some(1),
+        highest_seq: Some(12),
+        acks_expected: true,
+        drain_complete: Some(true),
+        ..CheckInputs::default()
+    };
+    save_check_inputs(dir.path(), &inputs).unwrap();
+    let options = load_check_inputs(dir.path()).unwrap();
+    let checks = check_run(dir.path(), &options).unwrap();
+    assert_fails_only(&checks, &["loss"]);
+    assert_eq!(count(&checks, "loss", "gaps"), 2);
+    let text = example_text(&checks, "loss");
+    assert!(text.contains(r#""from":1,"to":1"#), "{text}");
+    assert!(text.contains(r#""from":12,"to":12"#), "{text}");
+    // The legal variant: the buffer stored nothing more than what was handed over.
+    save_check_inputs(
+        dir.path(),
+        &CheckInputs {
+            first_seq: Some(2),
+            highest_seq: Some(11),
+            ..inputs
+        },
+    )
+    .unwrap();
+    let options = load_check_inputs(dir.path()).unwrap();
+    assert_passes(&check_run(dir.path(), &options).unwrap());
+}
+
+#[test]
+fn a_request_that_failed_before_data_is_never_stored() {
+    let mut run = Run::correct(10);
+    run.sent
+        .push(sent("broken", 1, 5_000, None, Outcome::Failed, None));
+    let checks = run.checks();
+    assert_passes(&checks);
+    // It is not an indeterminate request: nothing can have been stored.
+    assert_eq!(count(&checks, "loss", "indeterminate"), 0);
+    // Handed over anyway, it is a request the buffer cannot have had.
+    run.handed.push(handed("broken", 11, 5_010, 1_000_005_010));
+    let checks = run.checks();
+    assert!(
+        checks["duplicates"].ok == Some(false),
+        "{}",
+        render_verdict(&checks)
+    );
+    assert_eq!(count(&checks, "duplicates", "unexpected"), 1);
+    assert!(example_text(&checks, "duplicates").contains("\"broken\""));
+}
+
+#[test]
+fn a_missing_shard_or_an_unfinished_drain_makes_the_run_incomplete() {
+    let run = Run::correct(10);
+    let missing = CheckOptions {
+        missing_shards: 1,
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&missing);
+    assert_eq!(
+        verdict(&checks),
+        Verdict::Incomplete,
+        "{}",
+        render_verdict(&checks)
+    );
+    assert_eq!(count(&checks, "completeness", "missing_shards"), 1);
+    let undrained = CheckOptions {
+        drain_complete: Some(false),
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&undrained);
+    assert_eq!(verdict(&checks), Verdict::Incomplete);
+    assert!(checks["completeness"].incomplete);
+    // A failure still outweighs it.
+    let mut broken = run.clone();
+    broken.handed.remove(3);
+    assert_eq!(verdict(&broken.check(&undrained)), Verdict::Fail);
+    // Acks expected but never observed: incomplete too.
+    let unobserved = CheckOptions {
+        acks_observed: false,
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&unobserved);
+    assert!(checks["acks"].incomplete && checks["acks"].ok.is_none());
+    assert_eq!(verdict(&checks), Verdict::Incomplete);
 }
 
 /// A valid history of `n` requests: serialization points strictly increasing, each request sent
@@ -830,4 +1117,78 @@ proptest! {
             prop_assert_eq!(verdict(&checks), Verdict::Pass, "{}", render_verdict(&checks));
         }
     }
+}
+
+#[test]
+fn report_and_check_on_a_folder_with_only_sent_jsonl_say_incomplete_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Run::correct(5);
+    let mut w = JsonlWriter::create(&dir.path().join(records::SENT)).unwrap();
+    for s in &run.sent {
+        w.write(s).unwrap();
+    }
+    w.flush().unwrap();
+    for command in ["report", "check"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_landrush"))
+            .arg(command)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(3), "{command}: {stdout}");
+        assert!(
+            stdout.contains("INCOMPLETE") && !stdout.contains("PASS"),
+            "{command}: {stdout}"
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(md.contains("INCOMPLETE") && !md.contains("PASS"), "{md}");
+}
+
+#[test]
+fn an_observer_stopped_before_the_buffer_drained_is_incomplete_not_a_loss() {
+    // The registry took seqs 1–6 and stopped; the buffer's final stats still show 4 queued.
+    let mut run = Run::correct(10);
+    run.handed.truncate(6);
+    run.acks.truncate(7);
+    let stopped = CheckOptions {
+        drain_complete: Some(false),
+        final_cursor: Some(6),
+        final_queue_depth: Some(4),
+        final_acks_pending: Some(3),
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&stopped);
+    assert_eq!(
+        verdict(&checks),
+        Verdict::Incomplete,
+        "{}",
+        render_verdict(&checks)
+    );
+    assert_eq!(count(&checks, "loss", "pending"), 4);
+    assert_eq!(count(&checks, "loss", "lost"), 0);
+    assert!(checks["loss"].incomplete && checks["loss"].ok.is_none());
+    assert_eq!(count(&checks, "acks", "pending"), 3);
+    assert_eq!(count(&checks, "acks", "missing"), 0);
+    assert_eq!(count(&checks, "completeness", "undrained"), 1);
+    // The same records from a buffer that said it was done: those four are lost, three unacked.
+    let done = CheckOptions {
+        drain_complete: Some(false),
+        final_cursor: Some(10),
+        final_queue_depth: Some(0),
+        final_acks_pending: Some(0),
+        ..CheckOptions::default()
+    };
+    let checks = run.check(&done);
+    assert_eq!(verdict(&checks), Verdict::Fail);
+    assert_eq!(count(&checks, "loss", "lost"), 4);
+    assert_eq!(count(&checks, "acks", "missing"), 3);
+    assert_eq!(count(&checks, "completeness", "undrained"), 0);
+    // A request lost below the cursor is lost whatever is still queued above it.
+    let mut holed = run.clone();
+    holed.handed.remove(2);
+    let checks = holed.check(&stopped);
+    assert_eq!(verdict(&checks), Verdict::Fail);
+    assert_eq!(count(&checks, "loss", "lost"), 1);
+    assert_eq!(checks["loss"].examples[0]["request"]["id"], "r2");
 }

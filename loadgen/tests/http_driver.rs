@@ -131,6 +131,7 @@ async fn goose_users_post_forms_and_every_post_is_recorded() {
             sender: Some(r.sender.clone()),
             handed_at: Stamp::now(),
             source: "api".into(),
+            raw_sha256: None,
         })
         .collect();
     let options = CheckOptions {

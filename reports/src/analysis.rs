@@ -4,9 +4,10 @@
 //! - accepted: at least one transmission was accepted;
 //! - indeterminate: none accepted and at least one got no reply. A refusal of a retransmission does
 //!   not prove the first transmission was not stored, so "no reply" wins over "refused";
-//! - refused: every transmission was refused.
+//! - refused: none accepted or unanswered, and at least one refused;
+//! - failed: every transmission failed before its end of data (nothing can be stored).
 //!
-//! So `sent = accepted + refused + indeterminate` always holds.
+//! So `sent = accepted + refused + indeterminate + failed` always holds.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::checks::{self, Checks};
+use crate::figures;
 use crate::latency::{self, RunHistograms};
 use crate::model::{
     Counts, LatencyMs, Percentiles, QueueSample, Report, SecondStats, Spectra, Throughput,
@@ -67,6 +69,7 @@ pub fn build_report(run_dir: &Path, checks: Checks) -> anyhow::Result<Report> {
 struct RequestFate {
     accepted: bool,
     unanswered: bool,
+    refused: bool,
 }
 
 /// The per-second tallies of a run, each second created when first touched.
@@ -156,10 +159,11 @@ impl<'a> Tally<'a> {
         }
         self.counts.sent = fates.len() as u64;
         for fate in fates.values() {
-            match (fate.accepted, fate.unanswered) {
-                (true, _) => self.counts.accepted += 1,
-                (false, true) => self.counts.indeterminate += 1,
-                (false, false) => self.counts.refused += 1,
+            match (fate.accepted, fate.unanswered, fate.refused) {
+                (true, _, _) => self.counts.accepted += 1,
+                (false, true, _) => self.counts.indeterminate += 1,
+                (false, false, true) => self.counts.refused += 1,
+                (false, false, false) => self.counts.failed += 1,
             }
         }
     }
@@ -181,6 +185,7 @@ impl<'a> Tally<'a> {
             // An acceptance without a reply time cannot be timed, but it still counts.
             (Outcome::Accepted, None) => fate.accepted = true,
             (Outcome::Refused, replied_at) => {
+                fate.refused = true;
                 self.seconds
                     .at(replied_at.unwrap_or(sent_or_intended))
                     .refused += 1;
@@ -189,6 +194,7 @@ impl<'a> Tally<'a> {
                 fate.unanswered = true;
                 self.seconds.at(sent_or_intended).indeterminate += 1;
             }
+            (Outcome::Failed, _) => self.seconds.at(sent_or_intended).failed += 1,
         }
     }
 
@@ -274,6 +280,7 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     let t0 = earliest_instant(records);
     let mut report = Report {
         verdict: checks::verdict(&checks),
+        warnings: crate::warnings::warnings(records.run.as_ref(), &checks),
         checks,
         faults: records.faults.clone(),
         t0,
@@ -314,6 +321,23 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     };
     report.counts = tally.counts;
     report.histograms = Some(tally.histograms);
+    report.burst = figures::burst(records, report.started_at.unwrap_or(t0));
+    report.handover_delay_ms = figures::handover_delay(records);
+    report.fairness = figures::fairness::fairness(records);
+    report.by_kind = figures::kinds::by_kind(&records.sent);
+    report.latency_ms.reply = figures::kinds::reply_latency(&records.sent, records.run.as_ref());
+    if let Some(run_count) = records
+        .run
+        .as_ref()
+        .and_then(|run| run["latency_service"]["count"].as_u64())
+        && run_count != report.latency_ms.reply.smtp_count
+    {
+        report.warnings.push(format!(
+            "run.json's latency_service counts {run_count} replies, the records {}: the \
+             driver's latency figures and the report's are not over the same replies",
+            report.latency_ms.reply.smtp_count
+        ));
+    }
     report
 }
 
@@ -325,6 +349,7 @@ fn latency_figures(report: &mut Report, tally: &Tally, records: &RunRecords) {
     report.latency_ms = LatencyMs {
         accept: latency::percentiles(&accept),
         accept_corrected: latency::percentiles(&accept_corrected),
+        ..LatencyMs::default()
     };
     report.spectrum = Spectra {
         accept: latency::spectrum(&accept),
@@ -535,6 +560,8 @@ mod tests {
             reply: None,
             ticket: None,
             outcome,
+            group: None,
+            raw_sha256: None,
         }
     }
 
@@ -569,7 +596,95 @@ mod tests {
         // 2 accepted requests, the last accepted 1.511 s after t0.
         assert_eq!(report.throughput.accepted_per_s, 1.32);
         assert_eq!(report.driver_lag_ms.max, 1.0);
-        assert_eq!(report.verdict, Verdict::Pass);
+        // No checks ran over these records: that is not a pass.
+        assert_eq!(report.verdict, Verdict::Incomplete);
+        assert!(
+            report.warnings[0].contains("no checks"),
+            "{:?}",
+            report.warnings
+        );
+        // By kind: e is the only request with a second accepted… all five are `normal` here.
+        let normal = &report.by_kind.kind["normal"];
+        assert_eq!(
+            (normal.requests, normal.accepted, normal.indeterminate),
+            (5, 2, 2)
+        );
+        assert_eq!(report.by_kind.intake["smtp"].transmissions, 7);
+        // Replies after data: two accepted and two refused; no timeouts.
+        assert_eq!(report.latency_ms.reply.percentiles.count, 4);
+        assert_eq!(report.latency_ms.reply.timeouts, 0);
+    }
+
+    #[test]
+    fn a_folder_with_only_sent_jsonl_is_incomplete_never_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = records::JsonlWriter::create(&dir.path().join(records::SENT)).unwrap();
+        w.write(&sent("a", 1, 0, Outcome::Accepted, 10)).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let report = crate::regenerate(dir.path()).unwrap();
+        assert_eq!(report.verdict, Verdict::Incomplete);
+        let md = std::fs::read_to_string(dir.path().join(crate::REPORT_MD)).unwrap();
+        assert!(md.contains("INCOMPLETE") && !md.contains("PASS"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join(crate::REPORT_HTML)).unwrap();
+        assert!(html.contains("Read this first") && !html.contains("PASS"));
+    }
+
+    #[test]
+    fn timeouts_count_in_the_reply_latency_at_the_reply_timeout() {
+        let mut timed_out = sent("t", 1, 0, Outcome::Indeterminate, 0);
+        timed_out.reply = Some("no reply: timeout".into());
+        let records = RunRecords {
+            sent: vec![sent("a", 1, 0, Outcome::Accepted, 11), timed_out],
+            run: Some(serde_json::json!({"scenario_spec": {"clients": {"reply_timeout": "2s"}}})),
+            ..RunRecords::default()
+        };
+        let reply = analyze(&records, Checks::new()).latency_ms.reply;
+        assert_eq!((reply.percentiles.count, reply.timeouts), (2, 1));
+        assert_eq!(reply.timeout_ms, Some(2000.0));
+        assert_eq!(headline(&reply.percentiles).2, 2000.0);
+    }
+
+    #[test]
+    fn a_buffer_favouring_one_group_shows_in_the_fairness_figures() {
+        // Groups a and b each send 10 requests, interleaved in time (a at even ms, b at odd).
+        // The buffer serves every a first and refuses half of b.
+        let mut sent_records = Vec::new();
+        for i in 0..20i64 {
+            let group = if i % 2 == 0 { "a" } else { "b" };
+            let refused = group == "b" && i % 4 == 1;
+            let outcome = if refused {
+                Outcome::Refused
+            } else {
+                Outcome::Accepted
+            };
+            let mut s = sent(&format!("r{i}"), 1, i, outcome, i + 5);
+            s.group = Some(group.into());
+            s.client = (i % 2) as u32;
+            let seq = if group == "a" {
+                i / 2 + 1
+            } else {
+                10 + i / 2 + 1
+            };
+            s.ticket = (!refused).then_some(seq as u64);
+            sent_records.push(s);
+        }
+        let records = RunRecords {
+            sent: sent_records,
+            ..RunRecords::default()
+        };
+        let f = analyze(&records, Checks::new()).fairness;
+        let (a, b) = (&f.groups["a"], &f.groups["b"]);
+        assert_eq!((a.outcomes.accepted, b.outcomes.accepted), (10, 5));
+        assert_eq!((a.accepted_share, b.accepted_share), (1.0, 0.5));
+        assert!(
+            a.displacement_mean < 0.0 && b.displacement_mean > 0.0,
+            "{f:?}"
+        );
+        assert!(a.displacement_max_ahead > 0 && b.displacement_max_back > 0);
+        // (1 + 0.5)² / (2 · (1 + 0.25)) = 0.9
+        assert_eq!(f.jain_index, Some(0.9));
+        assert_eq!(f.clients.len(), 2);
     }
 
     #[test]
@@ -584,11 +699,13 @@ mod tests {
             sender: None,
             handed_at: at(ms),
             source: "api".into(),
+            raw_sha256: None,
         };
         let ack = |request: &str, ms: i64| AckRecord {
             message_id: Some(format!("<ack-{request}>")),
             in_reply_to: Some(format!("<{request}@landrush>")),
             ticket: Some(1),
+            accepted_at: None,
             to: vec!["a@b.fr".into()],
             received_at: at(ms),
         };

@@ -16,6 +16,7 @@ use crate::checks::CheckResult;
 use crate::model::{Percentiles, Report};
 use crate::plots;
 use crate::records::Stamp;
+use crate::tables;
 use crate::text::{RunFacts, check_counts, format_figure, status};
 
 const TEMPLATE: &str = include_str!("../templates/report.html");
@@ -31,10 +32,22 @@ pub fn render(r: &Report) -> String {
     let checks: Vec<CheckView> = r.checks.iter().map(|(n, c)| CheckView::of(n, c)).collect();
     let page = context! {
         verdict => r.verdict.as_str(),
+        warnings => &r.warnings,
         run => RunFacts::of(r),
         checks,
         counts => &r.counts,
         latency => latency_rows(r),
+        timeouts => tables::timeouts_note(r),
+        burst => tables::burst_line(r),
+        fairness => context! {
+            header => tables::FAIRNESS_HEADER,
+            rows => tables::fairness_rows(r),
+            jain => tables::jain_line(r),
+        },
+        kinds => context! {
+            header => tables::KIND_HEADER,
+            rows => tables::kind_rows(r),
+        },
         throughput => context! {
             accepted => format_figure(r.throughput.accepted_per_s),
             peak => format_figure(r.throughput.peak_accepted_per_s),
@@ -73,6 +86,7 @@ impl CheckView {
         let class = match check.ok {
             Some(true) => "pass",
             Some(false) => "fail",
+            None if check.incomplete => "incomplete",
             None => "skipped",
         };
         let examples = check
@@ -118,6 +132,14 @@ fn latency_rows(r: &Report) -> Vec<LatencyRow> {
         row(
             "accept, corrected (reply − intended)",
             &r.latency_ms.accept_corrected,
+        ),
+        row(
+            "reply after end of data, timeouts included",
+            &r.latency_ms.reply.percentiles,
+        ),
+        row(
+            "handover delay (handed − accepted-at)",
+            &r.handover_delay_ms,
         ),
         row("driver lag (start − schedule)", &r.driver_lag_ms),
         row("ack delay (first ack − accept)", &r.ack_delay_ms),
@@ -237,6 +259,7 @@ mod tests {
                 counts: [("violations".to_string(), 1)].into(),
                 examples: vec![serde_json::json!({"id": "<script>"})],
                 note: None,
+                incomplete: false,
             },
         );
         let page = render(&r);

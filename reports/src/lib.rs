@@ -12,12 +12,16 @@
 pub mod analysis;
 pub mod compare;
 pub mod distribution;
+pub mod figures;
 pub mod html;
 pub mod latency;
 pub mod markdown;
 pub mod model;
 pub mod plots;
+pub mod share_plot;
+pub mod tables;
 pub mod text;
+pub mod warnings;
 
 pub use contract::{checks, records};
 

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::checks::Verdict;
 use crate::model::{Percentiles, Report};
+use crate::tables;
 use crate::text::{RunFacts, check_counts, format_figure, status};
 
 /// Counterexamples shown per failed check; report.html and report.json have them all.
@@ -20,6 +21,12 @@ pub fn render(r: &Report) -> String {
     let verdict = r.verdict.as_str().to_uppercase();
     let _ = writeln!(md, "## {mark} Landrush run: {verdict}\n");
     let _ = writeln!(md, "{}\n", run_line(r));
+    for warning in &r.warnings {
+        let _ = writeln!(md, "> ⚠️ {warning}");
+    }
+    if !r.warnings.is_empty() {
+        md.push('\n');
+    }
     checks_table(&mut md, r);
     counts_table(&mut md, r);
     latency_table(&mut md, r);
@@ -31,14 +38,32 @@ pub fn render(r: &Report) -> String {
         format_figure(t.peak_accepted_per_s),
         format_figure(t.handed_over_per_s)
     );
+    figures(&mut md, r);
     faults_line(&mut md, r);
     counterexamples(&mut md, r);
     md
 }
 
+/// Burst, fairness and by-kind figures.
+fn figures(md: &mut String, r: &Report) {
+    let _ = writeln!(md, "Burst: {}.\n", tables::burst_line(r));
+    let rows = tables::fairness_rows(r);
+    if !rows.is_empty() {
+        md.push_str("### Fairness\n\n");
+        md.push_str(&table(&tables::FAIRNESS_HEADER, &rows));
+        let _ = writeln!(md, "\n{}.\n", tables::jain_line(r));
+    }
+    let rows = tables::kind_rows(r);
+    if !rows.is_empty() {
+        md.push_str("### By kind\n\n");
+        md.push_str(&table(&tables::KIND_HEADER, &rows));
+        md.push('\n');
+    }
+}
+
 fn checks_table(md: &mut String, r: &Report) {
     if r.checks.is_empty() {
-        md.push_str("No checks were recorded for this run: the verdict only says none failed.\n\n");
+        md.push_str("No checks were recorded for this run: nothing was judged, so the verdict is incomplete.\n\n");
         return;
     }
     let rows: Vec<[String; 3]> = r
@@ -57,11 +82,20 @@ fn counts_table(md: &mut String, r: &Report) {
         c.accepted,
         c.refused,
         c.indeterminate,
+        c.failed,
         c.handed_over,
         c.acked,
     ]
     .map(|n| n.to_string());
-    let [sent, accepted, refused, indeterminate, handed_over, acked] = counts;
+    let [
+        sent,
+        accepted,
+        refused,
+        indeterminate,
+        failed,
+        handed_over,
+        acked,
+    ] = counts;
     md.push_str(&table(
         &[
             "",
@@ -69,6 +103,7 @@ fn counts_table(md: &mut String, r: &Report) {
             "accepted",
             "refused",
             "indeterminate",
+            "failed",
             "handed over",
             "acked",
         ],
@@ -78,6 +113,7 @@ fn counts_table(md: &mut String, r: &Report) {
             accepted,
             refused,
             indeterminate,
+            failed,
             handed_over,
             acked,
         ]],
@@ -97,6 +133,8 @@ fn latency_table(md: &mut String, r: &Report) {
     let rows: Vec<[String; 6]> = vec![
         latency_row("accept", &r.latency_ms.accept),
         latency_row("accept, corrected", &r.latency_ms.accept_corrected),
+        latency_row("reply (timeouts included)", &r.latency_ms.reply.percentiles),
+        latency_row("handover delay", &r.handover_delay_ms),
         latency_row("driver lag", &r.driver_lag_ms),
         latency_row("ack delay", &r.ack_delay_ms),
     ];
@@ -104,6 +142,9 @@ fn latency_table(md: &mut String, r: &Report) {
         &["ms", "count", "p50", "p99", "p99.9", "max"],
         &rows,
     ));
+    if let Some(note) = tables::timeouts_note(r) {
+        let _ = writeln!(md, "\nReply latency: {note}.");
+    }
     md.push('\n');
 }
 

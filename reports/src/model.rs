@@ -14,12 +14,20 @@ use crate::latency::RunHistograms;
 use crate::records::{FaultRecord, Stamp};
 
 pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
+pub use crate::figures::fairness::{Fairness, Share};
+pub use crate::figures::kinds::{ByKind, ReplyLatency};
+pub use crate::figures::{Burst, Outcomes};
 
 /// Everything known about one run, ready to be rendered or compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The run's verdict (see [`crate::checks::verdict`]).
     pub verdict: Verdict,
+    /// What a reader must know before trusting the figures: run.json's `warnings` (driver behind
+    /// schedule, unsent requests, shards missing), the rehearsal's notes (stalled drain, …) and
+    /// why the verdict is incomplete. Shown at the top of every report.
+    #[serde(default)]
+    pub warnings: Vec<String>,
     #[serde(default)]
     pub checks: Checks,
     #[serde(default)]
@@ -71,6 +79,18 @@ pub struct Report {
     /// The ack delay distribution as bars.
     #[serde(default)]
     pub ack_delay_buckets: Vec<Bucket>,
+    /// Seconds from the start instant until the burst was stored, handed over and acked.
+    #[serde(default)]
+    pub burst: Burst,
+    /// Percentiles of first handed over − accepted-at: how long requests waited in the buffer.
+    #[serde(default)]
+    pub handover_delay_ms: Percentiles,
+    /// Per client group (and client, where few): outcomes, latency, displacement, Jain's index.
+    #[serde(default)]
+    pub fairness: Fairness,
+    /// Outcomes and accept latency per request kind and per intake.
+    #[serde(default)]
+    pub by_kind: ByKind,
     /// The full histograms, for latency.hlog. Not part of report.json: a report loaded back from
     /// JSON has none, and then latency.hlog is left as it is.
     #[serde(skip)]
@@ -89,6 +109,9 @@ pub struct Counts {
     /// Requests with no accepted transmission and at least one without a reply: they may or may
     /// not be stored (contract: Indeterminate outcomes).
     pub indeterminate: u64,
+    /// Requests whose every transmission failed before its end of data was sent.
+    #[serde(default)]
+    pub failed: u64,
     /// Distinct requests the registration side received.
     pub handed_over: u64,
     /// Distinct requests that got at least one ack.
@@ -115,6 +138,10 @@ pub struct LatencyMs {
     /// `replied_at − intended_at`: corrected for coordinated omission, so a stalled driver cannot
     /// hide a stalled buffer.
     pub accept_corrected: Percentiles,
+    /// Reply after end of data over every reply (accepted or refused) and every timeout, counted
+    /// at the reply timeout: the set run.json's `latency_service` counts.
+    #[serde(default)]
+    pub reply: ReplyLatency,
 }
 
 /// Throughput.
@@ -143,6 +170,9 @@ pub struct SecondStats {
     pub refused: u64,
     /// Transmissions sent in this second that never got a reply.
     pub indeterminate: u64,
+    /// Transmissions due in this second whose end of data was never sent.
+    #[serde(default)]
+    pub failed: u64,
     /// Handover records received in this second.
     pub handed: u64,
     /// Ack mails received in this second.

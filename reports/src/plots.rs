@@ -10,15 +10,15 @@ use plotters::prelude::*;
 
 use crate::model::{Report, SpectrumPoint};
 
-const WIDTH: u32 = 1100;
+pub(crate) const WIDTH: u32 = 1100;
 const HEIGHT: u32 = 300;
 
-const BLUE_SENT: RGBColor = RGBColor(31, 119, 180);
-const GREEN_ACCEPTED: RGBColor = RGBColor(44, 160, 44);
-const RED_REFUSED: RGBColor = RGBColor(214, 39, 40);
-const ORANGE_UNKNOWN: RGBColor = RGBColor(255, 127, 14);
+pub(crate) const BLUE_SENT: RGBColor = RGBColor(31, 119, 180);
+pub(crate) const GREEN_ACCEPTED: RGBColor = RGBColor(44, 160, 44);
+pub(crate) const RED_REFUSED: RGBColor = RGBColor(214, 39, 40);
+pub(crate) const ORANGE_UNKNOWN: RGBColor = RGBColor(255, 127, 14);
 const PURPLE_FAULT: RGBColor = RGBColor(148, 103, 189);
-const GREY_MAX: RGBColor = RGBColor(127, 127, 127);
+pub(crate) const GREY_MAX: RGBColor = RGBColor(127, 127, 127);
 
 /// One plot of the report: its anchor id, its title and its SVG (or why there is none).
 pub struct Plot {
@@ -54,6 +54,11 @@ pub fn all(r: &Report) -> Vec<Plot> {
         ),
         plot("ack-delay", "Ack delay distribution", ack_delay(r)),
         plot("lag", "Driver lag", driver_lag(r)),
+        plot(
+            "shares",
+            "Outcomes by client group and request kind",
+            crate::share_plot::outcome_shares(r),
+        ),
     ]
 }
 
@@ -387,7 +392,7 @@ pub fn ack_delay(r: &Report) -> anyhow::Result<Option<String>> {
     Ok(Some(svg))
 }
 
-type Chart<'a, 'b> = ChartContext<
+pub(crate) type Chart<'a, 'b> = ChartContext<
     'a,
     SVGBackend<'b>,
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,

@@ -40,11 +40,13 @@ impl RunFacts {
     }
 }
 
-/// A check's result as one word: `pass`, `FAIL` (capitals, to catch the eye) or `skipped`.
+/// A check's result as one word: `pass`, `FAIL` (capitals, to catch the eye), `INCOMPLETE`
+/// (could not run) or `skipped` (not applicable).
 pub fn status(check: &CheckResult) -> &'static str {
     match check.ok {
         Some(true) => "pass",
         Some(false) => "FAIL",
+        None if check.incomplete => "INCOMPLETE",
         None => "skipped",
     }
 }

@@ -125,6 +125,7 @@ fn html_is_one_offline_page_with_every_plot_and_linked_counterexamples() {
         "handover",
         "ack-delay",
         "lag",
+        "shares",
     ] {
         let at = page
             .find(&format!("<h3 id=\"{id}\">"))
@@ -137,7 +138,15 @@ fn html_is_one_offline_page_with_every_plot_and_linked_counterexamples() {
             "plot {id} has no SVG"
         );
     }
-    assert_eq!(page.matches("<svg").count(), 7);
+    assert_eq!(page.matches("<svg").count(), 8);
+    // The figures a registry asks for are on the page.
+    for section in [
+        "id=\"fairness\"",
+        "id=\"by-kind\"",
+        "Burst: from the start instant",
+    ] {
+        assert!(page.contains(section), "no {section}");
+    }
     // The verdict table is above the plots and links to each counterexample.
     let table = page.find("<h2 id=\"checks\">").unwrap();
     assert!(table < page.find("<h2 id=\"plots\">").unwrap());

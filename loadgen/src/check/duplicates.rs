@@ -116,11 +116,11 @@ fn check_handed(
     match index.handed_req[i] {
         Some(r) => {
             owners.claim(tally, handed_owner, h.seq, r, index.describe_handed(i));
-            if index.handed_first[i] && index.requests[r].status == Status::Refused {
+            if index.handed_first[i] && index.requests[r].status.never_stored() {
                 tally.count("unexpected");
                 tally.example(|| {
                     json!({
-                        "rule": "a refused request is never stored",
+                        "rule": "a refused (or never sent) request is never stored",
                         "request": index.describe(r),
                         "handed": index.describe_handed(i),
                     })

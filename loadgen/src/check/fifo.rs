@@ -4,7 +4,8 @@
 //! `violations` is the sum of the four sub-counts:
 //! - `handover_order`: a seq received for the first time after a higher seq (redeliveries aside);
 //! - `precedence`: a stored request B for which some accepted request A had its success reply seen
-//!   strictly before B's first end-of-data was sent, yet seq(A) >= seq(B). Counted once per B;
+//!   strictly before B's first end-of-data was sent (over B's tries that were not refused), yet
+//!   seq(A) >= seq(B). Counted once per B;
 //! - `accepted_at`: a seq whose accepted-at is earlier than the previous seq's (adjacent pairs);
 //! - `ticket_mismatch`: an accepted, handed-over request whose 250 named no ticket or a ticket that
 //!   is not a seq it was handed over under.
@@ -133,7 +134,9 @@ fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
             });
         }
         let stored = request.status == Status::Accepted || !request.handed.is_empty();
-        if stored && let Some(at) = request.first_sent {
+        // B's earliest end of data among the tries not refused: a refused try stored nothing,
+        // so it cannot have placed B in the queue (contract: FIFO, rule 5).
+        if stored && let Some(at) = request.first_storing_sent {
             // Shifting B's send back by the tolerance asks for a reply more than that before it.
             let tolerance = i64::try_from(options.clock_tolerance_us).unwrap_or(i64::MAX);
             succs.push(Event {
@@ -157,7 +160,7 @@ fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
                 "later": {
                     "id": index.requests[b.req].id,
                     "seq": b.seq,
-                    "sent_at": index.requests[b.req].first_sent.map(|s| s.to_string()),
+                    "sent_at": index.requests[b.req].first_storing_sent.map(|s| s.to_string()),
                     "replied_at": index.requests[b.req].first_accept.map(|s| s.to_string()),
                 },
             })

@@ -28,6 +28,39 @@ pub struct CheckOptions {
     /// skew bound when `sent.jsonl` merges shards from several machines, or precedence would fail
     /// on skew rather than on the buffer.
     pub clock_tolerance_us: u64,
+    /// The buffer's own highest stored seq (its `/v1/stats` `accepted` at the end): every seq up
+    /// to it must be handed over, so lost seqs nobody got a reply for are found too.
+    pub highest_seq: Option<u64>,
+    /// Whether a handover observer ran (`handed.jsonl` exists). Without one the checks that
+    /// need the handover cannot run: the run is `incomplete`, not failed nor passed.
+    pub handover_observed: bool,
+    /// Whether an ack sink ran (`acks.jsonl` exists).
+    pub acks_observed: bool,
+    /// Shards of the run whose records are missing from the folder.
+    pub missing_shards: u64,
+    /// False when the wait for the handover and the acks ended before everything arrived.
+    pub drain_complete: Option<bool>,
+    /// The buffer's stats at the end (see `records::CheckInputs`): when its queue was not empty,
+    /// accepted requests above its cursor not handed over are `pending`, not lost; when acks were
+    /// still pending, missing acks are `pending`, not missing. Either makes the check incomplete.
+    pub final_cursor: Option<u64>,
+    pub final_queue_depth: Option<u64>,
+    pub final_acks_pending: Option<u64>,
+}
+
+impl CheckOptions {
+    /// The cursor above which the buffer still held requests the observer never took, if it did.
+    pub fn still_queued_above(&self) -> Option<u64> {
+        match (self.final_queue_depth, self.final_cursor) {
+            (Some(depth), Some(cursor)) if depth > 0 => Some(cursor),
+            _ => None,
+        }
+    }
+
+    /// Whether the buffer still had acks to send when the observers stopped.
+    pub fn acks_still_pending(&self) -> bool {
+        self.final_acks_pending.is_some_and(|n| n > 0)
+    }
 }
 
 impl Default for CheckOptions {
@@ -38,6 +71,14 @@ impl Default for CheckOptions {
             seqs: SeqSource::Auto,
             first_seq: None,
             clock_tolerance_us: 0,
+            highest_seq: None,
+            handover_observed: true,
+            acks_observed: true,
+            missing_shards: 0,
+            drain_complete: None,
+            final_cursor: None,
+            final_queue_depth: None,
+            final_acks_pending: None,
         }
     }
 }
@@ -55,8 +96,6 @@ pub enum SeqSource {
     DeliveryOrder,
 }
 
-/// Loads a run folder's record files and checks them. A missing `acks.jsonl` or `handed.jsonl`
-/// reads as empty (so everything accepted is then missing or lost); a missing `sent.jsonl` or a
 /// What became of a request, over all its transmissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Status {
@@ -66,6 +105,8 @@ pub(crate) enum Status {
     Refused,
     /// No success, and at least one transmission got no reply: allowed either way (contract: Indeterminate outcomes).
     Indeterminate,
+    /// Every transmission failed before its end of data: it cannot be stored.
+    Failed,
 }
 
 impl Status {
@@ -74,7 +115,13 @@ impl Status {
             Status::Accepted => "accepted",
             Status::Refused => "refused",
             Status::Indeterminate => "indeterminate",
+            Status::Failed => "failed",
         }
+    }
+
+    /// Refused or failed: the buffer cannot have stored it.
+    pub fn never_stored(self) -> bool {
+        matches!(self, Status::Refused | Status::Failed)
     }
 }
 
@@ -85,8 +132,13 @@ pub(crate) struct Request<'a> {
     pub sender: &'a str,
     pub attempts: Vec<&'a SentRecord>,
     pub status: Status,
-    /// Earliest end-of-data over all transmissions: the first moment the buffer could have it.
+    /// Earliest end-of-data over all transmissions.
     pub first_sent: Option<Stamp>,
+    /// Earliest end-of-data over the transmissions that were not refused: the first moment the
+    /// buffer could have stored it (a refused try stored nothing; contract: FIFO, rule 5).
+    pub first_storing_sent: Option<Stamp>,
+    /// The accepted-at its first success reply named, if the reply names one.
+    pub reply_accepted_at: Option<Stamp>,
     /// Earliest success reply: by then its seq was assigned.
     pub first_accept: Option<Stamp>,
     /// Distinct tickets named by success replies, in transmission order.
@@ -185,6 +237,18 @@ impl<'a> Index<'a> {
         })
     }
 
+    /// The accepted-at the buffer gave request `r`: as its success reply said, else (like its
+    /// ticket) as the handover says.
+    pub fn accepted_at_of(&self, r: usize) -> Option<Stamp> {
+        let request = &self.requests[r];
+        request.reply_accepted_at.or_else(|| {
+            request
+                .handed
+                .iter()
+                .find_map(|&i| self.handed[i].accepted_at)
+        })
+    }
+
     /// Whether the request was stored by the buffer, as far as the records prove: handed over, or
     /// acked (acks come from the durable outbox, written in the same transaction as the request).
     pub fn stored(&self, r: usize, options: &CheckOptions) -> bool {
@@ -234,6 +298,7 @@ impl<'a> Index<'a> {
             "ack_message_id": a.message_id,
             "in_reply_to": a.in_reply_to,
             "ticket": a.ticket,
+            "accepted_at": a.accepted_at.map(|s| s.to_string()),
             "to": a.to,
             "received_at": a.received_at.to_string(),
             "line": i + 1,
@@ -255,8 +320,10 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
                 id: &record.id,
                 sender: &record.sender,
                 attempts: Vec::new(),
-                status: Status::Refused,
+                status: Status::Failed,
                 first_sent: None,
+                first_storing_sent: None,
+                reply_accepted_at: None,
                 first_accept: None,
                 tickets: Vec::new(),
                 handed: Vec::new(),
@@ -270,9 +337,15 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
         let request = &mut requests[at];
         request.attempts.push(record);
         request.first_sent = min_stamp(request.first_sent, record.sent_at);
+        if record.outcome != Outcome::Refused {
+            request.first_storing_sent = min_stamp(request.first_storing_sent, record.sent_at);
+        }
         match record.outcome {
             Outcome::Accepted => {
                 request.status = Status::Accepted;
+                if request.reply_accepted_at.is_none() {
+                    request.reply_accepted_at = record.reply.as_deref().and_then(reply_accepted_at);
+                }
                 request.first_accept = min_stamp(request.first_accept, record.replied_at);
                 if let Some(t) = record.ticket
                     && !request.tickets.contains(&t)
@@ -280,13 +353,27 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
                     request.tickets.push(t);
                 }
             }
-            Outcome::Indeterminate if request.status == Status::Refused => {
+            Outcome::Indeterminate if request.status.never_stored() => {
                 request.status = Status::Indeterminate;
+            }
+            Outcome::Refused if request.status == Status::Failed => {
+                request.status = Status::Refused;
             }
             _ => {}
         }
     }
     (requests, keys)
+}
+
+/// The accepted-at a success reply names: barrage's SMTP `250 2.0.0 queued as ticket N at TIME`,
+/// or the `accepted_at` of its HTTP `202 {…}` body.
+pub(crate) fn reply_accepted_at(reply: &str) -> Option<Stamp> {
+    if let Some(at) = reply.find('{') {
+        let body: Value = serde_json::from_str(&reply[at..]).ok()?;
+        return Stamp::parse(body.get("accepted_at")?.as_str()?).ok();
+    }
+    let (_, after) = reply.rsplit_once(" at ")?;
+    Stamp::parse(after.split_whitespace().next()?).ok()
 }
 
 /// A request's index by its `X-Landrush-Id` and by its Message-ID.
@@ -367,10 +454,36 @@ impl Tally {
         self.result
     }
 
+    /// Like [`Tally::finish`], but a check with nothing failed and `pending` counted could not
+    /// judge everything: it is incomplete, with `why` as its note.
+    pub fn finish_unless_pending(
+        mut self,
+        failing: &[&str],
+        pending: &str,
+        why: &str,
+    ) -> CheckResult {
+        let failed = failing.iter().any(|name| self.get(name) > 0);
+        if failed || self.get(pending) == 0 {
+            return self.finish(failing);
+        }
+        self.note(why);
+        self.result.ok = None;
+        self.result.incomplete = true;
+        self.result
+    }
+
     /// The result of a check that does not apply: `ok` is `None`, never a pass.
     pub fn skipped(mut self, why: &str) -> CheckResult {
         self.note(why);
         self.result.ok = None;
         self.result
+    }
+
+    /// The result of a check that applies but could not run: `ok` is `None` and the run is
+    /// `incomplete`.
+    pub fn could_not_run(self, why: &str) -> CheckResult {
+        let mut result = self.skipped(why);
+        result.incomplete = true;
+        result
     }
 }

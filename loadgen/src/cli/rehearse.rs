@@ -136,8 +136,12 @@ What happens:
 The run folder is locked while the rehearsal uses it (another landrush aimed at it is refused),
 and a folder that already holds a run's records is refused unless --overwrite is given. Every id
 and Message-ID carries the run's tag (--tag, or a unique one), recorded in run.json.
-Exit status: 0 when every check passed (skipped checks do not fail), 1 when one failed, 2 when
-the rehearsal could not be run.
+Besides the records it writes OUT/checks.json (first seq, the buffer's highest stored seq, acks
+expected, drain complete), so that `landrush check OUT` reaches the same verdict.
+Exit status: 0 on pass (every check that applies ran and none failed; a check skipped as not
+applicable, such as acks with --no-acks, does not fail); 1 on fail; 2 when the rehearsal could
+not be run (or a bad command line); 3 on incomplete (no check failed, but one could not run: no handover
+or no acks observed, a shard missing, the wait for the handover ended early).
 
 Examples:
   landrush rehearse scenarios/landrush-2004.toml
@@ -282,8 +286,9 @@ pub fn summary(r: &Rehearsal) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "requests   sent {}  accepted {}  refused {}  indeterminate {}  handed over {}  acked {}",
-        c.sent, c.accepted, c.refused, c.indeterminate, c.handed_over, c.acked
+        "requests   sent {}  accepted {}  refused {}  indeterminate {}  failed {}  handed over {}  \
+         acked {}",
+        c.sent, c.accepted, c.refused, c.indeterminate, c.failed, c.handed_over, c.acked
     );
     let _ = writeln!(
         out,

@@ -131,6 +131,9 @@ pub struct RunInfo {
     pub accepted: u64,
     pub refused: u64,
     pub indeterminate: u64,
+    /// Transmissions whose end of data was never sent (no connection, broken before DATA).
+    #[serde(default)]
+    pub failed: u64,
     /// Requests of this shard never started (max_duration or a stop).
     pub unsent: u64,
     /// Transmissions per kind (`normal`, `hot`, `retransmission`…).

@@ -133,8 +133,8 @@ pub fn print_summary(info: &RunInfo, dir: &Path) {
         info.transmissions as f64 / elapsed
     ));
     out.push_str(&format!(
-        "  outcomes   accepted {}  refused {}  indeterminate {}\n",
-        info.accepted, info.refused, info.indeterminate
+        "  outcomes   accepted {}  refused {}  indeterminate {}  failed {}\n",
+        info.accepted, info.refused, info.indeterminate, info.failed
     ));
     if !info.kinds.is_empty() {
         let kinds: Vec<String> = info.kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -52,6 +52,8 @@ pub struct Live {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
     pub indeterminate: AtomicU64,
+    /// Transmissions whose end of data was never sent.
+    pub failed: AtomicU64,
     /// Transmissions begun and not finished.
     pub in_flight: AtomicU64,
     /// Idle connections currently held open.

@@ -154,6 +154,7 @@ pub fn summary_md(
         judged.len(),
         judged.len() - failed - skipped
     );
+    warnings_md(&mut md, gate, states);
     let _ = writeln!(md, "| run | threshold | measured | result | missed by |");
     let _ = writeln!(md, "|---|---|---|---|---|");
     for j in judged {
@@ -172,6 +173,26 @@ pub fn summary_md(
         let _ = writeln!(md, "{}", run_line(run, states.get(&run.name)));
     }
     md
+}
+
+/// Every run's warnings (report.json `warnings`: run.json's, the rehearsal's notes, checks that
+/// could not run), before the table, so nobody reads a figure without them.
+fn warnings_md(md: &mut String, gate: &GateFile, states: &HashMap<String, RunState>) {
+    let mut lines = Vec::new();
+    for run in &gate.runs {
+        if let Some(RunState::Done { docs, .. }) = states.get(&run.name) {
+            let warnings = docs.report["warnings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for w in warnings.iter().filter_map(|w| w.as_str()) {
+                lines.push(format!("> ⚠️ **{}**: {w}", run.name));
+            }
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(md, "{}\n", lines.join("\n"));
+    }
 }
 
 /// The summary's line for one run: its key figures, or why it was not made.
@@ -259,6 +280,7 @@ mod tests {
         states.insert(
             "smoke".into(),
             done(json!({"verdict": "pass", "checks": {"loss": {"lost": 0}},
+                        "warnings": ["the driver fell behind its schedule"],
                         "latency_ms": {"accept": {"p99": 6.0}},
                         "throughput": {"accepted_per_s": 900.0}})),
         );
@@ -291,6 +313,11 @@ mod tests {
             md.contains("**FAIL**: 4 thresholds, 3 passed, 1 failed, 0 skipped."),
             "{md}"
         );
+        // The run's warnings come before the table.
+        let warning = md
+            .find("> ⚠️ **smoke**: the driver fell behind its schedule")
+            .expect(&md);
+        assert!(warning < md.find("| run | threshold |").unwrap(), "{md}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The ack sink: an SMTP server the buffer's ack relay points at. Each ack mail is parsed with
 //! mail-parser and recorded as a line of `acks.jsonl` ([`AckRecord`]): its own Message-ID, the
 //! request's Message-ID from `In-Reply-To`, the ticket (`X-Barrage-Ticket`, else a `ticket N` in
-//! the Subject, for foreign buffers), the envelope recipients and when it arrived. It always answers
+//! the Subject, for foreign buffers), the accepted-at (`X-Barrage-Accepted-At`), the envelope
+//! recipients and when it arrived. It always answers
 //! 250: judging the acks is the checkers' job.
 
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ pub fn parse_ack(message: &[u8], to: Vec<String>, received_at: Stamp) -> AckReco
             .filter(|v| !v.is_empty())
     };
     let angle = |id: String| format!("<{}>", bare_id(&id));
+    let accepted_at = header("X-Barrage-Accepted-At").and_then(|t| Stamp::parse(&t).ok());
     let ticket = header("X-Barrage-Ticket")
         .and_then(|t| t.parse().ok())
         .or_else(|| header("Subject").and_then(|s| parse_ticket(&s)));
@@ -65,6 +67,7 @@ pub fn parse_ack(message: &[u8], to: Vec<String>, received_at: Stamp) -> AckReco
             .and_then(|v| v.split_whitespace().next().map(str::to_string))
             .map(angle),
         ticket,
+        accepted_at,
         to,
         received_at,
     }
@@ -100,17 +103,23 @@ mod tests {
         let mail =
             b"From: registry@example.fr\r\nTo: a@b.fr\r\nMessage-ID: <ack.7.abc@barrage>\r\n\
 In-Reply-To: <r7@landrush>\r\nReferences: <r7@landrush>\r\nX-Barrage-Ticket: 7\r\n\
+X-Barrage-Accepted-At: 2026-12-01T09:00:00.123456Z\r\n\
 Subject: Acknowledgement (ticket 7)\r\n\r\nhello\r\n";
         let at = Stamp::from_micros(5);
         let record = parse_ack(mail, vec!["a@b.fr".into()], at);
         assert_eq!(record.message_id.as_deref(), Some("<ack.7.abc@barrage>"));
         assert_eq!(record.in_reply_to.as_deref(), Some("<r7@landrush>"));
         assert_eq!(record.ticket, Some(7));
+        assert_eq!(
+            record.accepted_at.map(|a| a.to_string()).as_deref(),
+            Some("2026-12-01T09:00:00.123456Z")
+        );
         let foreign =
             b"Message-ID: x@y\r\nIn-Reply-To: r8@landrush\r\nSubject: ticket #8\r\n\r\n.\r\n";
         let record = parse_ack(foreign, vec![], at);
         assert_eq!(record.in_reply_to.as_deref(), Some("<r8@landrush>"));
         assert_eq!(record.message_id.as_deref(), Some("<x@y>"));
         assert_eq!(record.ticket, Some(8));
+        assert_eq!(record.accepted_at, None);
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use reports::records::{HandedRecord, JsonlWriter, Stamp};
+use reports::records::{HandedRecord, JsonlWriter, Stamp, handed_sha256};
 
 use super::{Seen, parse_request_mail};
 
@@ -94,6 +94,7 @@ pub fn read_maildir(dir: &Path) -> anyhow::Result<Vec<HandedRecord>> {
             sender: None,
             handed_at: stamp_of(entry.mtime),
             source: "maildir".into(),
+            raw_sha256: Some(handed_sha256(&raw)),
         });
     }
     Ok(out)

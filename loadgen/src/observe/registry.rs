@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use reports::records::{HandedRecord, JsonlWriter, Stamp};
+use reports::records::{HandedRecord, JsonlWriter, Stamp, handed_sha256};
 use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -306,6 +306,10 @@ fn handed_record(request: &ApiRequest, handed_at: Stamp) -> HandedRecord {
         sender: request.sender.clone(),
         handed_at,
         source: "api".into(),
+        raw_sha256: request
+            .raw
+            .as_deref()
+            .map(|raw| handed_sha256(raw.as_bytes())),
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use barrage::smtp::{Envelope, MessageHandler, Reply};
-use reports::records::{HandedRecord, JsonlWriter, Stamp};
+use reports::records::{HandedRecord, JsonlWriter, Stamp, handed_sha256};
 
 use super::sink::SmtpSink;
 use super::{Seen, parse_request_mail};
@@ -61,6 +61,7 @@ impl HandoverRecorder {
             sender: Some(envelope.mail_from.clone()),
             handed_at,
             source: "smtp".into(),
+            raw_sha256: Some(handed_sha256(message)),
         };
         self.seen
             .note([record.landrush_id.as_deref(), record.message_id.as_deref()]);

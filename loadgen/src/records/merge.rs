@@ -126,6 +126,7 @@ fn sum_infos(infos: &[RunInfo]) -> RunInfo {
         accepted: 0,
         refused: 0,
         indeterminate: 0,
+        failed: 0,
         unsent: 0,
         idle_opened: 0,
         idle_held_at_end: 0,
@@ -144,6 +145,7 @@ fn sum_infos(infos: &[RunInfo]) -> RunInfo {
         merged.accepted += info.accepted;
         merged.refused += info.refused;
         merged.indeterminate += info.indeterminate;
+        merged.failed += info.failed;
         merged.unsent += info.unsent;
         merged.idle_opened += info.idle_opened;
         merged.idle_held_at_end += info.idle_held_at_end;

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use reports::Report;
 use reports::checks::Checks;
 
-use crate::check::{CheckOptions, check_run};
+use reports::records::CheckInputs;
+
+use crate::check::{CheckOptions, check_run, load_check_inputs, save_check_inputs};
 use crate::driver::RunSummary;
 use crate::records::folder::RunFolder;
 use crate::schedule::ValidScenario;
@@ -81,18 +83,30 @@ pub async fn rehearse_with(
             return Err(e);
         }
     };
-    let (first_seq, options, mut notes) = rig.teardown().await?;
-    info::write_rehearse_info(out_dir, &options, &drain, &notes)?;
-    let mut check = options.check.clone();
-    check.acks_expected = options.acks;
-    check.first_seq = first_seq;
-    let (checks, report) = judge(out_dir, &check)?;
+    let torn = rig.teardown().await?;
+    let (options, mut notes) = (torn.options, torn.notes);
     if !drain.complete {
         notes.push(format!(
             "stopped waiting after {:.1} s: {} accepted requests not handed over, {} not acked",
             drain.waited_s, drain.missing_handed, drain.missing_acks
         ));
     }
+    info::write_rehearse_info(out_dir, &options, &drain, &notes)?;
+    let inputs = CheckInputs {
+        first_seq: torn.first_seq,
+        highest_seq: torn.highest_seq,
+        acks_expected: options.acks,
+        drain_complete: Some(drain.complete),
+        final_cursor: torn.final_cursor,
+        final_queue_depth: torn.final_queue_depth,
+        final_acks_pending: torn.final_acks_pending,
+        clock_tolerance_us: options.check.clock_tolerance_us,
+    };
+    save_check_inputs(out_dir, &inputs)?;
+    let mut check = load_check_inputs(out_dir)?;
+    check.max_examples = options.check.max_examples;
+    check.seqs = options.check.seqs;
+    let (checks, report) = judge(out_dir, &check)?;
     drop(folder);
     Ok(Rehearsal {
         out_dir: out_dir.to_path_buf(),

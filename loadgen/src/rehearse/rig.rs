@@ -202,9 +202,18 @@ impl Rig {
 
     /// Stops the buffer (SIGTERM) and every observer, flushing their records. Returns what the
     /// checks need and the notes.
-    pub async fn teardown(
-        &mut self,
-    ) -> anyhow::Result<(Option<u64>, RehearseOptions, Vec<String>)> {
+    pub async fn teardown(&mut self) -> anyhow::Result<TornDown> {
+        // The buffer's own highest stored seq, read before it stops: seqs up to it must all be
+        // handed over (trailing gaps).
+        let mut final_stats = None;
+        if let Some(url) = &self.api_url {
+            match get_stats(url, self.options.api_token.as_deref()).await {
+                Ok(stats) => final_stats = Some(stats),
+                Err(e) => self.notes.push(format!(
+                    "cannot read the buffer's stats at the end ({e:#}): trailing gaps are not checked"
+                )),
+            }
+        }
         if let Some(sampler) = self.sampler.take() {
             sampler.finish().await?;
         }
@@ -238,10 +247,29 @@ impl Rig {
             sink.handler().flush()?;
         }
         self.data_dir.take();
-        Ok((
-            self.first_seq,
-            self.options.clone(),
-            std::mem::take(&mut self.notes),
-        ))
+        let stat = |key: &str| final_stats.as_ref().and_then(|s| s.pointer(key)?.as_u64());
+        Ok(TornDown {
+            first_seq: self.first_seq,
+            highest_seq: stat("/accepted"),
+            final_cursor: stat("/cursor"),
+            final_queue_depth: stat("/queue_depth"),
+            final_acks_pending: stat("/acks/pending"),
+            options: self.options.clone(),
+            notes: std::mem::take(&mut self.notes),
+        })
     }
+}
+
+/// What is left of a rehearsal's rig once stopped: what the checks need, and the notes.
+pub struct TornDown {
+    /// The first seq of this run.
+    pub first_seq: Option<u64>,
+    /// The buffer's highest stored seq at the end (`accepted` of `/v1/stats`).
+    pub highest_seq: Option<u64>,
+    /// Its cursor, queue depth and pending acks at the end.
+    pub final_cursor: Option<u64>,
+    pub final_queue_depth: Option<u64>,
+    pub final_acks_pending: Option<u64>,
+    pub options: RehearseOptions,
+    pub notes: Vec<String>,
 }

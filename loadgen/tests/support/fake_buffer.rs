@@ -35,7 +35,13 @@ pub enum Flaw {
     AckRefused,
     /// No RFC 1047 dedup: a retransmission gets a new seq (and its own ack).
     NoDedup,
+    /// Accepts the request with this seq as sent but hands it over (and stores it) under another
+    /// domain.
+    OtherDomain(u64),
 }
+
+/// The domain [`Flaw::OtherDomain`] hands over instead.
+pub const STOLEN_DOMAIN: &str = "stolen.fr";
 
 /// What the flaw did, so tests can name the counterexample they expect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +77,7 @@ struct Queue {
 
 struct AckJob {
     seq: u64,
+    accepted_at: Stamp,
     in_reply_to: String,
     to: String,
     ack_id: String,
@@ -99,10 +106,11 @@ impl State {
         });
     }
 
-    fn ack(&self, seq: u64, in_reply_to: &str, to: &str, n: u32) {
+    fn ack(&self, seq: u64, accepted_at: Stamp, in_reply_to: &str, to: &str, n: u32) {
         self.acks_pending.fetch_add(1, Ordering::SeqCst);
         let _ = self.acks.send(AckJob {
             seq,
+            accepted_at,
             in_reply_to: in_reply_to.to_string(),
             to: to.to_string(),
             ack_id: format!("<ack.{seq}.{n}@fake.invalid>"),
@@ -139,10 +147,17 @@ impl State {
     }
 
     /// Queues the ack(s) of a stored request.
-    fn acknowledge(&self, seq: u64, mid: &str, sender: &str, id: Option<String>) {
-        self.ack(seq, mid, sender, 1);
+    fn acknowledge(&self, stored: &Stored) {
+        let (seq, at, mid, sender) = (
+            stored.seq,
+            stored.accepted_at,
+            &stored.message_id,
+            &stored.sender,
+        );
+        let id = stored.landrush_id.clone();
+        self.ack(seq, at, mid, sender, 1);
         if self.flaw == Flaw::AckTwice(seq) {
-            self.ack(seq, mid, sender, 2);
+            self.ack(seq, at, mid, sender, 2);
             self.event("acked twice", seq, id, Some(mid.to_string()));
         }
     }
@@ -164,13 +179,13 @@ impl MessageHandler for Intake {
         let valid = mail.domain.as_deref().is_some_and(is_valid_domain);
         if !valid {
             if state.flaw == Flaw::AckRefused && !state.acked_refused.swap(true, Ordering::SeqCst) {
-                state.ack(0, &mid, &sender, 9);
+                state.ack(0, Stamp::now(), &mid, &sender, 9);
                 state.event("acked a refused request", 0, mail.landrush_id, Some(mid));
             }
             return Reply::new(550, [5, 6, 0], "request refused: no valid domain");
         }
         let id = mail.landrush_id.clone();
-        let (seq, accepted_at, stored_now) = {
+        let (seq, accepted_at, stored_now, acked) = {
             let mut queue = state.queue.lock().unwrap();
             let key = (sender.clone(), mid.clone());
             if state.flaw != Flaw::NoDedup
@@ -181,16 +196,22 @@ impl MessageHandler for Intake {
             queue.next_seq += 1;
             let seq = queue.next_seq;
             queue.seen.insert(key, seq);
+            let mut domain = mail.domain.clone().unwrap_or_default();
+            if state.flaw == Flaw::OtherDomain(seq) {
+                state.event("handed another domain", seq, id.clone(), Some(mid.clone()));
+                domain = STOLEN_DOMAIN.into();
+            }
             let stored = Stored {
                 seq,
                 accepted_at: Stamp::now(),
                 message_id: mid.clone(),
                 sender: sender.clone(),
-                domain: mail.domain.clone().unwrap_or_default(),
+                domain,
                 raw: String::from_utf8_lossy(&message).into_owned(),
                 landrush_id: id.clone(),
             };
             let accepted_at = stored.accepted_at;
+            let acked = stored.clone();
             let stored_now = match state.flaw {
                 Flaw::LoseSeq(n) if n == seq => {
                     state.event("lost", seq, id.clone(), Some(mid.clone()));
@@ -207,11 +228,11 @@ impl MessageHandler for Intake {
                     true
                 }
             };
-            (seq, accepted_at, stored_now)
+            (seq, accepted_at, stored_now, acked)
         };
         state.accepted.fetch_add(1, Ordering::SeqCst);
         if stored_now {
-            state.acknowledge(seq, &mid, &sender, id);
+            state.acknowledge(&acked);
         }
         Reply::new(
             250,
@@ -332,9 +353,9 @@ async fn write_late(
             );
             continue;
         }
-        let (seq, mid, sender) = (stored.seq, stored.message_id.clone(), stored.sender.clone());
+        let acked = stored.clone();
         state.publish(&mut state.queue.lock().unwrap(), stored);
-        state.acknowledge(seq, &mid, &sender, id);
+        state.acknowledge(&acked);
     }
 }
 
@@ -355,11 +376,13 @@ async fn send_acks(
     while let Some(job) = jobs.recv().await {
         let message = format!(
             "From: <registry@fake.invalid>\r\nTo: <{to}>\r\nMessage-ID: {ack}\r\n\
-In-Reply-To: {irt}\r\nX-Barrage-Ticket: {seq}\r\nSubject: ack ticket {seq}\r\n\r\nok\r\n.\r\n",
+In-Reply-To: {irt}\r\nX-Barrage-Ticket: {seq}\r\nX-Barrage-Accepted-At: {at}\r\n\
+Subject: ack ticket {seq}\r\n\r\nok\r\n.\r\n",
             to = job.to,
             ack = job.ack_id,
             irt = job.in_reply_to,
-            seq = job.seq
+            seq = job.seq,
+            at = job.accepted_at,
         );
         // Retry until the sink takes it (it may not listen yet).
         for _ in 0..200 {

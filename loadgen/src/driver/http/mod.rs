@@ -67,6 +67,9 @@ pub struct HttpRunInfo {
     pub accepted: u64,
     pub refused: u64,
     pub indeterminate: u64,
+    /// POSTs whose body never left (no connection).
+    #[serde(default)]
+    pub failed: u64,
     /// Transmissions by kind (`normal`, `hot`, `retry-same-key`, `resubmission`).
     pub kinds: std::collections::BTreeMap<String, u64>,
     /// Replies by HTTP status.
@@ -119,6 +122,7 @@ struct Counts {
     accepted: u64,
     refused: u64,
     indeterminate: u64,
+    failed: u64,
     kinds: std::collections::BTreeMap<String, u64>,
     statuses: std::collections::BTreeMap<String, u64>,
     first_sent: Option<Stamp>,
@@ -277,6 +281,7 @@ fn http_run_info(
         accepted: c.accepted,
         refused: c.refused,
         indeterminate: c.indeterminate,
+        failed: c.failed,
         kinds: c.kinds.clone(),
         statuses: c.statuses.clone(),
         rate_per_sec: (rate * 10.0).round() / 10.0,
@@ -402,12 +407,28 @@ async fn send(ctx: &Ctx, user: &mut GooseUser, u: usize, form: &Form, post: Post
     match result {
         Ok(goose) => match goose.response {
             Ok(response) => read_reply(ctx, &mut record, response, replied).await,
-            Err(e) => record.reply = Some(format!("no reply: {e}")),
+            Err(e) => {
+                // A connection never made carried no body: nothing can be stored.
+                if e.is_connect() {
+                    not_sent(&mut record);
+                }
+                record.reply = Some(format!("no reply: {e}"));
+            }
         },
-        Err(e) => record.reply = Some(format!("not sent: {e}")),
+        Err(e) => {
+            not_sent(&mut record);
+            record.reply = Some(format!("not sent: {e}"));
+        }
     }
     collect(ctx, &record, sent, replied, post.intended);
     replied
+}
+
+/// Marks a record whose request body never left: `failed`, not sent (contract: Indeterminate
+/// outcomes).
+fn not_sent(record: &mut SentRecord) {
+    record.outcome = Outcome::Failed;
+    record.sent_at = None;
 }
 
 /// The POST of one form: JSON or urlencoded, with its id and idempotency key.
@@ -465,6 +486,8 @@ fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> Se
         reply: None,
         ticket: None,
         outcome: Outcome::Indeterminate,
+        group: None,
+        raw_sha256: None,
     }
 }
 
@@ -507,6 +530,7 @@ fn collect(ctx: &Ctx, record: &SentRecord, sent: Instant, replied: Instant, inte
         Outcome::Accepted => c.accepted += 1,
         Outcome::Refused => c.refused += 1,
         Outcome::Indeterminate => c.indeterminate += 1,
+        Outcome::Failed => c.failed += 1,
     }
     *c.kinds.entry(record.kind.clone()).or_default() += 1;
     let status = record

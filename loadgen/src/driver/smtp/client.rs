@@ -12,12 +12,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use reports::records::{Outcome, SentRecord};
+use reports::records::{Outcome, SentRecord, sha256_hex};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text, unstuffed};
 use crate::driver::recorder::{Event, Live, Sink};
 use crate::driver::{Clock, LAG_WARN_MAX};
 use crate::scenario::PreConnectStage;
@@ -133,11 +133,14 @@ impl Transmission {
     }
 }
 
+/// The failure class of a reply that did not come in time.
+const TIMEOUT: &str = "timeout";
+
 /// A short, countable name for a failure (the detail of I/O errors is dropped).
 fn error_class(e: &SmtpError) -> String {
     match e {
         SmtpError::Io(io) => format!("io: {:?}", io.kind()),
-        SmtpError::Timeout => "timeout".into(),
+        SmtpError::Timeout => TIMEOUT.into(),
         SmtpError::Closed => "closed by server".into(),
         SmtpError::Protocol(_) => "protocol error".into(),
     }
@@ -361,6 +364,7 @@ impl Play<'_> {
             number: attempt,
             intended: self.intended,
             lag,
+            raw_sha256: sha256_hex(&unstuffed(self.message)),
         };
         emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
         resolution
@@ -379,6 +383,8 @@ struct Attempt {
     number: u32,
     intended: Instant,
     lag: Option<Duration>,
+    /// The digest of the message as the buffer stores it.
+    raw_sha256: String,
 }
 
 /// Sends one message: opens a connection if needed, the envelope (unless staged), the message,
@@ -555,27 +561,40 @@ async fn emit(
         number: attempt,
         intended,
         lag,
+        raw_sha256,
     } = attempt;
     let live = &ctx.live;
+    // No reply and no end of data sent (no connection, broken before DATA or during the
+    // message): nothing can be stored (contract: Indeterminate outcomes).
     let outcome = match (&sent.reply, sent.after_data) {
         (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
         (Some(_), _) => Outcome::Refused,
+        (None, _) if sent.sent_at.is_none() => Outcome::Failed,
         (None, _) => Outcome::Indeterminate,
     };
     match outcome {
         Outcome::Accepted => live.accepted.fetch_add(1, Ordering::Relaxed),
         Outcome::Refused => live.refused.fetch_add(1, Ordering::Relaxed),
         Outcome::Indeterminate => live.indeterminate.fetch_add(1, Ordering::Relaxed),
+        Outcome::Failed => live.failed.fetch_add(1, Ordering::Relaxed),
     };
     stats.transmissions += 1;
     *stats.kinds.entry(request.kind.as_str().into()).or_default() += 1;
     if let Some(error) = &sent.error {
         *stats.errors.entry(error.clone()).or_default() += 1;
     }
+    // Timeouts after the end of data count at the reply timeout, so that a buffer that stops
+    // answering cannot look fast (the report counts the same set: contract: Run records).
+    let timeout = ctx.requests.scenario().clients.reply_timeout.0;
+    let timed_out = sent.after_data && sent.error.as_deref() == Some(TIMEOUT);
     let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
         (true, Some(sent), Some(replied)) => (
             Some(replied.saturating_duration_since(sent)),
             Some(replied.saturating_duration_since(intended)),
+        ),
+        (true, Some(sent), None) if timed_out => (
+            Some(timeout),
+            Some((sent + timeout).saturating_duration_since(intended)),
         ),
         _ => (None, None),
     };
@@ -598,8 +617,15 @@ async fn emit(
             .as_ref()
             .filter(|r| r.code / 100 == 2 && sent.after_data)
             .and_then(|r| parse_ticket(&r.message)),
-        reply: sent.reply.as_ref().map(reply_text),
+        reply: match (&sent.reply, &sent.error) {
+            (Some(reply), _) => Some(reply_text(reply)),
+            (None, Some(error)) if outcome == Outcome::Failed => Some(format!("not sent: {error}")),
+            (None, Some(error)) => Some(format!("no reply: {error}")),
+            (None, None) => None,
+        },
         outcome,
+        group: None,
+        raw_sha256: Some(raw_sha256),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
     let _ = sink

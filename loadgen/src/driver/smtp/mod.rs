@@ -233,6 +233,7 @@ fn run_info(
         accepted: live.accepted.load(Ordering::Relaxed),
         refused: live.refused.load(Ordering::Relaxed),
         indeterminate: live.indeterminate.load(Ordering::Relaxed),
+        failed: live.failed.load(Ordering::Relaxed),
         unsent,
         kinds: stats.kinds,
         errors: stats.errors,

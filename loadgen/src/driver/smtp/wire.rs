@@ -331,6 +331,17 @@ impl Connection {
     }
 }
 
+/// The message a buffer stores for `stuffed`, the data as written after DATA (dot-stuffed, ending
+/// with the `.` line): the end mark dropped and every line's leading `..` back to `.`.
+pub fn unstuffed(stuffed: &[u8]) -> Vec<u8> {
+    let content = stuffed.strip_suffix(b".\r\n").unwrap_or(stuffed);
+    let mut out = Vec::with_capacity(content.len());
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+    }
+    out
+}
+
 /// The ticket named in a success reply (`… ticket 42 …`, `ticket #42`, `ticket=42`), if any.
 /// Lenient on purpose: a foreign buffer (Postfix) names none, and that is not an error.
 pub fn parse_ticket(text: &str) -> Option<u64> {
@@ -363,5 +374,11 @@ mod tests {
         assert_eq!(parse_ticket("2.0.0 Ok: queued as 4XyZ12"), None);
         assert_eq!(parse_ticket("ticketing ticket=9"), Some(9));
         assert_eq!(parse_ticket(""), None);
+    }
+
+    #[test]
+    fn unstuffing_gives_back_the_message_without_its_end_mark() {
+        assert_eq!(unstuffed(b"a\r\n..b\r\n.\r\n"), b"a\r\n.b\r\n");
+        assert_eq!(unstuffed(b"..\r\n.\r\n"), b".\r\n");
     }
 }

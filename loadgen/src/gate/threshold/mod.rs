@@ -160,6 +160,13 @@ mod tests {
             .unwrap()
             .evaluate(&failed, None);
         assert!(!o.passed);
+        // What could not be checked is not a pass either.
+        let incomplete = run(json!({"verdict": "incomplete"}));
+        let o = Threshold::parse("verdict == pass")
+            .unwrap()
+            .evaluate(&incomplete, None);
+        assert!(!o.passed, "{o:?}");
+        assert_eq!(o.measured, "incomplete");
     }
 
     #[test]
