@@ -44,6 +44,7 @@ use axum::routing::get;
 use tokio::sync::Semaphore;
 
 use super::IntakeCounters;
+use crate::anvil::ClientLimits;
 use crate::journal::{Journal, JournalError, NewRequest, Ticket, now_micros};
 pub use fields::FIELDS;
 pub use idempotency::{MAX_KEY_LEN, message_id_for_key};
@@ -65,6 +66,9 @@ pub struct WebLimits {
     pub request_timeout: Duration,
     /// `Retry-After` of every 503, seconds.
     pub retry_after_secs: u64,
+    /// Per-client limits: `max_connections` bounds POSTs in flight per client,
+    /// `connection_rate` POSTs per client per minute (contract: Fair intake).
+    pub clients: ClientLimits,
 }
 
 impl Default for WebLimits {
@@ -76,6 +80,12 @@ impl Default for WebLimits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             retry_after_secs: 1,
+            clients: ClientLimits {
+                max_connections: 50,
+                connection_rate: 1200,
+                message_rate: 0,
+                ..ClientLimits::default()
+            },
         }
     }
 }
