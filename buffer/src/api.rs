@@ -82,7 +82,9 @@ fn problem(status: StatusCode, message: &str) -> Response {
 fn journal_problem(error: JournalError) -> Response {
     match error {
         JournalError::Unavailable(why) => problem(StatusCode::SERVICE_UNAVAILABLE, &why),
-        JournalError::Invalid(why) => problem(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        JournalError::Invalid(why) | JournalError::Conflict(why) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, &why)
+        }
     }
 }
 
@@ -206,5 +208,6 @@ fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
         "Requests refused because the journal could not write.",
         i.refused_unavailable,
     );
+    i.fair.write_metrics(&mut text);
     text
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mail_parser::{Address, MessageParser};
 
 use super::IntakeCounters;
+use crate::anvil::Refusal;
 use crate::form;
 use crate::journal::{Journal, JournalError, NewRequest, Ticket, format_micros, now_micros};
 use crate::smtp::{Envelope, MessageHandler, Reply};
@@ -121,6 +122,11 @@ impl<J: Journal> MessageHandler for SmtpIntake<J> {
                 )
             }
             Err(JournalError::Invalid(why)) => self.malformed(&why),
+            Err(JournalError::Conflict(why)) => self.malformed(&why),
         }
+    }
+
+    fn refused(&self, why: Refusal) {
+        self.counters.refused(why);
     }
 }

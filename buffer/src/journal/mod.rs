@@ -91,6 +91,10 @@ pub enum JournalError {
     /// The request is refused for good (a cursor beyond the last seq, …).
     #[error("{0}")]
     Invalid(String),
+    /// A web request reuses the dedup key of a stored request of the same requester with other
+    /// content (contract: Retransmission, rule 4): refused, never answered with that ticket.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The operations every journal offers. All writes are durable when their future resolves `Ok`.
@@ -131,6 +135,23 @@ pub fn format_micros(micros: i64) -> String {
         t.second(),
         t.microsecond()
     )
+}
+
+/// The content a retransmission must repeat (contract: Retransmission, rule 3), as SHA-256: for
+/// a mail, the message exactly as received in DATA (`raw`); for a web request, its canonical
+/// form: the JSON object `{"domain", "fields"}` of the normalised form (keys sorted), so the
+/// same fields posted as JSON or urlencoded, or with other request headers, are the same content.
+pub fn content_digest(request: &NewRequest) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    if request.intake == "http" {
+        let canonical = serde_json::json!({ "domain": request.domain, "fields": request.fields });
+        hash.update(b"barrage-web-v1\n");
+        hash.update(canonical.to_string().as_bytes());
+    } else {
+        hash.update(&request.raw);
+    }
+    hash.finalize().into()
 }
 
 /// The current time in microseconds since the epoch.
