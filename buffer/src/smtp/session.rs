@@ -159,11 +159,6 @@ impl<H: MessageHandler> Session<H> {
                     }
                 }
             }
-            if self.junk > self.limits.max_junk_commands {
-                self.handler.refused(Refusal::JunkCommands);
-                self.queue(std_replies::junk_commands());
-                return self.flush().await;
-            }
             if self.errors >= MAX_ERRORS {
                 self.queue(Reply::new(
                     421,
@@ -273,26 +268,23 @@ impl<H: MessageHandler> Session<H> {
     }
 
     fn dispatch(&mut self, line: &[u8]) -> Next {
-        let request = match Request::parse(&mut line.iter()) {
+        let request = Request::parse(&mut line.iter());
+        if is_junk(&request) {
+            self.junk += 1;
+            if self.junk > self.limits.max_junk_commands {
+                self.handler.refused(Refusal::JunkCommands);
+                self.queue(std_replies::junk_commands());
+                return Next::Close;
+            }
+        }
+        let request = match request {
             Ok(request) => request,
             Err(e) => {
                 self.errors += 1;
-                if matches!(e, ParseError::UnknownCommand) {
-                    self.junk += 1;
-                }
                 self.queue(parse_error_reply(e));
                 return Next::Continue;
             }
         };
-        if matches!(
-            request,
-            Request::Rset
-                | Request::Noop { .. }
-                | Request::Vrfy { .. }
-                | Request::Help { .. }
-        ) {
-            self.junk += 1;
-        }
         match request {
             Request::Ehlo { host } => self.handle_ehlo(&host, true),
             Request::Helo { host } => self.handle_ehlo(&host, false),
@@ -320,7 +312,6 @@ impl<H: MessageHandler> Session<H> {
             }
             other => {
                 self.errors += 1;
-                self.junk += 1;
                 self.queue(Reply::new(
                     502,
                     [5, 5, 1],
@@ -485,6 +476,22 @@ fn data_error_reply(error: DataError, limits: &SmtpLimits) -> Reply {
         }
     };
     Reply::new(550, [5, 6, 0], text)
+}
+
+/// Whether a command is junk (contract: Fair intake): it moves no mail transaction forward.
+fn is_junk<T>(request: &Result<Request<T>, ParseError>) -> bool {
+    match request {
+        Ok(request) => !matches!(
+            request,
+            Request::Ehlo { .. }
+                | Request::Helo { .. }
+                | Request::Mail { .. }
+                | Request::Rcpt { .. }
+                | Request::Data
+                | Request::Quit
+        ),
+        Err(e) => matches!(e, ParseError::UnknownCommand),
+    }
 }
 
 fn parse_error_reply(error: ParseError) -> Reply {
