@@ -165,7 +165,9 @@ pub async fn serve<H: MessageHandler>(
                 });
             }
             Err(_) => {
-                anvil.shed_busiest();
+                if limits.stress_high_water_percent > 0 {
+                    anvil.shed_busiest();
+                }
                 tokio::spawn(session::refuse(stream, std_replies::too_many_connections()));
             }
         }
