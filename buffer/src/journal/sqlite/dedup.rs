@@ -95,3 +95,58 @@ pub(super) fn key_in_use(conn: &Connection, key: &str, since: i64) -> rusqlite::
     .optional()
     .map(|found| found.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SCHEMA, SqliteJournal, SqliteOptions};
+    use crate::journal::{Journal, NewRequest};
+    use rusqlite::{Connection, params};
+    use std::collections::BTreeMap;
+
+    fn request(raw: &[u8]) -> NewRequest {
+        NewRequest {
+            intake: "smtp",
+            message_id: "<m1@old.example>".into(),
+            dedup_key: Some("smtp\na@old.example\n<m1@old.example>".into()),
+            sender: "a@old.example".into(),
+            ack_to: None,
+            domain: "old.fr".into(),
+            fields: BTreeMap::new(),
+            raw: raw.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_journal_made_before_digests_is_migrated_and_still_deduplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("barrage.db")).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let old = request(b"the old bytes\r\n");
+        conn.execute(
+            "INSERT INTO requests (seq, accepted_at, intake, message_id, dedup_key, sender,
+                                   ack_to, domain, fields, position, raw)
+             VALUES (1, ?1, 'smtp', ?2, ?3, ?4, NULL, 'old.fr', '{}', 1, ?5)",
+            params![
+                crate::journal::now_micros(),
+                old.message_id,
+                old.dedup_key,
+                old.sender,
+                old.raw
+            ],
+        )
+        .unwrap();
+        drop(conn);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        for _ in 0..2 {
+            // Opened twice: the migration runs once and is a no-op the second time.
+            let journal = SqliteJournal::open(dir.path(), SqliteOptions::default()).unwrap();
+            let again = runtime.block_on(journal.append(old.clone())).unwrap();
+            assert!(again.retransmission && again.seq == 1, "{again:?}");
+        }
+        let journal = SqliteJournal::open(dir.path(), SqliteOptions::default()).unwrap();
+        let other = runtime
+            .block_on(journal.append(request(b"other bytes\r\n")))
+            .unwrap();
+        assert!(!other.retransmission && other.seq == 2, "{other:?}");
+    }
+}
