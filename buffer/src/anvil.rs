@@ -96,9 +96,9 @@ pub enum Refusal {
     DataDeadline,
     /// SMTP `421 4.7.0 …`: an idle session of the busiest client closed under stress.
     StressShed,
-    /// Web `429`: too many requests in flight from one client.
+    /// Web `503`: too many requests in flight from one client.
     WebClientRequests,
-    /// Web `429`: too many POSTs per minute from one client.
+    /// Web `503`: too many POSTs per minute from one client.
     WebClientPostRate,
     /// Web `422`: an `Idempotency-Key` (or form token) reused with different content.
     WebKeyReuse,
@@ -240,7 +240,10 @@ pub struct Lease {
 
 impl Anvil {
     pub fn new(limits: ClientLimits) -> Arc<Self> {
-        assert!(limits.max_clients >= 1, "the client table holds at least one client");
+        assert!(
+            limits.max_clients >= 1,
+            "the client table holds at least one client"
+        );
         Arc::new(Anvil {
             limits,
             table: Mutex::new(HashMap::new()),
@@ -335,7 +338,9 @@ impl Lease {
     pub fn message(&self) -> Result<(), Exceeded> {
         let rate = self.anvil.limits.message_rate;
         let mut table = self.anvil.lock();
-        let entry = table.get_mut(&self.key).expect("a leased client stays in the table");
+        let entry = table
+            .get_mut(&self.key)
+            .expect("a leased client stays in the table");
         if entry.messages.take(rate, Instant::now()) {
             Ok(())
         } else {
@@ -383,7 +388,10 @@ mod tests {
         let anvil = Anvil::new(limits(2, 0, 10));
         let a = anvil.connect(ip("127.0.0.2")).unwrap().unwrap();
         let _b = anvil.connect(ip("127.0.0.2")).unwrap().unwrap();
-        assert_eq!(anvil.connect(ip("127.0.0.2")).err(), Some(Exceeded::Connections));
+        assert_eq!(
+            anvil.connect(ip("127.0.0.2")).err(),
+            Some(Exceeded::Connections)
+        );
         assert!(anvil.connect(ip("127.0.0.3")).unwrap().is_some());
         drop(a);
         assert!(anvil.connect(ip("127.0.0.2")).is_ok());
@@ -405,8 +413,14 @@ mod tests {
         for _ in 0..3 {
             drop(anvil.connect(ip("10.0.0.1")).unwrap());
         }
-        assert_eq!(anvil.connect(ip("10.0.0.1")).err(), Some(Exceeded::ConnectionRate));
-        let lease = Anvil::new(limits(0, 0, 10)).connect(ip("10.0.0.1")).unwrap().unwrap();
+        assert_eq!(
+            anvil.connect(ip("10.0.0.1")).err(),
+            Some(Exceeded::ConnectionRate)
+        );
+        let lease = Anvil::new(limits(0, 0, 10))
+            .connect(ip("10.0.0.1"))
+            .unwrap()
+            .unwrap();
         assert!(lease.message().is_ok() && lease.message().is_ok());
         assert_eq!(lease.message(), Err(Exceeded::MessageRate));
     }

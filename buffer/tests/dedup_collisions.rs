@@ -38,7 +38,9 @@ async fn a_spoofed_sender_and_message_id_do_not_steal_the_victims_ticket() {
     let attacker_mail = request_mail(victim_id, "attacker.fr");
 
     let mut attacker = client_from(20, barrage.smtp).await;
-    let stolen = attacker.submit("victim@victim.example", &attacker_mail).await;
+    let stolen = attacker
+        .submit("victim@victim.example", &attacker_mail)
+        .await;
     assert_eq!(stolen.code, 250);
     let attacker_ticket = stolen.ticket().unwrap();
 
@@ -55,8 +57,13 @@ async fn a_spoofed_sender_and_message_id_do_not_steal_the_victims_ticket() {
     // the attacker's.
     let again = victim.submit("victim@victim.example", &victim_mail).await;
     assert_eq!((again.code, again.ticket()), (250, Some(victim_ticket)));
-    assert_eq!(again.text, reply.text, "a retransmission gets the original reply");
-    let again = attacker.submit("victim@victim.example", &attacker_mail).await;
+    assert_eq!(
+        again.text, reply.text,
+        "a retransmission gets the original reply"
+    );
+    let again = attacker
+        .submit("victim@victim.example", &attacker_mail)
+        .await;
     assert_eq!(again.ticket(), Some(attacker_ticket));
 
     let stored = barrage.all_requests().await;
@@ -66,7 +73,10 @@ async fn a_spoofed_sender_and_message_id_do_not_steal_the_victims_ticket() {
         .collect();
     assert_eq!(
         domains,
-        [(attacker_ticket, "attacker.fr"), (victim_ticket, "victim.fr")],
+        [
+            (attacker_ticket, "attacker.fr"),
+            (victim_ticket, "victim.fr")
+        ],
         "both requests stored once each, under their own tickets"
     );
     let stats = barrage.get("/v1/stats").await;
@@ -114,12 +124,16 @@ async fn an_idempotency_key_is_the_requesters_own_and_bound_to_its_content() {
     assert_eq!(reused["reason"], "idempotency_key_reused", "{reused}");
     assert!(reused.get("ticket").is_none(), "{reused}");
     assert!(
-        reused["error"].as_str().unwrap().contains("Idempotency-Key"),
+        reused["error"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key"),
         "{reused}"
     );
 
     // Alice's retransmission (same fields, another encoding order) gets her original ticket.
-    let same = json!({"email": "alice@example.fr", "holder": "Jeanne Durand", "domain": "premier.fr"});
+    let same =
+        json!({"email": "alice@example.fr", "holder": "Jeanne Durand", "domain": "premier.fr"});
     let (status, again) = post(addr, &same, "order-1").await;
     assert_eq!(status, 202);
     assert_eq!(again["retransmission"], true, "{again}");
@@ -141,12 +155,17 @@ async fn an_idempotency_key_is_the_requesters_own_and_bound_to_its_content() {
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("\nbarrage_refused_web_key_reuse_total 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\nbarrage_refused_web_key_reuse_total 1\n"),
+        "{metrics}"
+    );
 }
 
 /// The `form_token` of a rendered form page.
 fn form_token(page: &str) -> String {
-    let at = page.find("name=\"form_token\" value=\"").expect("the form has a token");
+    let at = page
+        .find("name=\"form_token\" value=\"")
+        .expect("the form has a token");
     let rest = &page[at + "name=\"form_token\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_string()
 }
@@ -181,7 +200,10 @@ async fn posting_the_same_rendered_form_twice_is_one_request() {
     assert_eq!(status, 202, "{first}");
     let (status, second) = submit(token).await;
     assert_eq!(status, 202, "{second}");
-    assert_eq!(second["ticket"], first["ticket"], "a double click made two requests");
+    assert_eq!(
+        second["ticket"], first["ticket"],
+        "a double click made two requests"
+    );
     assert_eq!(second["retransmission"], true);
     // A new rendering of the form is a new request, whatever its content.
     let (status, third) = submit(page(()).await).await;

@@ -32,7 +32,10 @@ fn start(config: &str) -> (tempfile::TempDir, Barrage) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("barrage.toml");
     std::fs::write(&path, config).unwrap();
-    let barrage = Barrage::start(&dir.path().join("data"), &["--config", path.to_str().unwrap()]);
+    let barrage = Barrage::start(
+        &dir.path().join("data"),
+        &["--config", path.to_str().unwrap()],
+    );
     (dir, barrage)
 }
 
@@ -56,7 +59,10 @@ async fn newcomer_is_served(barrage: &Barrage, n: u8, id: &str) -> u64 {
     let reply = newcomer
         .submit("newcomer@example.net", &request_mail(id, "newcomer.fr"))
         .await;
-    assert_eq!(reply.code, 250, "the newcomer's request is stored: {reply:?}");
+    assert_eq!(
+        reply.code, 250,
+        "the newcomer's request is stored: {reply:?}"
+    );
     reply.ticket().expect("a ticket")
 }
 
@@ -86,7 +92,11 @@ async fn a_hog_is_held_to_its_cap_and_a_newcomer_is_served() {
     }
     newcomer_is_served(&barrage, 3, "<newcomer.1@example.net>").await;
     for hog in &mut held {
-        assert_eq!(hog.command("NOOP").await.code, 250, "the hog's cap is its own");
+        assert_eq!(
+            hog.command("NOOP").await.code,
+            250,
+            "the hog's cap is its own"
+        );
     }
     assert!(intake_counter(&barrage, "refused_client_connections").await >= 1);
     assert!(
@@ -223,7 +233,9 @@ async fn the_message_rate_is_refused_at_mail_from_with_450() {
     let refused = client.command("MAIL FROM:<fast@example.net>").await;
     assert_eq!(refused.code, 450);
     assert!(
-        refused.text.starts_with("4.7.1 too many messages from your address"),
+        refused
+            .text
+            .starts_with("4.7.1 too many messages from your address"),
         "{refused:?}"
     );
     assert!(refused.text.contains("rate"), "{refused:?}");
@@ -237,7 +249,10 @@ async fn the_message_rate_is_refused_at_mail_from_with_450() {
             .await;
         assert_eq!(reply.code, 250, "127.0.0.1 is exempt");
     }
-    assert_eq!(intake_counter(&barrage, "refused_client_message_rate").await, 1);
+    assert_eq!(
+        intake_counter(&barrage, "refused_client_message_rate").await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -310,7 +325,7 @@ async fn post_from(client: &reqwest::Client, web: SocketAddr, domain: &str) -> r
 }
 
 #[tokio::test]
-async fn the_web_intake_caps_the_post_rate_of_each_address_with_429() {
+async fn the_web_intake_caps_the_post_rate_of_each_address_with_503() {
     let (_dir, barrage) = start("[fair]\nweb_post_rate = 3\n");
     let web = barrage.web.unwrap();
     let hog = web_client(30);
@@ -319,15 +334,21 @@ async fn the_web_intake_caps_the_post_rate_of_each_address_with_429() {
         assert_eq!(response.status(), 202);
     }
     let refused = post_from(&hog, web, "rate3.fr").await;
-    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "20", "a token every 20 s");
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["reason"], "client_post_rate", "{body}");
-    assert!(body["error"].as_str().unwrap().contains("3 a minute"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("3 a minute"),
+        "{body}"
+    );
     // Another address is served.
     let other = post_from(&web_client(31), web, "other.fr").await;
     assert_eq!(other.status(), 202);
-    assert_eq!(intake_counter(&barrage, "refused_web_client_post_rate").await, 1);
+    assert_eq!(
+        intake_counter(&barrage, "refused_web_client_post_rate").await,
+        1
+    );
     assert!(
         metrics(&barrage)
             .await
@@ -336,7 +357,7 @@ async fn the_web_intake_caps_the_post_rate_of_each_address_with_429() {
 }
 
 #[tokio::test]
-async fn the_web_intake_caps_the_requests_in_flight_of_each_address_with_429() {
+async fn the_web_intake_caps_the_requests_in_flight_of_each_address_with_503() {
     let (_dir, barrage) = start("[fair]\nweb_requests_per_client = 1\n");
     let web = barrage.web.unwrap();
     // One request in flight per address: a body that never finishes holds it. A probe may
@@ -356,7 +377,7 @@ async fn the_web_intake_caps_the_requests_in_flight_of_each_address_with_429() {
             .unwrap();
         stalled.push(stream);
         let response = post_from(&probe, web, &format!("probe{n}.fr")).await;
-        if response.status() == 429 {
+        if response.status() == 503 {
             in_flight = Some(response.json::<serde_json::Value>().await.unwrap());
             break;
         }

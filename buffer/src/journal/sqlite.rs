@@ -415,9 +415,7 @@ impl WriterState {
                 for answer in answers {
                     let error = JournalError::Unavailable(message.clone());
                     match answer {
-                        Answer::Ticket(tx, _) | Answer::Refused(tx, _) => {
-                            drop(tx.send(Err(error)))
-                        }
+                        Answer::Ticket(tx, _) | Answer::Refused(tx, _) => drop(tx.send(Err(error))),
                         Answer::Cursor(tx, _) => drop(tx.send(Err(error))),
                         Answer::Done(tx) => drop(tx.send(Err(error))),
                     }

@@ -106,7 +106,11 @@ pub mod std_replies {
         )
     }
     pub fn command_deadline() -> Reply {
-        Reply::new(421, [4, 4, 2], "command line not complete in time, closing connection")
+        Reply::new(
+            421,
+            [4, 4, 2],
+            "command line not complete in time, closing connection",
+        )
     }
     pub fn data_deadline() -> Reply {
         Reply::new(

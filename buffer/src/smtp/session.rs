@@ -236,7 +236,11 @@ impl<H: MessageHandler> Session<H> {
     }
 
     /// Reads more input. Returns `None` when bytes arrived, or why none did.
-    async fn read_more(&mut self, deadline: Instant, phase: Phase) -> std::io::Result<Option<Wait>> {
+    async fn read_more(
+        &mut self,
+        deadline: Instant,
+        phase: Phase,
+    ) -> std::io::Result<Option<Wait>> {
         if self.pos > 0 && self.pos * 2 >= self.input.len() {
             self.input.drain(..self.pos);
             self.pos = 0;

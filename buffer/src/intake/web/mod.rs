@@ -16,12 +16,13 @@
 //! POST from the same requester (`email`) with the same key and the same fields inside the dedup
 //! window gets the original ticket, no new seq and no second ack; the same key with other fields
 //! gets `422` (`"reason": "idempotency_key_reused"`). The form page carries a one-time
-//! `form_token` that does the same for a browser's double click or resubmit.
+//! `form_token` that does the same for a browser's double click or resubmit. The key also fixes
+//! the request's Message-ID (`<KEY>` when the key looks like one, `<idem.KEY@hostname>`
+//! otherwise), so a client can join the ack (`In-Reply-To`) to its POST before it has any reply.
+//! Requests without a key get a generated Message-ID.
 //!
 //! Per-client limits (contract: Fair intake): POSTs in flight and POSTs per minute per client
-//! address, over which a client gets `429` with `Retry-After` and a `reason`. The key also fixes the request's Message-ID (`<KEY>` when the key looks like one,
-//! `<idem.KEY@hostname>` otherwise), so a client can join the ack (`In-Reply-To`) to its POST
-//! before it has any reply. Requests without a key get a generated Message-ID.
+//! address, over which a client gets `503` with `Retry-After` and a `reason`.
 //!
 //! Requests from the web and from SMTP share one journal: one sequence, one ack outbox (the ack
 //! goes to the posted `email`).

@@ -60,12 +60,12 @@ impl Problem {
         }
     }
 
-    /// A refusal of a client over one of its limits: 429 with `Retry-After` and a reason.
+    /// A refusal of a client over one of its limits: `503` with `Retry-After` and a reason, the
+    /// web's temporary refusal (contract: Refusals), so clients and checkers take it as "retry".
     pub(super) fn too_many(message: impl Into<String>, reason: &'static str, retry: u64) -> Self {
         Problem {
-            retry_after: Some(retry),
             reason: Some(reason),
-            ..Problem::new(StatusCode::TOO_MANY_REQUESTS, message)
+            ..Problem::unavailable(message, retry)
         }
     }
 
