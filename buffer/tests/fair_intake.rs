@@ -396,10 +396,18 @@ fn the_example_config_documents_the_fair_defaults() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/barrage.example.toml");
     let example = barrage::config::Config::load(std::path::Path::new(path)).unwrap();
     let defaults = barrage::config::Config::default();
-    assert_eq!(format!("{:?}", example.fair), format!("{:?}", defaults.fair));
+    assert_eq!(
+        format!("{:?}", example.fair),
+        format!("{:?}", defaults.fair)
+    );
     // On by default, and only this machine's own addresses exempt.
     let limits = defaults.smtp_limits();
     assert!(limits.clients.max_connections > 0 && limits.clients.message_rate > 0);
-    let exempt: Vec<String> = limits.clients.exempt.iter().map(|n| n.to_string()).collect();
+    let exempt: Vec<String> = limits
+        .clients
+        .exempt
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     assert_eq!(exempt, ["127.0.0.1/32", "::1/128"]);
 }

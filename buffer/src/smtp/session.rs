@@ -65,8 +65,10 @@ enum Wait {
 enum Phase {
     /// Between commands, nothing pending: shutdown and load shedding may close the session.
     Idle,
-    /// Inside a command line or DATA: only the deadline or the client ends the wait.
-    Busy,
+    /// Inside a command line: shutdown may close the session (no transaction is cut).
+    Partial,
+    /// Inside DATA, or discarding an overlong line: only the deadline or the client ends it.
+    Data,
 }
 
 pub(super) struct Session<H> {
@@ -199,7 +201,7 @@ impl<H: MessageHandler> Session<H> {
             let phase = if pending.is_empty() {
                 Phase::Idle
             } else {
-                Phase::Busy
+                Phase::Partial
             };
             self.flush().await?;
             let (why, reply) = match self.read_more(deadline, phase).await? {
@@ -229,7 +231,7 @@ impl<H: MessageHandler> Session<H> {
             }
             self.input.clear();
             self.pos = 0;
-            if self.read_more(deadline, Phase::Busy).await?.is_some() {
+            if self.read_more(deadline, Phase::Data).await?.is_some() {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -248,7 +250,7 @@ impl<H: MessageHandler> Session<H> {
         self.input.reserve(READ_CHUNK);
         let idle = phase == Phase::Idle;
         let stopped = async {
-            if idle {
+            if phase != Phase::Data {
                 self.stop.cancelled().await
             } else {
                 std::future::pending().await
@@ -363,7 +365,7 @@ impl<H: MessageHandler> Session<H> {
                 }
             }
             self.flush().await?;
-            match self.read_more(deadline.at(), Phase::Busy).await? {
+            match self.read_more(deadline.at(), Phase::Data).await? {
                 None => {}
                 Some(Wait::Deadline) => {
                     self.handler.refused(Refusal::DataDeadline);
