@@ -146,11 +146,12 @@ pub async fn serve<H: MessageHandler>(
                 continue;
             }
         };
+        // Counting this connection as in use: at the limit too, the busiest client makes room.
+        if stressed(&limits, slots.available_permits().saturating_sub(1)) {
+            anvil.shed_busiest();
+        }
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                if stressed(&limits, slots.available_permits()) {
-                    anvil.shed_busiest();
-                }
                 let session = session::Session::new(
                     stream,
                     peer,
@@ -165,9 +166,6 @@ pub async fn serve<H: MessageHandler>(
                 });
             }
             Err(_) => {
-                if limits.stress_high_water_percent > 0 {
-                    anvil.shed_busiest();
-                }
                 tokio::spawn(session::refuse(stream, std_replies::too_many_connections()));
             }
         }
