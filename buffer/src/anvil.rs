@@ -314,20 +314,26 @@ impl Anvil {
 }
 
 /// Frees at least one slot of a full table: drops every client without connections whose rates
-/// have recovered, else the least recently seen client without connections.
+/// have recovered, else the least recently seen sixteenth of the clients without connections
+/// (a batch, so that a flood of new addresses costs a scan per sixteenth of the table, not one
+/// per connection).
 fn make_room(table: &mut HashMap<IpAddr, Entry>, now: Instant) {
     let before = table.len();
     table.retain(|_, e| e.connections > 0 || now.duration_since(e.last_seen) < RECOVERED);
     if table.len() < before {
         return;
     }
-    let oldest = table
+    let mut idle: Vec<(Instant, IpAddr)> = table
         .iter()
         .filter(|(_, e)| e.connections == 0)
-        .min_by_key(|(_, e)| e.last_seen)
-        .map(|(k, _)| *k);
-    if let Some(key) = oldest {
-        table.remove(&key);
+        .map(|(k, e)| (e.last_seen, *k))
+        .collect();
+    let batch = (before / 16).clamp(1, idle.len().max(1));
+    if idle.len() > batch {
+        idle.select_nth_unstable(batch - 1);
+    }
+    for (_, key) in idle.iter().take(batch) {
+        table.remove(key);
     }
     // Every tracked client holds a connection: the table may grow past its bound by the
     // connections in flight, which the global connection limit bounds.
@@ -432,5 +438,21 @@ mod tests {
             drop(anvil.connect(ip(&format!("10.0.1.{n}"))).unwrap());
             assert!(anvil.tracked() <= 3);
         }
+        // Connected clients are never forgotten: their counts stay right.
+        let held: Vec<Lease> = (0..3)
+            .map(|n| anvil.connect(ip(&format!("10.0.2.{n}"))).unwrap().unwrap())
+            .collect();
+        let extra = anvil.connect(ip("10.0.3.1")).unwrap().unwrap();
+        assert_eq!(
+            anvil.tracked(),
+            4,
+            "the bound yields to clients holding connections"
+        );
+        for lease in &held {
+            assert!(lease.message().is_ok());
+        }
+        drop((held, extra));
+        drop(anvil.connect(ip("10.0.3.2")).unwrap());
+        assert!(anvil.tracked() <= 4);
     }
 }
