@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::ack::AckConfig;
+use crate::anvil::ClientLimits;
 use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
 use crate::journal::sqlite::storage::StorageOptions;
@@ -36,6 +37,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Acknowledgement mails; `None` (no `[ack]` section): no acks are queued or sent.
     pub ack: Option<AckConfig>,
+    /// Per-client limits and deadlines of both intakes (contract: Fair intake).
+    pub fair: FairConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +115,7 @@ impl Default for Config {
             journal: JournalConfig::default(),
             storage: StorageConfig::default(),
             ack: None,
+            fair: FairConfig::default(),
         }
     }
 }
@@ -257,6 +261,7 @@ impl Config {
                  one character; a long random one, e.g. `openssl rand -hex 32`), or none"
             );
         }
+        self.fair.validate(s.max_connections, w.max_connections)?;
         if !self.http.listen.ip().is_loopback() && self.http.api_token.is_none() {
             anyhow::bail!(
                 "the handover API would listen on {} without a token: anyone on the network could \
@@ -287,6 +292,7 @@ impl Config {
             command_timeout: Duration::from_secs(s.command_timeout_secs),
             data_timeout: Duration::from_secs(s.data_timeout_secs),
             max_commands: s.max_commands,
+            ..self.fair.apply_to_smtp()
         }
     }
 
@@ -299,6 +305,7 @@ impl Config {
             header_timeout: Duration::from_secs(w.header_timeout_secs),
             request_timeout: Duration::from_secs(w.request_timeout_secs),
             retry_after_secs: w.retry_after_secs,
+            clients: self.fair.web_clients(),
         }
     }
 
@@ -315,6 +322,103 @@ impl Config {
                 wal_size_limit: self.storage.wal_size_limit_bytes,
                 page_bytes: self.storage.max_page_bytes,
             },
+        }
+    }
+}
+
+/// `[fair]`: per-client limits and deadlines (contract: Fair intake). The reasoning behind the
+/// defaults is in `buffer/barrage.example.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FairConfig {
+    /// Networks no per-client limit applies to.
+    pub exempt: Vec<ipnet::IpNet>,
+    /// Clients each intake tracks at once (bounds the tables' memory).
+    pub max_tracked_clients: usize,
+    /// SMTP connections one client holds at once (0: no limit).
+    pub smtp_connections_per_client: usize,
+    /// New SMTP connections per client per minute (0: no limit).
+    pub smtp_connection_rate: u32,
+    /// Messages (MAIL FROM) per client per minute (0: no limit).
+    pub smtp_message_rate: u32,
+    /// Web POSTs one client has in flight at once (0: no limit).
+    pub web_requests_per_client: usize,
+    /// Web POSTs per client per minute (0: no limit).
+    pub web_post_rate: u32,
+    /// Bytes per second that earn a DATA phase one more second past `smtp.data_timeout_secs`.
+    pub min_data_rate: usize,
+    /// Absolute deadline of a DATA phase, seconds.
+    pub max_data_secs: u64,
+    /// Junk commands (NOOP, RSET, VRFY, HELP, unknown) between two accepted messages.
+    pub max_junk_commands: usize,
+    /// Percent of `smtp.max_connections` in use above which idle sessions of the busiest client
+    /// are closed (0: never).
+    pub stress_high_water_percent: u8,
+}
+
+impl Default for FairConfig {
+    fn default() -> Self {
+        let smtp = SmtpLimits::default();
+        let web = WebLimits::default();
+        FairConfig {
+            exempt: smtp.clients.exempt.clone(),
+            max_tracked_clients: smtp.clients.max_clients,
+            smtp_connections_per_client: smtp.clients.max_connections,
+            smtp_connection_rate: smtp.clients.connection_rate,
+            smtp_message_rate: smtp.clients.message_rate,
+            web_requests_per_client: web.clients.max_connections,
+            web_post_rate: web.clients.connection_rate,
+            min_data_rate: smtp.min_data_rate,
+            max_data_secs: smtp.max_data_time.as_secs(),
+            max_junk_commands: smtp.max_junk_commands,
+            stress_high_water_percent: smtp.stress_high_water_percent,
+        }
+    }
+}
+
+impl FairConfig {
+    fn validate(&self, smtp_connections: usize, web_connections: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_tracked_clients >= smtp_connections.max(web_connections),
+            "fair.max_tracked_clients must be at least smtp.max_connections and \
+             web.max_connections, so that every connected client can be tracked"
+        );
+        anyhow::ensure!(
+            self.stress_high_water_percent <= 100,
+            "fair.stress_high_water_percent must be between 0 and 100"
+        );
+        anyhow::ensure!(
+            self.max_data_secs >= 1,
+            "fair.max_data_secs must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// The SMTP server's fair-intake limits (the rest of `SmtpLimits` comes from `[smtp]`).
+    fn apply_to_smtp(&self) -> SmtpLimits {
+        SmtpLimits {
+            min_data_rate: self.min_data_rate,
+            max_data_time: Duration::from_secs(self.max_data_secs),
+            max_junk_commands: self.max_junk_commands,
+            stress_high_water_percent: self.stress_high_water_percent,
+            clients: ClientLimits {
+                max_connections: self.smtp_connections_per_client,
+                connection_rate: self.smtp_connection_rate,
+                message_rate: self.smtp_message_rate,
+                max_clients: self.max_tracked_clients,
+                exempt: self.exempt.clone(),
+            },
+            ..SmtpLimits::default()
+        }
+    }
+
+    fn web_clients(&self) -> ClientLimits {
+        ClientLimits {
+            max_connections: self.web_requests_per_client,
+            connection_rate: self.web_post_rate,
+            message_rate: 0,
+            max_clients: self.max_tracked_clients,
+            exempt: self.exempt.clone(),
         }
     }
 }

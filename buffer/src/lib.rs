@@ -9,10 +9,13 @@
 //! (the `/metrics` text).
 //!
 //! Layers, each pointing only down: `cli` → `server` → `config` → `ack` → `api` → `intake` →
-//! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `endpoints`,
-//! `prometheus` and `descriptors` (file-descriptor limits, accept failures) sit below them all.
+//! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `anvil`
+//! (per-client limits, shared by the SMTP server and the web intake) sits below `smtp`;
+//! `endpoints`, `prometheus` and `descriptors` (file-descriptor limits, accept failures) sit
+//! below them all.
 
 pub mod ack;
+pub mod anvil;
 pub mod api;
 pub mod cli;
 pub mod config;

@@ -103,7 +103,9 @@ fn problem(status: StatusCode, message: &str) -> Response {
 fn journal_problem(error: JournalError) -> Response {
     match error {
         JournalError::Unavailable(why) => problem(StatusCode::SERVICE_UNAVAILABLE, &why),
-        JournalError::Invalid(why) => problem(StatusCode::UNPROCESSABLE_ENTITY, &why),
+        JournalError::Invalid(why) | JournalError::Conflict(why) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, &why)
+        }
     }
 }
 
@@ -335,5 +337,6 @@ fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
         "New requests refused before their data: the queue was at its bound.",
         j.refused_queue_full,
     );
+    i.fair.write_metrics(&mut text);
     text
 }

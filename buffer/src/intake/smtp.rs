@@ -1,8 +1,8 @@
 //! The SMTP intake: turns a received request mail into a journal row and the final reply.
 //!
 //! Replies: `250 2.0.0 queued as ticket N at T` only after the durable commit (the original
-//! ticket again for an RFC 1047 retransmission), `550 5.6.0 …` naming what is wrong with a
-//! malformed request, `451 4.3.0 …` when the journal cannot write.
+//! ticket again for an RFC 1047 retransmission: same sender, Message-ID and bytes), `550 5.6.0 …`
+//! naming what is wrong with a malformed request, `451 4.3.0 …` when the journal cannot write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mail_parser::{Address, MessageParser};
 
 use super::IntakeCounters;
+use crate::anvil::Refusal;
 use crate::form;
 use crate::journal::{Journal, JournalError, NewRequest, Ticket, format_micros, now_micros};
 use crate::smtp::{Envelope, MessageHandler, Reply};
@@ -48,7 +49,8 @@ impl<J: Journal> SmtpIntake<J> {
         let (message_id, dedup_key) = match parsed.message_id() {
             Some(id) if !id.is_empty() => {
                 let id = format!("<{id}>");
-                // The same Message-ID from the same sender is the same request (RFC 1047).
+                // Same sender and Message-ID: a retransmission if the bytes match too (RFC 1047);
+                // the journal compares them (contract: Retransmission).
                 let key = format!("smtp\n{sender}\n{id}");
                 (id, Some(key))
             }
@@ -126,6 +128,11 @@ impl<J: Journal> MessageHandler for SmtpIntake<J> {
                 )
             }
             Err(JournalError::Invalid(why)) => self.malformed(&why),
+            Err(JournalError::Conflict(why)) => self.malformed(&why),
         }
+    }
+
+    fn refused(&self, why: Refusal) {
+        self.counters.refused(why);
     }
 }

@@ -24,6 +24,7 @@ use storage::{Admission, StorageOptions};
 
 mod acks;
 mod backup;
+mod dedup;
 mod identity;
 pub mod storage;
 
@@ -32,7 +33,7 @@ pub use identity::FILE as HIGH_WATER_MARK_FILE;
 
 use super::{
     Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest, Ticket,
-    format_micros, now_micros,
+    content_digest, format_micros, now_micros,
 };
 
 /// The most rows one fetch returns, whatever the caller asks.
@@ -99,7 +100,12 @@ impl Default for SqliteOptions {
 
 /// What the writer thread is asked to do.
 enum Command {
-    Append(NewRequest, oneshot::Sender<Result<Ticket, JournalError>>),
+    /// A request and its content digest (computed by the caller, off the writer thread).
+    Append(
+        NewRequest,
+        [u8; 32],
+        oneshot::Sender<Result<Ticket, JournalError>>,
+    ),
     Cursor(u64, oneshot::Sender<Result<u64, JournalError>>),
     /// Outcomes of ack deliveries (see [`acks`]).
     AckMarks(Vec<AckMark>, oneshot::Sender<Result<(), JournalError>>),
@@ -264,6 +270,7 @@ impl SqliteJournal {
 fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64)> {
     let writer = open_connection(path)?;
     writer.execute_batch(SCHEMA)?;
+    dedup::add_content_digests(&writer)?;
     let journal_id = load_instance_id(&writer)?;
     let seq = check_gap_free(&writer, path)?;
     let last_at: i64 = writer.query_row(
@@ -423,6 +430,8 @@ struct WriterState {
 /// The answer owed to one command of a batch, sent only after the commit.
 enum Answer {
     Ticket(oneshot::Sender<Result<Ticket, JournalError>>, Ticket),
+    /// A request refused without storing anything (a conflicting dedup key).
+    Refused(oneshot::Sender<Result<Ticket, JournalError>>, JournalError),
     Cursor(
         oneshot::Sender<Result<u64, JournalError>>,
         Result<u64, JournalError>,
@@ -509,6 +518,9 @@ impl WriterState {
                             }
                             let _ = tx.send(Ok(ticket));
                         }
+                        Answer::Refused(tx, error) => {
+                            let _ = tx.send(Err(error));
+                        }
                         Answer::Cursor(tx, result) => {
                             let _ = tx.send(result);
                         }
@@ -530,7 +542,7 @@ impl WriterState {
                 for answer in answers {
                     let error = JournalError::Unavailable(message.clone());
                     match answer {
-                        Answer::Ticket(tx, _) => drop(tx.send(Err(error))),
+                        Answer::Ticket(tx, _) | Answer::Refused(tx, _) => drop(tx.send(Err(error))),
                         Answer::Cursor(tx, _) => drop(tx.send(Err(error))),
                         Answer::Done(tx) => drop(tx.send(Err(error))),
                     }
@@ -575,23 +587,26 @@ impl WriterState {
                 }
             }
             match command {
-                Command::Append(request, tx) => {
-                    let mut ticket = Ticket {
+                Command::Append(request, digest, tx) => {
+                    let mut answer = Ok(Ticket {
                         seq: 0,
                         accepted_at: 0,
                         position: 0,
                         retransmission: false,
-                    };
+                    });
                     if failure.is_none() {
-                        match self.append(&request) {
-                            Ok(t) => {
-                                new_rows += u64::from(!t.retransmission);
-                                ticket = t;
-                            }
+                        match self.append(&request, &digest) {
+                            Ok(result) => answer = result,
                             Err(e) => failure = Some(e),
                         }
                     }
-                    answers.push(Answer::Ticket(tx, ticket));
+                    answers.push(match answer {
+                        Ok(ticket) => {
+                            new_rows += u64::from(!ticket.retransmission);
+                            Answer::Ticket(tx, ticket)
+                        }
+                        Err(error) => Answer::Refused(tx, error),
+                    });
                 }
                 Command::Cursor(through, tx) => {
                     let mut result = Ok(self.cursor);
@@ -621,27 +636,27 @@ impl WriterState {
         Ok(new_rows)
     }
 
-    fn append(&mut self, request: &NewRequest) -> rusqlite::Result<Ticket> {
+    /// Stores a request, or finds the original it retransmits (same key and same content), or
+    /// refuses a web request reusing its requester's key with other content.
+    fn append(
+        &mut self,
+        request: &NewRequest,
+        digest: &[u8; 32],
+    ) -> rusqlite::Result<Result<Ticket, JournalError>> {
         let now = now_micros();
         if let Some(key) = &request.dedup_key {
             let since = now - self.options.dedup_window_us;
-            let original = self
-                .conn
-                .prepare_cached(
-                    "SELECT seq, accepted_at, position FROM requests
-                     WHERE dedup_key = ?1 AND accepted_at >= ?2 ORDER BY seq LIMIT 1",
-                )?
-                .query_row(params![key, since], |r| {
-                    Ok(Ticket {
-                        seq: r.get(0)?,
-                        accepted_at: r.get(1)?,
-                        position: r.get(2)?,
-                        retransmission: true,
-                    })
-                })
-                .optional()?;
-            if let Some(ticket) = original {
-                return Ok(ticket);
+            if let Some(ticket) = dedup::find_original(&self.conn, key, digest, since)? {
+                return Ok(Ok(ticket));
+            }
+            // By mail, the key is spoofable (anyone can send a sender and a Message-ID): the
+            // other content is a request of its own. On the web the key is the requester's own.
+            if request.intake == "http" && dedup::key_in_use(&self.conn, key, since)? {
+                return Ok(Err(JournalError::Conflict(
+                    "request refused: this Idempotency-Key was already used by this requester \
+                     for a request with other content; use a new key for a new request"
+                        .into(),
+                )));
             }
         }
         let seq = self.last_seq + 1;
@@ -651,8 +666,8 @@ impl WriterState {
         self.conn
             .prepare_cached(
                 "INSERT INTO requests (seq, accepted_at, intake, message_id, dedup_key, sender,
-                                       ack_to, domain, fields, position, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                       ack_to, domain, fields, position, raw, content_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 seq,
@@ -666,18 +681,19 @@ impl WriterState {
                 fields,
                 position,
                 request.raw,
+                &digest[..],
             ])?;
         if self.options.acks && request.ack_to.is_some() {
             self.queue_ack(seq, accepted_at)?;
         }
         self.last_seq = seq;
         self.last_at = accepted_at;
-        Ok(Ticket {
+        Ok(Ok(Ticket {
             seq,
             accepted_at,
             position,
             retransmission: false,
-        })
+        }))
     }
 
     fn move_cursor(&mut self, through: u64) -> rusqlite::Result<Result<u64, JournalError>> {
@@ -699,7 +715,8 @@ impl WriterState {
 
 impl Journal for SqliteJournal {
     async fn append(&self, request: NewRequest) -> Result<Ticket, JournalError> {
-        self.send(|tx| Command::Append(request, tx)).await
+        let digest = content_digest(&request);
+        self.send(|tx| Command::Append(request, digest, tx)).await
     }
 
     async fn fetch(

@@ -1,4 +1,5 @@
-//! MAIL FROM (RFC 5321 §4.1.1.2, SIZE from RFC 1870, BODY from RFC 6152): start a transaction.
+//! MAIL FROM (RFC 5321 §4.1.1.2, SIZE from RFC 1870, BODY from RFC 6152): start a transaction,
+//! within the client's message rate (contract: Fair intake).
 
 use std::borrow::Cow;
 
@@ -7,6 +8,7 @@ use smtp_proto::{MAIL_SMTPUTF8, MailFrom};
 use super::MessageHandler;
 use super::reply::{Reply, std_replies};
 use super::session::Session;
+use crate::anvil::Refusal;
 
 impl<H: MessageHandler> Session<H> {
     pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) {
@@ -28,6 +30,10 @@ impl<H: MessageHandler> Session<H> {
         } else if from.flags & MAIL_SMTPUTF8 != 0 {
             // Not advertised, so a client must not ask for it (RFC 6531 §3.4).
             self.queue(Reply::new(555, [5, 5, 4], "SMTPUTF8 is not offered here"));
+        } else if self.lease().is_some_and(|lease| lease.message().is_err()) {
+            self.handler().refused(Refusal::ClientMessageRate);
+            let rate = self.limits.clients.message_rate;
+            self.queue(std_replies::message_rate(rate));
         } else {
             self.tx.mail_from = Some(from.address.into_owned());
             self.queue(Reply::new(250, [2, 1, 0], "sender OK"));

@@ -6,8 +6,10 @@
 //! One file per protocol phase: [`session`] owns the connection loop and command dispatch,
 //! [`ehlo`], [`mail`], [`rcpt`] and [`data`] own the rules of their command.
 //!
-//! Every resource is bounded by [`SmtpLimits`]: connections, line length, message size,
-//! recipients, and idle time in each phase.
+//! Every resource is bounded by [`SmtpLimits`]: connections (in all and per client, with
+//! [`crate::anvil`]), line length, message size, recipients, a deadline for each command line and
+//! for DATA, junk commands; past a high-water mark of the connection limit, idle sessions of the
+//! client holding the most connections are closed first (contract: Fair intake).
 
 mod data;
 mod ehlo;
@@ -25,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::anvil::{Anvil, ClientLimits, Exceeded, Refusal};
 pub use data::{DataError, DataReceiver, Progress};
 pub use reply::{Reply, std_replies};
 
@@ -42,12 +45,27 @@ pub struct SmtpLimits {
     pub max_recipients: usize,
     /// Most simultaneous connections (more get 421 and are closed).
     pub max_connections: usize,
-    /// How long a client may stay silent while a command is due.
+    /// Deadline of one command line: it must be complete this long after the server began
+    /// waiting for it, however the bytes trickle in.
     pub command_timeout: Duration,
-    /// How long a client may stay silent inside DATA.
+    /// Grace of the DATA phase: DATA must end within this plus one second per `min_data_rate`
+    /// bytes received.
     pub data_timeout: Duration,
+    /// Bytes per second a client must keep up inside DATA to earn more time (Postfix's
+    /// `smtpd_min_data_rate`); 0: no extension, DATA must end within `data_timeout`.
+    pub min_data_rate: usize,
+    /// Absolute deadline of the DATA phase, whatever the rate.
+    pub max_data_time: Duration,
     /// Most commands in one session (bounds a pipelining flood on one connection).
     pub max_commands: usize,
+    /// Most junk commands (NOOP, RSET, VRFY, HELP, unknown or unimplemented) between two
+    /// accepted messages; one more gets 421 and the session is closed.
+    pub max_junk_commands: usize,
+    /// Percent of `max_connections` in use above which each new connection closes an idle
+    /// session of the client holding the most connections; 0: never.
+    pub stress_high_water_percent: u8,
+    /// Per-client limits.
+    pub clients: ClientLimits,
 }
 
 impl Default for SmtpLimits {
@@ -60,7 +78,12 @@ impl Default for SmtpLimits {
             max_connections: 20_000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(120),
+            min_data_rate: 500,
+            max_data_time: Duration::from_secs(600),
             max_commands: 100_000,
+            max_junk_commands: 100,
+            stress_high_water_percent: 80,
+            clients: ClientLimits::default(),
         }
     }
 }
@@ -87,6 +110,9 @@ pub trait MessageHandler: Send + Sync + 'static {
     fn admit(&self) -> Result<(), Reply> {
         Ok(())
     }
+
+    /// Told of every refusal the server makes to keep the intake fair (for counters).
+    fn refused(&self, _why: Refusal) {}
 }
 
 /// Serves SMTP on `listener` until `shutdown` completes; then stops accepting, lets transactions in
@@ -99,6 +125,7 @@ pub async fn serve<H: MessageHandler>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let anvil = Anvil::new(limits.clients.clone());
     let stop = CancellationToken::new();
     let mut failures = crate::descriptors::AcceptFailures::default();
     tokio::pin!(shutdown);
@@ -116,6 +143,19 @@ pub async fn serve<H: MessageHandler>(
             },
         };
         let _ = stream.set_nodelay(true);
+        let lease = match anvil.connect(peer.ip()) {
+            Ok(lease) => lease,
+            Err(exceeded) => {
+                let (why, reply) = client_refusal(exceeded);
+                handler.refused(why);
+                tokio::spawn(session::refuse(stream, reply));
+                continue;
+            }
+        };
+        // Counting this connection as in use: at the limit too, the busiest client makes room.
+        if stressed(&limits, slots.available_permits().saturating_sub(1)) {
+            anvil.shed_busiest();
+        }
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let session = session::Session::new(
@@ -124,6 +164,7 @@ pub async fn serve<H: MessageHandler>(
                     limits.clone(),
                     handler.clone(),
                     stop.clone(),
+                    lease,
                 );
                 tokio::spawn(async move {
                     session.run().await;
@@ -145,4 +186,29 @@ pub async fn serve<H: MessageHandler>(
         );
     }
     Ok(())
+}
+
+/// Whether connections in use have passed the high-water mark of the limit.
+fn stressed(limits: &SmtpLimits, available: usize) -> bool {
+    let in_use = limits.max_connections.saturating_sub(available);
+    let mark = u64::from(limits.stress_high_water_percent);
+    mark > 0 && in_use as u64 * 100 > limits.max_connections as u64 * mark
+}
+
+/// The counter and reply of a connection over a per-client limit.
+fn client_refusal(exceeded: Exceeded) -> (Refusal, Reply) {
+    match exceeded {
+        Exceeded::ConnectionRate => (
+            Refusal::ClientConnectionRate,
+            Reply::new(
+                421,
+                [4, 7, 0],
+                "too many new connections from your address, try again in a minute",
+            ),
+        ),
+        Exceeded::Connections | Exceeded::MessageRate => (
+            Refusal::ClientConnections,
+            std_replies::too_many_client_connections(),
+        ),
+    }
 }

@@ -82,11 +82,50 @@ pub mod std_replies {
             "command line must end with CRLF (bare LF or CR refused)",
         )
     }
-    pub fn timeout() -> Reply {
-        Reply::new(421, [4, 4, 2], "idle too long, closing connection")
-    }
     pub fn shutting_down() -> Reply {
         Reply::new(421, [4, 3, 2], "service shutting down, try again later")
+    }
+    pub fn too_many_client_connections() -> Reply {
+        Reply::new(421, [4, 7, 0], "too many connections from your address")
+    }
+    pub fn message_rate(per_minute: u32) -> Reply {
+        Reply::new(
+            450,
+            [4, 7, 1],
+            format!(
+                "too many messages from your address: the message rate limit is {per_minute} a \
+                 minute, try again later"
+            ),
+        )
+    }
+    pub fn junk_commands() -> Reply {
+        Reply::new(
+            421,
+            [4, 7, 0],
+            "too many junk commands (NOOP, RSET, VRFY, HELP, unknown), closing connection",
+        )
+    }
+    pub fn command_deadline() -> Reply {
+        Reply::new(
+            421,
+            [4, 4, 2],
+            "command line not complete in time, closing connection",
+        )
+    }
+    pub fn data_deadline() -> Reply {
+        Reply::new(
+            421,
+            [4, 4, 2],
+            "message data not received in time (too slow), closing connection",
+        )
+    }
+    pub fn shed() -> Reply {
+        Reply::new(
+            421,
+            [4, 7, 0],
+            "server busy and your address holds the most connections: closing this idle one, \
+             try again later",
+        )
     }
     pub fn too_many_connections() -> Reply {
         Reply::new(421, [4, 3, 2], "too many connections, try again later")

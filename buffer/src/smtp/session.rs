@@ -3,10 +3,17 @@
 //!
 //! Replies are queued and written only when the session is about to wait for input, which is what
 //! makes PIPELINING work (RFC 2920) and keeps the output bounded by what one read brought in.
+//!
+//! Time is bounded by deadlines, never by timeouts that restart with every read (contract: Fair
+//! intake): a command line must be complete `command_timeout` after the session began waiting
+//! for it, and DATA by its own deadline (see [`SmtpLimits::min_data_rate`]), so a client
+//! trickling a byte at a time cannot hold a connection for ever.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use smtp_proto::{Error as ParseError, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::data::{DataError, DataReceiver, Progress};
 use super::reply::{Reply, std_replies};
 use super::{Envelope, MessageHandler, SmtpLimits};
+use crate::anvil::{Lease, Refusal};
 
 /// Bad commands tolerated in one session before it is closed (a client speaking something else).
 const MAX_ERRORS: usize = 20;
@@ -46,8 +54,21 @@ enum Next {
 /// Why waiting for input ended without input.
 enum Wait {
     Eof,
-    Timeout,
+    Deadline,
     Stop,
+    /// The server sheds load and this idle session's client holds the most connections.
+    Shed,
+}
+
+/// What the session is waiting for, which decides what may interrupt the wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between commands, nothing pending: shutdown and load shedding may close the session.
+    Idle,
+    /// Inside a command line: shutdown may close the session (no transaction is cut).
+    Partial,
+    /// Inside DATA, or discarding an overlong line: only the deadline or the client ends it.
+    Data,
 }
 
 pub(super) struct Session<H> {
@@ -63,6 +84,10 @@ pub(super) struct Session<H> {
     pub(super) tx: Transaction,
     commands: usize,
     errors: usize,
+    /// Junk commands since the last accepted message.
+    junk: usize,
+    /// The client's per-address counters; `None` when it is exempt.
+    lease: Option<Lease>,
 }
 
 /// Tells a connection it cannot be served and closes it.
@@ -79,6 +104,7 @@ impl<H: MessageHandler> Session<H> {
         limits: Arc<SmtpLimits>,
         handler: Arc<H>,
         stop: CancellationToken,
+        lease: Option<Lease>,
     ) -> Self {
         Session {
             stream,
@@ -92,6 +118,8 @@ impl<H: MessageHandler> Session<H> {
             tx: Transaction::default(),
             commands: 0,
             errors: 0,
+            junk: 0,
+            lease,
         }
     }
 
@@ -147,6 +175,7 @@ impl<H: MessageHandler> Session<H> {
     /// The next complete command line, or the reply refusing it; `None` when the session is over.
     async fn next_line(&mut self) -> std::io::Result<Option<Result<Vec<u8>, Reply>>> {
         let max = self.limits.max_line_length;
+        let deadline = Instant::now() + self.limits.command_timeout;
         loop {
             let pending = &self.input[self.pos..];
             if let Some(lf) = pending.iter().position(|&b| b == b'\n') {
@@ -165,30 +194,36 @@ impl<H: MessageHandler> Session<H> {
             }
             if pending.len() > max {
                 // An endless line: drop what we have, keep dropping up to its LF, then refuse it.
-                self.discard_line().await?;
+                self.discard_line(deadline).await?;
                 self.errors += 1;
                 return Ok(Some(Err(std_replies::line_too_long(max))));
             }
+            let phase = if pending.is_empty() {
+                Phase::Idle
+            } else {
+                Phase::Partial
+            };
             self.flush().await?;
-            let timeout = self.limits.command_timeout;
-            match self.read_more(timeout, true).await? {
-                None => {}
+            let (why, reply) = match self.read_more(deadline, phase).await? {
+                None => continue,
                 Some(Wait::Eof) => return Ok(None),
-                Some(Wait::Timeout) => {
-                    self.queue(std_replies::timeout());
-                    self.flush().await?;
-                    return Ok(None);
-                }
-                Some(Wait::Stop) => {
-                    self.queue(std_replies::shutting_down());
-                    self.flush().await?;
-                    return Ok(None);
-                }
+                Some(Wait::Deadline) => (
+                    Some(Refusal::CommandDeadline),
+                    std_replies::command_deadline(),
+                ),
+                Some(Wait::Stop) => (None, std_replies::shutting_down()),
+                Some(Wait::Shed) => (Some(Refusal::StressShed), std_replies::shed()),
+            };
+            if let Some(why) = why {
+                self.handler.refused(why);
             }
+            self.queue(reply);
+            self.flush().await?;
+            return Ok(None);
         }
     }
 
-    async fn discard_line(&mut self) -> std::io::Result<()> {
+    async fn discard_line(&mut self, deadline: Instant) -> std::io::Result<()> {
         loop {
             if let Some(lf) = self.input[self.pos..].iter().position(|&b| b == b'\n') {
                 self.pos += lf + 1;
@@ -196,8 +231,7 @@ impl<H: MessageHandler> Session<H> {
             }
             self.input.clear();
             self.pos = 0;
-            let timeout = self.limits.command_timeout;
-            if self.read_more(timeout, false).await?.is_some() {
+            if self.read_more(deadline, Phase::Data).await?.is_some() {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
@@ -206,19 +240,26 @@ impl<H: MessageHandler> Session<H> {
     /// Reads more input. Returns `None` when bytes arrived, or why none did.
     async fn read_more(
         &mut self,
-        timeout: Duration,
-        stoppable: bool,
+        deadline: Instant,
+        phase: Phase,
     ) -> std::io::Result<Option<Wait>> {
         if self.pos > 0 && self.pos * 2 >= self.input.len() {
             self.input.drain(..self.pos);
             self.pos = 0;
         }
         self.input.reserve(READ_CHUNK);
+        let idle = phase == Phase::Idle;
         let stopped = async {
-            if stoppable {
+            if phase != Phase::Data {
                 self.stop.cancelled().await
             } else {
                 std::future::pending().await
+            }
+        };
+        let shed = async {
+            match &self.lease {
+                Some(lease) if idle => lease.shed_signal().notified().await,
+                _ => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -226,13 +267,23 @@ impl<H: MessageHandler> Session<H> {
                 0 => Ok(Some(Wait::Eof)),
                 _ => Ok(None),
             },
-            _ = tokio::time::sleep(timeout) => Ok(Some(Wait::Timeout)),
+            _ = tokio::time::sleep_until(deadline) => Ok(Some(Wait::Deadline)),
             _ = stopped => Ok(Some(Wait::Stop)),
+            _ = shed => Ok(Some(Wait::Shed)),
         }
     }
 
     fn dispatch(&mut self, line: &[u8]) -> Next {
-        let request = match Request::parse(&mut line.iter()) {
+        let request = Request::parse(&mut line.iter());
+        if is_junk(&request) {
+            self.junk += 1;
+            if self.junk > self.limits.max_junk_commands {
+                self.handler.refused(Refusal::JunkCommands);
+                self.queue(std_replies::junk_commands());
+                return Next::Close;
+            }
+        }
+        let request = match request {
             Ok(request) => request,
             Err(e) => {
                 self.errors += 1;
@@ -294,8 +345,11 @@ impl<H: MessageHandler> Session<H> {
     async fn receive_data(&mut self) -> std::io::Result<bool> {
         let mut receiver =
             DataReceiver::new(self.limits.max_message_size, self.limits.max_line_length);
+        let mut deadline = DataDeadline::new(&self.limits);
         loop {
-            match receiver.ingest(&self.input[self.pos..]) {
+            let pending = self.input.len() - self.pos;
+            let progress = receiver.ingest(&self.input[self.pos..]);
+            match progress {
                 Progress::Done { consumed } => {
                     self.pos += consumed;
                     break;
@@ -305,16 +359,17 @@ impl<H: MessageHandler> Session<H> {
                     return Ok(false);
                 }
                 Progress::NeedMore => {
+                    deadline.received(pending);
                     self.input.clear();
                     self.pos = 0;
                 }
             }
             self.flush().await?;
-            let timeout = self.limits.data_timeout;
-            match self.read_more(timeout, false).await? {
+            match self.read_more(deadline.at(), Phase::Data).await? {
                 None => {}
-                Some(Wait::Timeout) => {
-                    self.queue(std_replies::timeout());
+                Some(Wait::Deadline) => {
+                    self.handler.refused(Refusal::DataDeadline);
+                    self.queue(std_replies::data_deadline());
                     return Ok(false);
                 }
                 Some(_) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -332,9 +387,22 @@ impl<H: MessageHandler> Session<H> {
             }
             Err(e) => data_error_reply(e, &self.limits),
         };
+        if reply.is_success() {
+            // A client that gets its messages through is not sending junk.
+            self.junk = 0;
+        }
         self.tx.reset();
         self.queue(reply);
         Ok(true)
+    }
+
+    pub(super) fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The client's per-address counters, when it has them (not exempt).
+    pub(super) fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
     }
 
     pub(super) fn queue(&mut self, reply: Reply) {
@@ -351,6 +419,40 @@ impl<H: MessageHandler> Session<H> {
             self.output.clear();
         }
         Ok(())
+    }
+}
+
+/// The deadline of one DATA phase: `data_timeout` after it began, one second later for every
+/// `min_data_rate` bytes received, and never later than `max_data_time` after it began.
+struct DataDeadline {
+    start: Instant,
+    received: usize,
+    grace: Duration,
+    min_rate: usize,
+    cap: Duration,
+}
+
+impl DataDeadline {
+    fn new(limits: &SmtpLimits) -> Self {
+        DataDeadline {
+            start: Instant::now(),
+            received: 0,
+            grace: limits.data_timeout,
+            min_rate: limits.min_data_rate,
+            cap: limits.max_data_time,
+        }
+    }
+
+    fn received(&mut self, bytes: usize) {
+        self.received = self.received.saturating_add(bytes);
+    }
+
+    fn at(&self) -> Instant {
+        let earned = match self.min_rate {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(self.received as f64 / rate as f64),
+        };
+        self.start + (self.grace.saturating_add(earned)).min(self.cap)
     }
 }
 
@@ -380,6 +482,22 @@ fn data_error_reply(error: DataError, limits: &SmtpLimits) -> Reply {
         }
     };
     Reply::new(550, [5, 6, 0], text)
+}
+
+/// Whether a command is junk (contract: Fair intake): it moves no mail transaction forward.
+fn is_junk<T>(request: &Result<Request<T>, ParseError>) -> bool {
+    match request {
+        Ok(request) => !matches!(
+            request,
+            Request::Ehlo { .. }
+                | Request::Helo { .. }
+                | Request::Mail { .. }
+                | Request::Rcpt { .. }
+                | Request::Data
+                | Request::Quit
+        ),
+        Err(e) => matches!(e, ParseError::UnknownCommand),
+    }
 }
 
 fn parse_error_reply(error: ParseError) -> Reply {

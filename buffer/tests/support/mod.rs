@@ -264,7 +264,11 @@ impl Reply {
 
 impl Client {
     pub async fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// A client on a connection made elsewhere (e.g. from a chosen source address).
+    pub fn from_stream(stream: TcpStream) -> Client {
         let (read, write) = stream.into_split();
         Client {
             reader: BufReader::new(read),

@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use super::{WebIntake, router};
+use super::{ClientAddr, WebIntake, router};
 use crate::journal::Journal;
 
 /// Serves the web intake on `listener` until `shutdown` resolves, then lets requests in flight
@@ -30,7 +30,7 @@ pub async fn serve<J: Journal>(
     let mut failures = crate::descriptors::AcceptFailures::default();
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -51,8 +51,16 @@ pub async fn serve<J: Journal>(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
+        // The handler meets per-client limits by the peer address, which only this loop knows.
+        let service = tower::ServiceExt::map_request(
+            app.clone(),
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ClientAddr(peer));
+                request
+            },
+        );
         let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;

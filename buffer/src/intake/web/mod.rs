@@ -13,10 +13,16 @@
 //! - `408` when the body does not arrive within `web.request_timeout_secs`.
 //!
 //! An `Idempotency-Key` header plays the role the Message-ID plays for mail (RFC 1047): a retried
-//! POST with the same key inside the dedup window gets the original ticket, no new seq and no
-//! second ack. The key also fixes the request's Message-ID (`<KEY>` when the key looks like one,
-//! `<idem.KEY@hostname>` otherwise), so a client can join the ack (`In-Reply-To`) to its POST
-//! before it has any reply. Requests without a key get a generated Message-ID.
+//! POST from the same requester (`email`) with the same key and the same fields inside the dedup
+//! window gets the original ticket, no new seq and no second ack; the same key with other fields
+//! gets `422` (`"reason": "idempotency_key_reused"`). The form page carries a one-time
+//! `form_token` that does the same for a browser's double click or resubmit. The key also fixes
+//! the request's Message-ID (`<KEY>` when the key looks like one, `<idem.KEY@hostname>`
+//! otherwise), so a client can join the ack (`In-Reply-To`) to its POST before it has any reply.
+//! Requests without a key get a generated Message-ID.
+//!
+//! Per-client limits (contract: Fair intake): POSTs in flight and POSTs per minute per client
+//! address, over which a client gets `503` with `Retry-After` and a `reason`.
 //!
 //! Requests from the web and from SMTP share one journal: one sequence, one ack outbox (the ack
 //! goes to the posted `email`).
@@ -44,6 +50,7 @@ use axum::routing::get;
 use tokio::sync::Semaphore;
 
 use super::IntakeCounters;
+use crate::anvil::{Anvil, ClientLimits, Exceeded, Lease, Refusal};
 use crate::journal::{Journal, JournalError, NewRequest, Ticket, now_micros};
 pub use fields::FIELDS;
 pub use idempotency::{MAX_KEY_LEN, message_id_for_key};
@@ -65,6 +72,9 @@ pub struct WebLimits {
     pub request_timeout: Duration,
     /// `Retry-After` of every 503, seconds.
     pub retry_after_secs: u64,
+    /// Per-client limits: `max_connections` bounds POSTs in flight per client,
+    /// `connection_rate` POSTs per client per minute (contract: Fair intake).
+    pub clients: ClientLimits,
 }
 
 impl Default for WebLimits {
@@ -76,6 +86,12 @@ impl Default for WebLimits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             retry_after_secs: 1,
+            clients: ClientLimits {
+                max_connections: 50,
+                connection_rate: 1200,
+                message_rate: 0,
+                ..ClientLimits::default()
+            },
         }
     }
 }
@@ -88,7 +104,12 @@ pub struct WebIntake<J> {
     limits: WebLimits,
     in_flight: Semaphore,
     generated_ids: AtomicU64,
+    clients: Arc<Anvil>,
 }
+
+/// The address a request came from, put in the request's extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
 
 impl<J: Journal> WebIntake<J> {
     pub fn new(
@@ -102,6 +123,7 @@ impl<J: Journal> WebIntake<J> {
             counters,
             hostname,
             in_flight: Semaphore::new(limits.max_concurrent_requests.max(1)),
+            clients: Anvil::new(limits.clients.clone()),
             limits,
             generated_ids: AtomicU64::new(0),
         }
@@ -118,11 +140,17 @@ pub fn router<J: Journal>(intake: Arc<WebIntake<J>>) -> Router {
 
 async fn post_request<J: Journal>(
     State(intake): State<Arc<WebIntake<J>>>,
+    client: Option<axum::Extension<ClientAddr>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let answer = wants(&headers);
     let limits = &intake.limits;
+    let _lease = match client.map(|c| intake.admit(c.0.0)) {
+        Some(Err(problem)) => return problem.render(answer),
+        Some(Ok(lease)) => lease,
+        None => None,
+    };
     let Ok(_permit) = intake.in_flight.try_acquire() else {
         return Problem::unavailable(
             "too many requests in flight, try again later",
@@ -154,10 +182,10 @@ async fn accept<J: Journal>(
         IntakeCounters::count(&intake.counters.refused_malformed);
         problem
     };
-    let pairs = fields::parse_body(headers, &bytes).map_err(malformed)?;
+    let mut pairs = fields::parse_body(headers, &bytes).map_err(malformed)?;
+    let key = idempotency::idempotency_key(headers, &mut pairs).map_err(malformed)?;
     let (form, email) = fields::validate(pairs).map_err(malformed)?;
-    let key = idempotency::idempotency_key(headers).map_err(malformed)?;
-    let (message_id, dedup_key) = intake.message_id(key.as_deref());
+    let (message_id, dedup_key) = intake.message_id(key.as_deref(), &email);
     let request = NewRequest {
         intake: "http",
         message_id: message_id.clone(),
@@ -212,12 +240,43 @@ async fn read_body(limits: &WebLimits, headers: &HeaderMap, body: Body) -> Resul
 }
 
 impl<J: Journal> WebIntake<J> {
-    /// The Message-ID and dedup key of a request with this `Idempotency-Key` (or none).
-    fn message_id(&self, key: Option<&str>) -> (String, Option<String>) {
+    /// Counts a POST from `peer` against its client's limits.
+    fn admit(&self, peer: std::net::SocketAddr) -> Result<Option<Lease>, Problem> {
+        let rate = self.limits.clients.connection_rate;
+        self.clients.connect(peer.ip()).map_err(|exceeded| {
+            let (why, problem) = match exceeded {
+                Exceeded::ConnectionRate => (
+                    Refusal::WebClientPostRate,
+                    Problem::too_many(
+                        format!(
+                            "too many requests from your address: at most {rate} a minute, try \
+                             again later"
+                        ),
+                        "client_post_rate",
+                        60u64.div_ceil(u64::from(rate.max(1))),
+                    ),
+                ),
+                Exceeded::Connections | Exceeded::MessageRate => (
+                    Refusal::WebClientRequests,
+                    Problem::too_many(
+                        "too many requests in flight from your address, try again later",
+                        "client_requests_in_flight",
+                        self.limits.retry_after_secs,
+                    ),
+                ),
+            };
+            self.counters.refused(why);
+            problem
+        })
+    }
+
+    /// The Message-ID and dedup key of a request with this `Idempotency-Key` (or none) from
+    /// this requester.
+    fn message_id(&self, key: Option<&str>, requester: &str) -> (String, Option<String>) {
         match key {
             Some(key) => (
                 message_id_for_key(key, &self.hostname),
-                Some(format!("http\n{key}")),
+                Some(idempotency::dedup_key(requester, key)),
             ),
             None => {
                 let n = self.generated_ids.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +309,12 @@ impl<J: Journal> WebIntake<J> {
             Err(JournalError::Invalid(why)) => {
                 IntakeCounters::count(&self.counters.refused_malformed);
                 Err(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, why))
+            }
+            Err(JournalError::Conflict(why)) => {
+                self.counters.refused(Refusal::WebKeyReuse);
+                let mut problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, why);
+                problem.reason = Some("idempotency_key_reused");
+                Err(problem)
             }
         }
     }

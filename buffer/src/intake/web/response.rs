@@ -12,12 +12,11 @@ use crate::journal::{Ticket, format_micros};
 
 const FORM_PAGE: &str = include_str!("form.html");
 
+/// The form, with a one-time token of its own: posting this rendered page again (a double
+/// click, a browser resubmit) names the same token and gets the same ticket.
 pub(super) async fn form_page() -> Response {
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Html(FORM_PAGE.to_string()),
-    )
-        .into_response()
+    let page = FORM_PAGE.replace("{{FORM_TOKEN}}", &super::idempotency::new_form_token());
+    ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response()
 }
 
 /// How the client wants its answer.
@@ -46,6 +45,8 @@ pub(super) struct Problem {
     pub(super) message: String,
     pub(super) fields: BTreeMap<String, String>,
     pub(super) retry_after: Option<u64>,
+    /// A stable name of the refusal (`"reason"` in the JSON body), for programs.
+    pub(super) reason: Option<&'static str>,
 }
 
 impl Problem {
@@ -55,6 +56,16 @@ impl Problem {
             message: message.into(),
             fields: BTreeMap::new(),
             retry_after: None,
+            reason: None,
+        }
+    }
+
+    /// A refusal of a client over one of its limits: `503` with `Retry-After` and a reason, the
+    /// web's temporary refusal (contract: Refusals), so clients and checkers take it as "retry".
+    pub(super) fn too_many(message: impl Into<String>, reason: &'static str, retry: u64) -> Self {
+        Problem {
+            reason: Some(reason),
+            ..Problem::unavailable(message, retry)
         }
     }
 
@@ -69,6 +80,9 @@ impl Problem {
         let mut response = match answer {
             Answer::Json => {
                 let mut body = json!({ "error": self.message });
+                if let Some(reason) = self.reason {
+                    body["reason"] = json!(reason);
+                }
                 if !self.fields.is_empty() {
                     body["fields"] = json!(self.fields);
                 }
