@@ -131,6 +131,9 @@ pub struct SentRecord {
     /// The ticket (seq) named in a success reply, if any.
     pub ticket: Option<u64>,
     pub outcome: Outcome,
+    /// The client group it belongs to (fairness figures); absent means the default group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 fn default_intake() -> String {
@@ -291,6 +294,7 @@ mod tests {
             reply: None,
             ticket: None,
             outcome: Outcome::Indeterminate,
+        group: None,
         };
         let mut w = JsonlWriter::create(&path).unwrap();
         w.write(&record).unwrap();

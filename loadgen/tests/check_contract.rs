@@ -60,6 +60,7 @@ fn sent(
         reply: code.map(|c| format!("{c} ticket {}", ticket.unwrap_or(0))),
         ticket,
         outcome,
+        group: None,
     }
 }
 

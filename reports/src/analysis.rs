@@ -535,6 +535,7 @@ mod tests {
             reply: None,
             ticket: None,
             outcome,
+            group: None,
         }
     }
 

@@ -111,8 +111,8 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         plan.total(),
         scenario.name,
         args.shard,
-        (0..scenario.clients.count)
-            .filter(|&c| args.shard.owns_client(c))
+        (0..scenario.plan().clients())
+            .filter(|&c| args.shard.owns_client(c) && scenario.plan().request_count_of(c) > 0)
             .count(),
         args.target,
         out.display()
@@ -196,12 +196,12 @@ fn print_dry_run(scenario: &ValidScenario, shard: Shard) {
         plan.total(),
         plan.scheduled(),
         plan.clients(),
-        if scenario.clients.pre_connect {
+        if scenario.clients.any_pre_connect() {
             " (pre-connected)"
         } else {
             ""
         },
-        scenario.clients.idle,
+        scenario.clients.idle_total(),
         scenario.start
     );
     println!("  shard {shard}: {} requests", shard.request_count(plan));

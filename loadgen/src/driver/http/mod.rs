@@ -125,6 +125,9 @@ struct Counts {
     last_reply: Option<Stamp>,
 }
 
+/// The group name of the web users' records.
+pub const WEB_GROUP: &str = "web";
+
 /// Plays `scenario.http` against the web intake at `target`, from `start_at` (the scenario's
 /// time zero, shared with the SMTP part), writing `http-sent.jsonl`, `http-run.json` and goose's
 /// reports into `out_dir`. The web users are numbered after the SMTP clients.
@@ -212,7 +215,7 @@ fn http_ctx(
         tld: d.tld.clone(),
         requesters: scenario.requests.requesters.max(1),
         requester_domain: scenario.requests.requester_domain.clone(),
-        client_base: scenario.clients.count,
+        client_base: scenario.plan().clients(),
         clock,
         start,
         users,
@@ -465,6 +468,8 @@ fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> Se
         reply: None,
         ticket: None,
         outcome: Outcome::Indeterminate,
+        // The web users are one group of their own.
+        group: Some(WEB_GROUP.into()),
     }
 }
 

@@ -17,10 +17,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text};
+use super::wire::{Connection, Dial, Opened, Reply, SmtpError, parse_ticket, reply_text};
 use crate::driver::recorder::{Event, Live, Sink};
 use crate::driver::{Clock, LAG_WARN_MAX};
-use crate::scenario::PreConnectStage;
+use crate::scenario::seeded::unit;
+use crate::scenario::{Behaviour, ClientGroup, PreConnectStage};
 use crate::schedule::request::{Kind, Request, RequestMaker};
 
 /// The last bytes of every framed message: the line `.` that ends DATA.
@@ -42,6 +43,28 @@ pub struct Ctx {
     pub progress: crate::driver::progress::Handle,
     /// Whether the "behind schedule" warning was already shown.
     pub lag_warned: AtomicBool,
+    /// The scenario's client groups, with their source addresses resolved (file order).
+    pub groups: Vec<GroupRun>,
+    /// What each adversary group achieved (file order; honest groups' stay empty).
+    pub adversaries: Vec<Mutex<super::adversary::Achieved>>,
+}
+
+/// A client group as the driver plays it.
+pub struct GroupRun {
+    pub spec: ClientGroup,
+    /// Addresses its clients bind to (empty: the system's choice).
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+impl GroupRun {
+    /// The source address of the group's client `local` (a requester always uses one address).
+    pub fn source_of(&self, local: u32, requesters: u32) -> Option<std::net::IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let registrar = (local % requesters.max(1)) as usize;
+        Some(self.sources[registrar % self.sources.len()])
+    }
 }
 
 /// Counts a client keeps to itself and adds to [`Ctx::stats`] at the end.
@@ -144,20 +167,42 @@ fn error_class(e: &SmtpError) -> String {
 }
 
 impl Ctx {
-    async fn open(&self) -> Result<Opened, SmtpError> {
-        let c = &self.requests.scenario().clients;
+    /// The group client `client` belongs to, and its number within the group.
+    pub fn group_of(&self, client: u32) -> (&GroupRun, u32) {
+        let (group, local) = self.requests.plan().assignment().group_of(client);
+        (&self.groups[group], local)
+    }
+
+    /// The name of group `group` (file order), as records carry it.
+    pub fn group_name(&self, group: usize) -> &str {
+        &self.groups[group].spec.name
+    }
+
+    /// Opens a connection for client `client`, from its group's source address, trickled when
+    /// the group is a slowloris.
+    pub async fn open(&self, client: u32) -> Result<Opened, SmtpError> {
+        let (group, local) = self.group_of(client);
+        self.open_as(group, local).await
+    }
+
+    /// Opens a connection as client `local` of `group`.
+    pub async fn open_as(&self, group: &GroupRun, local: u32) -> Result<Opened, SmtpError> {
+        let c = &group.spec;
+        let requesters = self.requests.scenario().requests.requesters;
         let _permit = self
             .connect_gate
             .acquire()
             .await
             .expect("gate never closed");
-        Connection::open(
-            self.target,
-            &c.helo,
-            c.connect_timeout.0,
-            c.reply_timeout.0,
-            self.deadline,
-        )
+        Connection::dial(Dial {
+            target: self.target,
+            source: group.source_of(local, requesters),
+            helo: &c.helo,
+            connect_timeout: c.connect_timeout.0,
+            reply_timeout: c.reply_timeout.0,
+            deadline: self.deadline,
+            trickle: (c.behaviour == Behaviour::Slowloris).then(|| c.bytes_per_second()),
+        })
         .await
     }
 }
@@ -180,14 +225,14 @@ pub async fn run_client(
     sink: Sink,
     stop: CancellationToken,
 ) {
-    let scenario = ctx.requests.scenario();
     let plan = ctx.requests.plan();
     let closed = plan.is_closed();
+    let group = &ctx.group_of(client).0.spec;
     let mut stats = Stats::default();
     let mut session = Session::default();
     let mut message = Vec::with_capacity(4096);
     let mut requests = plan.requests_of(client).peekable();
-    if scenario.clients.pre_connect
+    if group.pre_connect
         && let Some(&first) = requests.peek()
     {
         pre_connect(&ctx, &mut session, &mut stats, first).await;
@@ -232,9 +277,7 @@ pub async fn run_client(
         if message.capacity() > 1024 * 1024 {
             message = Vec::with_capacity(4096);
         }
-        session
-            .close_if_full(scenario.clients.messages_per_connection)
-            .await;
+        session.close_if_full(group.messages_per_connection).await;
         ready_at = Instant::now();
         if closed {
             next_closed = ready_at + plan.think_time();
@@ -263,10 +306,10 @@ impl Session {
 /// Connects, greets and stages the first message before the start. A failed pre-connect is
 /// retried at the instant by the normal path.
 async fn pre_connect(ctx: &Ctx, session: &mut Session, stats: &mut Stats, first: u64) {
-    let scenario = ctx.requests.scenario();
     let request = ctx.requests.request(first);
-    if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
-        let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
+    let group = &ctx.groups[request.group].spec;
+    if let Ok(Opened::Ready(mut conn)) = ctx.open(request.client).await {
+        let data = group.pre_connect_stage == PreConnectStage::Data;
         match conn
             .envelope(&request.sender, &request.recipient, data)
             .await
@@ -327,9 +370,9 @@ impl Play<'_> {
             attempt = 2;
             unresolved = self.attempt(attempt, None, false).await.retry;
         }
-        let clients = &self.ctx.requests.scenario().clients;
-        for _ in 0..clients.retries {
-            let retry_at = Instant::now() + clients.retry_backoff.0;
+        let group = &self.ctx.groups[self.request.group].spec;
+        for _ in 0..group.retries {
+            let retry_at = Instant::now() + retry_wait(self.ctx, group, self.request, attempt);
             if !unresolved || retry_at >= self.ctx.deadline || !sleep_until(retry_at, stop).await {
                 break;
             }
@@ -365,6 +408,14 @@ impl Play<'_> {
         emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
         resolution
     }
+}
+
+/// The wait before retry `attempt + 1` of `request`: the backoff plus a jitter drawn from the
+/// seed, so the same file waits the same on every run.
+fn retry_wait(ctx: &Ctx, group: &ClientGroup, request: &Request, attempt: u32) -> Duration {
+    let seed = ctx.requests.scenario().seed;
+    let draw = unit(seed, request.index, 1000 + attempt as u64);
+    group.retry_backoff.0 + group.retry_jitter.0.mul_f64(draw)
 }
 
 /// What the retry logic needs of a transmission once it is recorded: whether the message went
@@ -439,7 +490,7 @@ async fn envelope(
     if !reused {
         session.staged = Staged::Nothing;
         session.on_conn = 0;
-        match ctx.open().await {
+        match ctx.open(request.client).await {
             Ok(Opened::Ready(conn)) => session.conn = Some(conn),
             Ok(Opened::Refused(reply)) => return Envelope::Ended(Transmission::refused(reply)),
             Err(e) => return Envelope::Ended(Transmission::failed(&e)),
@@ -600,6 +651,7 @@ async fn emit(
             .and_then(|r| parse_ticket(&r.message)),
         reply: sent.reply.as_ref().map(reply_text),
         outcome,
+        group: Some(ctx.group_name(request.group).to_string()),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
     let _ = sink
@@ -612,9 +664,16 @@ async fn emit(
         .await;
 }
 
-/// An idle connection: connect, EHLO, then sit until the senders are done (or the deadline).
-pub async fn hold_idle(ctx: std::sync::Arc<Ctx>, done: CancellationToken, stop: CancellationToken) {
-    let Ok(Opened::Ready(mut conn)) = ctx.open().await else {
+/// An idle connection of group `group` (its `n`-th): connect, EHLO, then sit until the senders
+/// are done (or the deadline).
+pub async fn hold_idle(
+    ctx: std::sync::Arc<Ctx>,
+    group: usize,
+    n: u32,
+    done: CancellationToken,
+    stop: CancellationToken,
+) {
+    let Ok(Opened::Ready(mut conn)) = ctx.open_as(&ctx.groups[group], n).await else {
         return;
     };
     ctx.stats.lock().unwrap().idle_opened += 1;
@@ -628,4 +687,65 @@ pub async fn hold_idle(ctx: std::sync::Arc<Ctx>, done: CancellationToken, stop: 
     if held {
         conn.quit().await;
     }
+}
+
+/// The hash stream that picks which of the victim's requests a key-collider copies.
+const COLLIDER_PICK: u64 = 2000;
+
+/// A key-collider client: for each chosen request of its victim group (those of rank `r` with
+/// `r % count` equal to this client's number), sends `lead` before the victim is due a request
+/// with the victim's envelope sender and Message-ID and other content (contract:
+/// Retransmission). Its transmissions are recorded like any other, with kind `collider`.
+pub async fn run_collider(
+    ctx: std::sync::Arc<Ctx>,
+    client: u32,
+    sink: Sink,
+    stop: CancellationToken,
+) {
+    let plan = ctx.requests.plan();
+    let (group, local) = plan.assignment().group_of(client);
+    let spec = &ctx.groups[group].spec;
+    let victim = ctx
+        .groups
+        .iter()
+        .position(|g| Some(&g.spec.name) == spec.victim.as_ref())
+        .expect("the scenario checks that the victim exists");
+    let ranks = plan.assignment().group_requests(victim, plan.total());
+    let seed = ctx.requests.scenario().seed;
+    let mut stats = Stats::default();
+    let mut session = Session::default();
+    let mut message = Vec::with_capacity(4096);
+    for rank in (local as u64..ranks).step_by(spec.count as usize) {
+        let Some(index) = plan.assignment().index_of_rank(victim, rank) else {
+            break;
+        };
+        if unit(seed, index, COLLIDER_PICK) >= spec.fraction() {
+            continue;
+        }
+        let due = ctx.start + plan.offset(index).unwrap_or_default();
+        let intended = due.checked_sub(spec.lead()).unwrap_or(due);
+        if intended >= ctx.deadline
+            || Instant::now() >= ctx.deadline
+            || !sleep_until(intended, &stop).await
+        {
+            break;
+        }
+        let request = ctx.requests.collider(index, client, group);
+        message.clear();
+        request.render(ctx.clock.stamp(intended), &mut message);
+        let mut play = Play {
+            ctx: &ctx,
+            sink: &sink,
+            stats: &mut stats,
+            session: &mut session,
+            request: &request,
+            message: &message,
+            intended,
+        };
+        // No lag: the colliders' timing is theirs, not the schedule's.
+        play.all_attempts(None, &stop).await;
+        ctx.adversaries[group].lock().unwrap().requests_sent += 1;
+    }
+    session.quit().await;
+    ctx.stats.lock().unwrap().add(stats);
 }
