@@ -215,8 +215,10 @@ async fn play_clients(
     let stop = options.stop.clone();
     let on_stop = adversaries_done.clone();
     idle.spawn(async move {
-        stop.cancelled().await;
-        on_stop.cancel();
+        tokio::select! {
+            _ = stop.cancelled() => on_stop.cancel(),
+            _ = on_stop.cancelled() => {}
+        }
     });
     idle.spawn(adversary::sample_at_start(ctx.clone()));
     let mut senders = JoinSet::new();
