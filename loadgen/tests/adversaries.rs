@@ -92,16 +92,18 @@ async fn session(mut s: TcpStream, peer: SocketAddr, log: Arc<Mutex<Log>>, junk:
                 if line == b".\r\n" {
                     let text = String::from_utf8_lossy(body).into_owned();
                     data = None;
-                    let mut l = log.lock().unwrap();
-                    let order = l.mails.len();
-                    l.mails.push(Mail {
-                        order,
-                        peer,
-                        sender: sender.clone(),
-                        message_id: header(&text, "Message-ID:"),
-                        domain: header(&text, "domain:"),
-                    });
-                    drop(l);
+                    let order = {
+                        let mut l = log.lock().unwrap();
+                        let order = l.mails.len();
+                        l.mails.push(Mail {
+                            order,
+                            peer,
+                            sender: sender.clone(),
+                            message_id: header(&text, "Message-ID:"),
+                            domain: header(&text, "domain:"),
+                        });
+                        order
+                    };
                     let reply = format!("250 2.0.0 queued as ticket {} at x\r\n", order + 1);
                     let _ = s.write_all(reply.as_bytes()).await;
                 } else {
@@ -156,7 +158,8 @@ fn scenario(groups: &str, schedule: &str) -> ValidScenario {
     let text = format!(
         "name = \"adversaries\"\nseed = 5\nstart = \"+1s\"\n[bounds]\nmax_requests = 100\n\
          max_duration = \"40s\"\n{groups}\n[schedule]\n{schedule}\n\
-         [requests]\nrequesters = 20\n"
+         [requests]\nrecipient = \"requests@registry.invalid\"\nrequesters = 20\n\
+         requester_domain = \"registrar.invalid\"\nsizes = [{{ bytes = 600, weight = 1 }}]\n"
     );
     ValidScenario::parse(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"))
 }
