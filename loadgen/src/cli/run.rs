@@ -195,7 +195,7 @@ fn print_dry_run(scenario: &ValidScenario, shard: Shard) {
         "  {} requests ({} scheduled before bounds), {} sending clients{}, {} idle, start {}",
         plan.total(),
         plan.scheduled(),
-        plan.clients(),
+        scenario.clients.sending_clients(),
         if scenario.clients.any_pre_connect() {
             " (pre-connected)"
         } else {
@@ -205,6 +205,15 @@ fn print_dry_run(scenario: &ValidScenario, shard: Shard) {
         scenario.start
     );
     println!("  shard {shard}: {} requests", shard.request_count(plan));
+    for (n, g) in scenario.clients.iter().enumerate() {
+        println!(
+            "  group `{}`: {} {} clients, {} requests",
+            g.name,
+            g.count,
+            g.behaviour.as_str(),
+            plan.assignment().group_requests(n, plan.total())
+        );
+    }
     if plan.is_closed() {
         println!("  closed model: each client sends as soon as its previous reply came");
     } else {
