@@ -294,7 +294,7 @@ mod tests {
             reply: None,
             ticket: None,
             outcome: Outcome::Indeterminate,
-        group: None,
+            group: None,
         };
         let mut w = JsonlWriter::create(&path).unwrap();
         w.write(&record).unwrap();

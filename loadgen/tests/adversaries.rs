@@ -206,7 +206,14 @@ async fn groups_send_from_their_own_source_addresses() {
     );
     let dir = tempfile::tempdir().unwrap();
     run(&s, srv.addr, dir.path()).await;
-    let peers: BTreeSet<IpAddr> = srv.log.lock().unwrap().mails.iter().map(|m| m.peer.ip()).collect();
+    let peers: BTreeSet<IpAddr> = srv
+        .log
+        .lock()
+        .unwrap()
+        .mails
+        .iter()
+        .map(|m| m.peer.ip())
+        .collect();
     let expected: BTreeSet<IpAddr> = ["127.0.1.1", "127.0.1.2", "127.0.2.1", "127.0.2.2"]
         .into_iter()
         .map(ip)
@@ -222,11 +229,18 @@ async fn groups_send_from_their_own_source_addresses() {
         assert_eq!(group == "alpha", r.client < 2, "{r:?}");
         *by_group.entry(group).or_default() += 1;
     }
-    assert_eq!(by_group, BTreeMap::from([("alpha".into(), 10), ("beta".into(), 10)]));
+    assert_eq!(
+        by_group,
+        BTreeMap::from([("alpha".into(), 10), ("beta".into(), 10)])
+    );
     // Each mail came from its client's address: the server's peer for each Message-ID.
     let log = srv.log.lock().unwrap();
     for r in &recs {
-        let mail = log.mails.iter().find(|m| m.message_id == r.message_id).unwrap();
+        let mail = log
+            .mails
+            .iter()
+            .find(|m| m.message_id == r.message_id)
+            .unwrap();
         let from_alpha = ["127.0.1.1", "127.0.1.2"].map(ip).contains(&mail.peer.ip());
         assert_eq!(from_alpha, r.group.as_deref() == Some("alpha"));
     }
@@ -252,7 +266,11 @@ async fn a_hog_holds_its_connections_with_noops() {
         .filter(|(p, c)| p.ip() == hog && c == "NOOP")
         .map(|(p, _)| *p)
         .collect();
-    assert_eq!(noop_peers.len(), 5, "each of the 5 hog connections sent NOOPs");
+    assert_eq!(
+        noop_peers.len(),
+        5,
+        "each of the 5 hog connections sent NOOPs"
+    );
     assert!(
         log.mails.iter().all(|m| m.peer.ip() != hog),
         "a hog sends no mail"
@@ -267,7 +285,11 @@ async fn a_hog_holds_its_connections_with_noops() {
         .filter(|(p, c)| p.ip() == hog && c == "NOOP")
         .count();
     assert_eq!(a["achieved"]["commands_sent"], noops as u64);
-    assert!(records(dir.path()).iter().all(|r| r.group.as_deref() == Some("honest")));
+    assert!(
+        records(dir.path())
+            .iter()
+            .all(|r| r.group.as_deref() == Some("honest"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +320,11 @@ async fn a_slowloris_trickles_commands_and_data() {
         reads.len()
     );
     let partial = reads.iter().filter(|b| !b.ends_with(b"\r\n")).count();
-    assert!(partial * 2 >= reads.len(), "{partial} of {} reads end mid-line", reads.len());
+    assert!(
+        partial * 2 >= reads.len(),
+        "{partial} of {} reads end mid-line",
+        reads.len()
+    );
     // The EHLO line itself came in pieces.
     let ehlo_pieces = reads.iter().take_while(|b| !b.ends_with(b"\r\n")).count();
     assert!(ehlo_pieces >= 1, "EHLO arrived whole");
@@ -331,7 +357,10 @@ async fn junk_floods_commands_and_counts_the_refusals() {
         .collect();
     assert_eq!(junk.len(), 100, "2 clients × 50 junk commands");
     for verb in ["NOOP", "RSET", "VRFY", "HELP", "XJUNK"] {
-        assert!(junk.iter().any(|c| c.starts_with(verb)), "no {verb} in the flood");
+        assert!(
+            junk.iter().any(|c| c.starts_with(verb)),
+            "no {verb} in the flood"
+        );
     }
     assert!(
         log.commands
@@ -369,7 +398,11 @@ async fn a_key_collider_sends_the_victims_key_with_other_content_first() {
         .filter(|r| r.group.as_deref() == Some("colliders"))
         .collect();
     assert_eq!(victims.len(), 3);
-    assert_eq!(colliders.len(), 3, "fraction 1: one collision per victim request");
+    assert_eq!(
+        colliders.len(),
+        3,
+        "fraction 1: one collision per victim request"
+    );
     let log = srv.log.lock().unwrap();
     for v in victims {
         let c = colliders
@@ -386,13 +419,20 @@ async fn a_key_collider_sends_the_victims_key_with_other_content_first() {
         assert_eq!(mails.len(), 2, "{v:?}");
         let (first, second) = (mails[0], mails[1]);
         assert!(first.order < second.order);
-        assert_eq!(first.peer.ip(), ip("127.0.5.1"), "the collider's mail came first");
+        assert_eq!(
+            first.peer.ip(),
+            ip("127.0.5.1"),
+            "the collider's mail came first"
+        );
         assert_eq!(second.peer.ip(), ip("127.0.1.1"));
         assert_eq!(first.sender, second.sender);
         assert_ne!(first.domain, second.domain, "different content");
         assert_eq!(second.domain, v.domain);
     }
-    assert_eq!(adversaries(dir.path())["colliders"]["achieved"]["requests_sent"], 3);
+    assert_eq!(
+        adversaries(dir.path())["colliders"]["achieved"]["requests_sent"],
+        3
+    );
 }
 
 fn parse(groups: &str) -> anyhow::Result<ValidScenario> {
@@ -413,7 +453,11 @@ fn the_old_table_and_the_new_list_both_load() {
     let groups: Vec<_> = old.clients.iter().collect();
     assert_eq!(groups.len(), 1);
     assert_eq!((groups[0].name.as_str(), groups[0].count), ("clients", 3));
-    assert_eq!(old.plan().client_of(4), 1, "request i by client i % count, as before");
+    assert_eq!(
+        old.plan().client_of(4),
+        1,
+        "request i by client i % count, as before"
+    );
 
     let new = parse(
         "[[clients]]\nname = \"a\"\ncount = 2\nsources = \"127.0.1.0/29\"\n\
@@ -422,9 +466,16 @@ fn the_old_table_and_the_new_list_both_load() {
     .unwrap();
     assert_eq!(new.clients.iter().count(), 2);
     let a = new.clients.named("a").unwrap();
-    assert_eq!(a.source_addresses().unwrap().len(), 6, "a /29 without network and broadcast");
+    assert_eq!(
+        a.source_addresses().unwrap().len(),
+        6,
+        "a /29 without network and broadcast"
+    );
     assert_eq!(new.plan().clients(), 5);
-    assert_eq!(new.plan().request_count_of(0) + new.plan().request_count_of(1), 10);
+    assert_eq!(
+        new.plan().request_count_of(0) + new.plan().request_count_of(1),
+        10
+    );
 }
 
 #[test]

@@ -195,7 +195,7 @@ impl GroupTally {
         match event.record.outcome {
             Outcome::Accepted => f.accepted += 1,
             Outcome::Refused => f.refused += 1,
-            #[allow(unreachable_patterns)]
+            // Indeterminate, or never sent.
             _ => f.no_reply += 1,
         }
         for (hist, d) in [

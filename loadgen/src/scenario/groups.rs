@@ -297,7 +297,11 @@ impl ClientGroup {
         let n = &self.name;
         let b = self.behaviour;
         let given = [
-            ("noop_interval", self.noop_interval.is_some(), b == Behaviour::Hog),
+            (
+                "noop_interval",
+                self.noop_interval.is_some(),
+                b == Behaviour::Hog,
+            ),
             (
                 "reconnect_after",
                 self.reconnect_after.is_some(),
@@ -308,9 +312,17 @@ impl ClientGroup {
                 self.bytes_per_second.is_some(),
                 b == Behaviour::Slowloris,
             ),
-            ("junk_commands", self.junk_commands.is_some(), b == Behaviour::Junk),
+            (
+                "junk_commands",
+                self.junk_commands.is_some(),
+                b == Behaviour::Junk,
+            ),
             ("victim", self.victim.is_some(), b == Behaviour::KeyCollider),
-            ("fraction", self.fraction.is_some(), b == Behaviour::KeyCollider),
+            (
+                "fraction",
+                self.fraction.is_some(),
+                b == Behaviour::KeyCollider,
+            ),
             ("lead", self.lead.is_some(), b == Behaviour::KeyCollider),
         ];
         for (key, set, fits) in given {
@@ -459,7 +471,11 @@ impl ClientGroups {
             "clients: no group sends requests; give at least one honest (or slowloris) group"
         );
         self.validate_shares()?;
-        for g in self.0.iter().filter(|g| g.behaviour == Behaviour::KeyCollider) {
+        for g in self
+            .0
+            .iter()
+            .filter(|g| g.behaviour == Behaviour::KeyCollider)
+        {
             let victim = g.victim.as_deref().unwrap_or_default();
             let Some(v) = self.named(victim) else {
                 bail!(
@@ -487,7 +503,7 @@ impl ClientGroups {
         for g in self.senders() {
             if let Some(share) = g.share {
                 ensure!(
-                    share.is_finite() && share >= 0.001 && share <= 1.0,
+                    share.is_finite() && (0.001..=1.0).contains(&share),
                     "clients `{}`.share: between 0.001 and 1 (got {share})",
                     g.name
                 );

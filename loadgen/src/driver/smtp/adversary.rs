@@ -82,13 +82,17 @@ pub struct GroupEntry {
     pub sources: usize,
     /// The group's own transmissions (none for hog and junk).
     pub figures: GroupFigures,
-    /// What it achieved (adversaries only).
+    /// What it achieved (hog, junk, key-collider).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub achieved: Option<Achieved>,
 }
 
 /// Writes `adversaries.json`: one entry per group, in file order.
-pub fn write(dir: &Path, ctx: &Ctx, figures: &BTreeMap<String, GroupFigures>) -> anyhow::Result<()> {
+pub fn write(
+    dir: &Path,
+    ctx: &Ctx,
+    figures: &BTreeMap<String, GroupFigures>,
+) -> anyhow::Result<()> {
     let groups: Vec<GroupEntry> = ctx
         .groups
         .iter()
@@ -99,7 +103,8 @@ pub fn write(dir: &Path, ctx: &Ctx, figures: &BTreeMap<String, GroupFigures>) ->
             clients: g.spec.count,
             sources: g.sources.len(),
             figures: figures.get(&g.spec.name).cloned().unwrap_or_default(),
-            achieved: (g.spec.behaviour != crate::scenario::Behaviour::Honest)
+            // A slowloris' requests are in its figures; the others achieve by other means.
+            achieved: (!g.spec.behaviour.sends_schedule())
                 .then(|| achieved.lock().unwrap().clone()),
         })
         .collect();

@@ -210,6 +210,9 @@ impl Connection {
         let mut next = Instant::now();
         for part in bytes.chunks(chunk as usize) {
             if next >= self.deadline {
+                // Out of time at the deadline itself, not a chunk early, so the caller sees the
+                // run is over and starts nothing new.
+                tokio::time::sleep_until(self.deadline).await;
                 return Err(SmtpError::Timeout);
             }
             tokio::time::sleep_until(next).await;
