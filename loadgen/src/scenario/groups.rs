@@ -292,8 +292,8 @@ impl ClientGroup {
         self.validate_behaviour()
     }
 
-    /// Refuses parameters that belong to another behaviour, and impossible values.
-    fn validate_behaviour(&self) -> anyhow::Result<()> {
+    /// Refuses parameters that belong to another behaviour.
+    fn refuse_misplaced(&self) -> anyhow::Result<()> {
         let n = &self.name;
         let b = self.behaviour;
         let given = [
@@ -332,6 +332,14 @@ impl ClientGroup {
                 b.as_str()
             );
         }
+        Ok(())
+    }
+
+    /// Refuses parameters that belong to another behaviour, and impossible values.
+    fn validate_behaviour(&self) -> anyhow::Result<()> {
+        self.refuse_misplaced()?;
+        let n = &self.name;
+        let b = self.behaviour;
         if !b.sends_schedule() {
             ensure!(
                 self.share.is_none(),

@@ -2,8 +2,8 @@
 //! flood (commands that never make a request), and `adversaries.json`, what every adversary
 //! group achieved and how each group fared (contract: Fair intake).
 //!
-//! The key-collider sends requests, so it lives with the request loop (`client::run_collider`);
-//! its count of requests sent is kept here with the others'.
+//! The key-collider sends requests, so it has its own loop
+//! (`collider::run_collider`); its count of requests sent is kept here with the others'.
 
 use std::collections::BTreeMap;
 use std::path::Path;

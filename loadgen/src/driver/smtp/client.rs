@@ -81,7 +81,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, other: Stats) {
+    pub(super) fn add(&mut self, other: Stats) {
         self.requests_started += other.requests_started;
         self.transmissions += other.transmissions;
         self.idle_opened += other.idle_opened;
@@ -109,7 +109,7 @@ enum Staged {
 
 /// One client's connection state.
 #[derive(Default)]
-struct Session {
+pub(super) struct Session {
     conn: Option<Connection>,
     staged: Staged,
     /// Transmissions on the current connection.
@@ -208,7 +208,7 @@ impl Ctx {
 }
 
 /// Sleeps until `at`; false if stopped first.
-async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
+pub(super) async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
     if stop.is_cancelled() {
         return false;
     }
@@ -296,7 +296,7 @@ impl Session {
     }
 
     /// Ends the connection, if there is one, with QUIT.
-    async fn quit(&mut self) {
+    pub(super) async fn quit(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.quit().await;
         }
@@ -347,20 +347,20 @@ fn warn_if_behind(ctx: &Ctx, client: u32, lag: Option<Duration>) {
 }
 
 /// One request being played: its transmissions (retransmission, retries) and their records.
-struct Play<'a> {
-    ctx: &'a Ctx,
-    sink: &'a Sink,
-    stats: &'a mut Stats,
-    session: &'a mut Session,
-    request: &'a Request,
-    message: &'a [u8],
-    intended: Instant,
+pub(super) struct Play<'a> {
+    pub(super) ctx: &'a Ctx,
+    pub(super) sink: &'a Sink,
+    pub(super) stats: &'a mut Stats,
+    pub(super) session: &'a mut Session,
+    pub(super) request: &'a Request,
+    pub(super) message: &'a [u8],
+    pub(super) intended: Instant,
 }
 
 impl Play<'_> {
     /// The first transmission, the RFC 1047 retransmission when the scenario asks for one, and
     /// the retries after no reply or a temporary refusal.
-    async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
+    pub(super) async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
         let retransmit = self.request.kind == Kind::Retransmission;
         let first = self.attempt(1, lag, retransmit).await;
         let mut unresolved = first.retry;
@@ -687,65 +687,4 @@ pub async fn hold_idle(
     if held {
         conn.quit().await;
     }
-}
-
-/// The hash stream that picks which of the victim's requests a key-collider copies.
-const COLLIDER_PICK: u64 = 2000;
-
-/// A key-collider client: for each chosen request of its victim group (those of rank `r` with
-/// `r % count` equal to this client's number), sends `lead` before the victim is due a request
-/// with the victim's envelope sender and Message-ID and other content (contract:
-/// Retransmission). Its transmissions are recorded like any other, with kind `collider`.
-pub async fn run_collider(
-    ctx: std::sync::Arc<Ctx>,
-    client: u32,
-    sink: Sink,
-    stop: CancellationToken,
-) {
-    let plan = ctx.requests.plan();
-    let (group, local) = plan.assignment().group_of(client);
-    let spec = &ctx.groups[group].spec;
-    let victim = ctx
-        .groups
-        .iter()
-        .position(|g| Some(&g.spec.name) == spec.victim.as_ref())
-        .expect("the scenario checks that the victim exists");
-    let ranks = plan.assignment().group_requests(victim, plan.total());
-    let seed = ctx.requests.scenario().seed;
-    let mut stats = Stats::default();
-    let mut session = Session::default();
-    let mut message = Vec::with_capacity(4096);
-    for rank in (local as u64..ranks).step_by(spec.count as usize) {
-        let Some(index) = plan.assignment().index_of_rank(victim, rank) else {
-            break;
-        };
-        if unit(seed, index, COLLIDER_PICK) >= spec.fraction() {
-            continue;
-        }
-        let due = ctx.start + plan.offset(index).unwrap_or_default();
-        let intended = due.checked_sub(spec.lead()).unwrap_or(due);
-        if intended >= ctx.deadline
-            || Instant::now() >= ctx.deadline
-            || !sleep_until(intended, &stop).await
-        {
-            break;
-        }
-        let request = ctx.requests.collider(index, client, group);
-        message.clear();
-        request.render(ctx.clock.stamp(intended), &mut message);
-        let mut play = Play {
-            ctx: &ctx,
-            sink: &sink,
-            stats: &mut stats,
-            session: &mut session,
-            request: &request,
-            message: &message,
-            intended,
-        };
-        // No lag: the colliders' timing is theirs, not the schedule's.
-        play.all_attempts(None, &stop).await;
-        ctx.adversaries[group].lock().unwrap().requests_sent += 1;
-    }
-    session.quit().await;
-    ctx.stats.lock().unwrap().add(stats);
 }

@@ -10,6 +10,7 @@
 
 pub mod adversary;
 pub mod client;
+pub mod collider;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -230,7 +231,7 @@ async fn play_clients(
                 senders.spawn(client::run_client(ctx.clone(), c, sink.clone(), stop));
             }
             Behaviour::KeyCollider => {
-                senders.spawn(client::run_collider(ctx.clone(), c, sink.clone(), stop));
+                senders.spawn(collider::run_collider(ctx.clone(), c, sink.clone(), stop));
             }
             Behaviour::Hog => {
                 idle.spawn(adversary::hog(ctx.clone(), c, adversaries_done.clone()));
