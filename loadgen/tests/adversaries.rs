@@ -548,3 +548,97 @@ fn the_same_file_gives_the_same_requests() {
     }
     assert_eq!(ra.collider(5, 600, 5), rb.collider(5, 600, 5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_key_collider_posts_the_users_key_with_other_content_first() {
+    use barrage::intake::IntakeCounters;
+    use barrage::intake::web::{WebIntake, WebLimits};
+    use barrage::journal::Journal;
+    use barrage::journal::sqlite::{SqliteJournal, SqliteOptions};
+    use landrush::driver::http::{HTTP_SENT, run_http};
+    use reports::records::Stamp;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let journal = Arc::new(SqliteJournal::open(&data, SqliteOptions::default()).unwrap());
+    let intake = Arc::new(WebIntake::new(
+        journal.clone(),
+        Arc::new(IntakeCounters::default()),
+        "registry.test".into(),
+        WebLimits::default(),
+    ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(barrage::intake::web::serve(listener, intake, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    let smtp = server_smtp().await;
+
+    // Three web users hatch 1 s apart from a start 1.5 s away; the collider fires 1 s early.
+    let text = "name = \"web-collide\"\nseed = 9\nstart = \"+1500ms\"\n[bounds]\n\
+                max_requests = 1\nmax_duration = \"30s\"\n[[clients]]\nname = \"mail\"\n\
+                count = 1\n[[clients]]\nname = \"colliders\"\nbehaviour = \"key-collider\"\n\
+                count = 1\nsources = [\"127.0.5.1\"]\nvictim = \"web\"\nlead = \"1s\"\n\
+                [schedule]\nmodel = \"instant\"\ncount = 1\n[http]\nusers = 3\n\
+                hatch_rate = 1.0\nrequests_per_user = 1\nhot_first = false\ntimeout = \"10s\"\n";
+    let s = ValidScenario::parse(text).unwrap();
+    let out = dir.path().join("run");
+    let start = Stamp::from_micros(Stamp::now().micros() + 1_500_000);
+    let options = RunOptions {
+        progress: false,
+        print_summary: false,
+        start: Some(landrush::scenario::Start::At(start)),
+        web_target: Some(web),
+        ..RunOptions::default()
+    };
+    let (smtp_run, web_run) = tokio::time::timeout(TEST_LIMIT, async {
+        tokio::join!(
+            run_scenario(&s, smtp, &out, options),
+            run_http(&s, web, &out, start, None)
+        )
+    })
+    .await
+    .expect("both parts end by themselves");
+    smtp_run.unwrap();
+    web_run.unwrap();
+    let _ = stop_tx.send(true);
+    server.await.unwrap().unwrap();
+
+    let colliders: Vec<SentRecord> = records(&out)
+        .into_iter()
+        .filter(|r| r.group.as_deref() == Some("colliders"))
+        .collect();
+    let users: Vec<SentRecord> = read_all(&out.join(HTTP_SENT)).unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(colliders.len(), 3, "fraction 1: one collision per web user");
+    let stored = journal.fetch(0, 100, false).await.unwrap();
+    for user in &users {
+        let c = colliders
+            .iter()
+            .find(|c| c.id == format!("{}-k", user.id))
+            .expect("a collision per user");
+        assert_eq!((c.intake.as_str(), c.kind.as_str()), ("http", "collider"));
+        assert_eq!((&c.message_id, &c.sender), (&user.message_id, &user.sender));
+        assert_ne!(c.domain, user.domain, "different content");
+        assert!(
+            c.replied_at.unwrap() < user.sent_at.unwrap(),
+            "the collider's POST was answered before the user posted"
+        );
+        // The collider's form is what the journal holds under the user's key.
+        let row = stored
+            .iter()
+            .find(|r| r.message_id == c.message_id)
+            .expect("the collision was stored");
+        assert_eq!(row.domain, c.domain);
+        assert_eq!(row.sender, c.sender);
+    }
+    let a = &adversaries(&out)["colliders"]["achieved"];
+    assert_eq!(a["requests_sent"], 3);
+}
+
+/// A raw SMTP target for tests whose SMTP part sends a request or two.
+async fn server_smtp() -> SocketAddr {
+    server(None).await.addr
+}

@@ -135,6 +135,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         scenario_file: Some(args.scenario.clone()),
         target_label: Some(args.target.clone()),
         stop,
+        web_target,
         ..RunOptions::default()
     };
     let out = folder.path();

@@ -19,6 +19,9 @@ use super::limits::MAX_CLIENTS;
 /// The name of the one group a single `[clients]` table makes.
 pub const DEFAULT_GROUP: &str = "clients";
 
+/// The victim name of the `[http]` part's web users (their records carry `group = "web"`).
+pub const WEB_VICTIM: &str = "web";
+
 /// Most source addresses one group may name (a /16 on loopback).
 pub const MAX_SOURCES: usize = 65_536;
 
@@ -42,7 +45,8 @@ pub enum Behaviour {
     /// the instant on, reconnecting when closed.
     Junk,
     /// Sends, `lead` before each chosen request of group `victim`, a request with the victim's
-    /// envelope sender and Message-ID (its dedup key) and different content.
+    /// envelope sender and Message-ID (its dedup key) and different content; with victim `web`,
+    /// a POST with a web user's requester and `Idempotency-Key` before the user's first form.
     KeyCollider,
 }
 
@@ -196,7 +200,7 @@ pub struct ClientGroup {
     /// junk: commands each junk client sends in the whole run (default 2000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub junk_commands: Option<u32>,
-    /// key-collider: the group whose dedup keys it reuses.
+    /// key-collider: the group whose dedup keys it reuses (`web`: the `[http]` part's users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub victim: Option<String>,
     /// key-collider: the share of the victim's requests it collides with (default 1).
@@ -457,8 +461,10 @@ impl ClientGroups {
             .collect()
     }
 
-    /// Checks every group and what spans them: unique names, shares, victims, limits.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    /// Checks every group and what spans them: unique names, shares, victims, limits. `web`:
+    /// whether the scenario has an `[http]` part, whose users a key-collider may name as its
+    /// victim `web` ([`WEB_VICTIM`]).
+    pub fn validate(&self, web: bool) -> anyhow::Result<()> {
         ensure!(!self.0.is_empty(), "[[clients]]: give at least one group");
         for (n, g) in self.0.iter().enumerate() {
             g.validate()?;
@@ -479,12 +485,26 @@ impl ClientGroups {
             "clients: no group sends requests; give at least one honest (or slowloris) group"
         );
         self.validate_shares()?;
+        ensure!(
+            self.named(WEB_VICTIM).is_none(),
+            "clients: the name `{WEB_VICTIM}` is the [http] part's web users; name the group \
+             otherwise"
+        );
         for g in self
             .0
             .iter()
             .filter(|g| g.behaviour == Behaviour::KeyCollider)
         {
             let victim = g.victim.as_deref().unwrap_or_default();
+            if victim == WEB_VICTIM {
+                ensure!(
+                    web,
+                    "clients `{}`.victim: `{WEB_VICTIM}` names the web users, and the scenario \
+                     has no [http] part",
+                    g.name
+                );
+                continue;
+            }
             let Some(v) = self.named(victim) else {
                 bail!(
                     "clients `{}`.victim: there is no group named `{victim}`",

@@ -62,7 +62,7 @@ impl Scenario {
     }
 
     fn validate_clients(&self) -> anyhow::Result<()> {
-        self.clients.validate()
+        self.clients.validate(self.http.is_some())
     }
 
     fn validate_requests(&self) -> anyhow::Result<()> {

@@ -209,7 +209,7 @@ mod tests {
              max_duration = \"1m\"\n[schedule]\nmodel = \"instant\"\ncount = 10\n{text}"
         ))
         .unwrap();
-        scenario.clients.validate().unwrap();
+        scenario.clients.validate(false).unwrap();
         scenario.clients
     }
 

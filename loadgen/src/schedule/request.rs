@@ -118,6 +118,11 @@ impl RequestMaker {
         &self.plan
     }
 
+    /// The run tag prefixed to ids and Message-IDs, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
     }

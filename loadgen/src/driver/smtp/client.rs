@@ -30,6 +30,8 @@ const END_MARK: &[u8] = b".\r\n";
 /// What every client of a run shares.
 pub struct Ctx {
     pub target: SocketAddr,
+    /// The web intake (for a web key-collider), if the run plays one.
+    pub web_target: Option<SocketAddr>,
     pub requests: RequestMaker,
     pub clock: Clock,
     /// The scenario's time zero.

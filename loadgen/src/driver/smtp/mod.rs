@@ -66,6 +66,7 @@ pub async fn run_scenario(
     );
     let ctx = Arc::new(client::Ctx {
         target,
+        web_target: options.web_target,
         requests: RequestMaker::new(scenario, scenario.plan(), options.tag.clone()),
         clock: times.clock,
         start: times.start,
