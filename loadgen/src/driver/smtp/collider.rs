@@ -132,7 +132,9 @@ pub async fn run_web_collider(
         let replied = Instant::now();
         let record = web_record(&ctx, client, &collision, (intended, sent, replied), answer);
         let service = record.replied_at.map(|_| replied - sent);
-        let corrected = record.replied_at.map(|_| replied.saturating_duration_since(intended));
+        let corrected = record
+            .replied_at
+            .map(|_| replied.saturating_duration_since(intended));
         let _ = sink
             .send(Event {
                 record,
@@ -166,7 +168,12 @@ fn web_record(
             } else {
                 Outcome::Refused
             };
-            (Some(status), Some(format!("{status} {body}")), ticket, outcome)
+            (
+                Some(status),
+                Some(format!("{status} {body}")),
+                ticket,
+                outcome,
+            )
         }
         Answer::NoReply(why) => (None, Some(why), None, Outcome::Indeterminate),
     };
