@@ -111,8 +111,8 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         plan.total(),
         scenario.name,
         args.shard,
-        (0..scenario.clients.count)
-            .filter(|&c| args.shard.owns_client(c))
+        (0..scenario.plan().clients())
+            .filter(|&c| args.shard.owns_client(c) && scenario.plan().request_count_of(c) > 0)
             .count(),
         args.target,
         out.display()
@@ -135,6 +135,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         scenario_file: Some(args.scenario.clone()),
         target_label: Some(args.target.clone()),
         stop,
+        web_target,
         ..RunOptions::default()
     };
     let out = folder.path();
@@ -195,16 +196,25 @@ fn print_dry_run(scenario: &ValidScenario, shard: Shard) {
         "  {} requests ({} scheduled before bounds), {} sending clients{}, {} idle, start {}",
         plan.total(),
         plan.scheduled(),
-        plan.clients(),
-        if scenario.clients.pre_connect {
+        scenario.clients.sending_clients(),
+        if scenario.clients.any_pre_connect() {
             " (pre-connected)"
         } else {
             ""
         },
-        scenario.clients.idle,
+        scenario.clients.idle_total(),
         scenario.start
     );
     println!("  shard {shard}: {} requests", shard.request_count(plan));
+    for (n, g) in scenario.clients.iter().enumerate() {
+        println!(
+            "  group `{}`: {} {} clients, {} requests",
+            g.name,
+            g.count,
+            g.behaviour.as_str(),
+            plan.assignment().group_requests(n, plan.total())
+        );
+    }
     if plan.is_closed() {
         println!("  closed model: each client sends as soon as its previous reply came");
     } else {

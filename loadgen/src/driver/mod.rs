@@ -55,6 +55,8 @@ pub struct RunOptions {
     /// Connections being opened at once (keeps a pre-connect of thousands from overflowing the
     /// server's listen backlog).
     pub connect_concurrency: usize,
+    /// The web intake, for a key-collider whose victims are the `[http]` part's users.
+    pub web_target: Option<std::net::SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -69,6 +71,7 @@ impl Default for RunOptions {
             target_label: None,
             stop: CancellationToken::new(),
             connect_concurrency: 256,
+            web_target: None,
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! They are written as HdrHistogram V2 files so `landrush merge` can add the shards' together.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use anyhow::Context;
 use contract::histogram::micros_histogram;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
-use reports::records::{JsonlWriter, SENT, SentRecord};
+use reports::records::{JsonlWriter, Outcome, SENT, SentRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -167,6 +168,65 @@ impl Summary {
     }
 }
 
+/// One client group's transmissions: outcomes and latencies (for `adversaries.json`, so the
+/// honest groups' latency can be compared with and without adversaries).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupFigures {
+    pub transmissions: u64,
+    pub accepted: u64,
+    pub refused: u64,
+    /// Transmissions without a reply (indeterminate, or never sent).
+    pub no_reply: u64,
+    /// Reply after end of data, and after the intended send time (µs), over replied ones.
+    pub latency_service: Summary,
+    pub latency_corrected: Summary,
+}
+
+/// Per-group tallies kept by the recorder thread.
+#[derive(Default)]
+struct GroupTally {
+    figures: GroupFigures,
+    service: Option<Histogram<u64>>,
+    corrected: Option<Histogram<u64>>,
+}
+
+impl GroupTally {
+    fn add(&mut self, event: &Event) {
+        let f = &mut self.figures;
+        f.transmissions += 1;
+        match event.record.outcome {
+            Outcome::Accepted => f.accepted += 1,
+            Outcome::Refused => f.refused += 1,
+            // Indeterminate, or never sent.
+            _ => f.no_reply += 1,
+        }
+        for (hist, d) in [
+            (&mut self.service, event.service),
+            (&mut self.corrected, event.corrected),
+        ] {
+            if let Some(d) = d {
+                hist.get_or_insert_with(micros_histogram)
+                    .saturating_record((d.as_micros() as u64).max(1));
+            }
+        }
+    }
+
+    fn figures(self) -> GroupFigures {
+        let summary = |h: Option<Histogram<u64>>| h.as_ref().map(Summary::of).unwrap_or_default();
+        GroupFigures {
+            latency_service: summary(self.service),
+            latency_corrected: summary(self.corrected),
+            ..self.figures
+        }
+    }
+}
+
+/// What the recorder thread hands back: the histograms, and each group's figures.
+pub struct Recorded {
+    pub histograms: Histograms,
+    pub groups: BTreeMap<String, GroupFigures>,
+}
+
 /// The handle the clients send through.
 pub type Sink = mpsc::Sender<Event>;
 
@@ -175,17 +235,21 @@ pub type Sink = mpsc::Sender<Event>;
 pub fn start(
     dir: &Path,
     live: Arc<Live>,
-) -> anyhow::Result<(Sink, std::thread::JoinHandle<anyhow::Result<Histograms>>)> {
+) -> anyhow::Result<(Sink, std::thread::JoinHandle<anyhow::Result<Recorded>>)> {
     let mut writer = JsonlWriter::<SentRecord>::create(&dir.join(SENT))?;
     let (tx, mut rx) = mpsc::channel::<Event>(CHANNEL);
     let thread = std::thread::Builder::new()
         .name("landrush-recorder".into())
-        .spawn(move || -> anyhow::Result<Histograms> {
+        .spawn(move || -> anyhow::Result<Recorded> {
             let mut h = Histograms::new();
+            let mut groups: BTreeMap<String, GroupTally> = BTreeMap::new();
             let mut window = micros_histogram();
             let mut last_tick = std::time::Instant::now();
             while let Some(event) = rx.blocking_recv() {
                 writer.write(&event.record)?;
+                if let Some(group) = &event.record.group {
+                    groups.entry(group.clone()).or_default().add(&event);
+                }
                 if let Some(lag) = event.lag {
                     let us = lag.as_micros() as u64;
                     h.lag.saturating_record(us.max(1));
@@ -210,7 +274,10 @@ pub fn start(
                 }
             }
             writer.flush()?;
-            Ok(h)
+            Ok(Recorded {
+                histograms: h,
+                groups: groups.into_iter().map(|(k, v)| (k, v.figures())).collect(),
+            })
         })
         .context("cannot start the recorder thread")?;
     Ok((tx, thread))

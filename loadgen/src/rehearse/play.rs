@@ -35,6 +35,8 @@ impl Rig {
             (Some(_), Some(buffer)) => buffer.endpoints().web,
             _ => None,
         };
+        // A web key-collider posts to the same intake.
+        options.web_target = web;
         if scenario.http.is_some() && web.is_none() {
             self.notes.push(
                 "the scenario's [http] part was not played: no web intake to play it against"

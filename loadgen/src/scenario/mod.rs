@@ -13,6 +13,7 @@
 
 pub mod duration;
 pub mod faults;
+pub mod groups;
 pub mod http;
 pub mod seeded;
 mod validate;
@@ -25,6 +26,7 @@ use reports::records::Stamp;
 use serde::{Deserialize, Serialize};
 
 pub use duration::Dur;
+pub use groups::{Behaviour, ClientGroup, ClientGroups, PreConnectStage};
 
 /// Upper bounds that no scenario may exceed: they keep a typo from becoming a denial of service
 /// of the machine running the driver.
@@ -59,7 +61,8 @@ pub struct Scenario {
     /// When request 0 is due: `"+2s"` (relative to the launch) or an absolute RFC 3339 instant.
     pub start: Start,
     pub bounds: Bounds,
-    pub clients: Clients,
+    /// `[clients]` (one group) or `[[clients]]` (named groups, see [`groups`]).
+    pub clients: ClientGroups,
     pub schedule: Schedule,
     #[serde(default)]
     pub requests: Requests,
@@ -151,69 +154,6 @@ pub struct Bounds {
     /// Nothing is sent after this long past the start; replies still awaited then are recorded
     /// as indeterminate.
     pub max_duration: Dur,
-}
-
-/// The SMTP connections that send the requests.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Clients {
-    /// Sending clients (one SMTP connection at a time each). Request `i` is sent by client
-    /// `i % count`, so consecutive requests come from different clients.
-    pub count: u32,
-    /// Connect, greet and stage the first message (MAIL, RCPT; see `pre_connect_stage`) before
-    /// the start, then fire at the instant: what aggressive registrars' programs do.
-    #[serde(default)]
-    pub pre_connect: bool,
-    /// How far a pre-connected client goes before the start: `rcpt` (DATA is sent at the
-    /// instant) or `data` (the 354 is already in hand; the message itself goes at the instant).
-    #[serde(default)]
-    pub pre_connect_stage: PreConnectStage,
-    /// Messages sent on one connection before it is closed with QUIT and reopened; 0 means no
-    /// limit (session reuse), 1 means a new connection per message.
-    #[serde(default)]
-    pub messages_per_connection: u32,
-    /// Extra connections that connect, say EHLO and then sit idle until the run ends.
-    #[serde(default)]
-    pub idle: u32,
-    /// The EHLO name.
-    #[serde(default = "default_helo")]
-    pub helo: String,
-    /// How long a client waits to connect.
-    #[serde(default = "default_connect_timeout")]
-    pub connect_timeout: Dur,
-    /// How long a client waits for any one reply before it records the request indeterminate.
-    #[serde(default = "default_reply_timeout")]
-    pub reply_timeout: Dur,
-    /// How many times a client sends a request again after no reply (connection refused or cut,
-    /// timeout) or a temporary refusal (4xx), as a real mail client would: the same message
-    /// with the same Message-ID, so a buffer that did store it answers with the original ticket
-    /// (RFC 1047). Each try is recorded as the next `attempt`. 0: never.
-    #[serde(default)]
-    pub retries: u32,
-    /// The wait before each retry.
-    #[serde(default = "default_retry_backoff")]
-    pub retry_backoff: Dur,
-}
-
-fn default_helo() -> String {
-    "landrush.invalid".into()
-}
-fn default_connect_timeout() -> Dur {
-    Dur(Duration::from_secs(10))
-}
-fn default_reply_timeout() -> Dur {
-    Dur(Duration::from_secs(30))
-}
-fn default_retry_backoff() -> Dur {
-    Dur(Duration::from_millis(500))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PreConnectStage {
-    #[default]
-    Rcpt,
-    Data,
 }
 
 /// When requests are due: an open model (arrival times fixed in advance, whatever the replies)

@@ -22,10 +22,24 @@ impl Scenario {
         if let Some(http) = &self.http {
             http.validate()?;
         }
-        if self.clients.pre_connect && matches!(self.schedule, Schedule::Closed { .. }) {
+        if self.clients.iter().any(|g| g.pre_connect)
+            && matches!(self.schedule, Schedule::Closed { .. })
+        {
             bail!(
                 "clients.pre_connect: a closed model has no instant to fire at; use an open \
                  schedule (instant, burst, …) with pre_connect"
+            );
+        }
+        if matches!(self.schedule, Schedule::Closed { .. })
+            && let Some(g) = self
+                .clients
+                .iter()
+                .find(|g| g.behaviour == super::Behaviour::KeyCollider)
+        {
+            bail!(
+                "clients `{}`: a key-collider fires just before its victim is due, and a closed \
+                 model has no due times; use an open schedule",
+                g.name
             );
         }
         faults::resolve(&self.faults, self.seed)
@@ -48,30 +62,7 @@ impl Scenario {
     }
 
     fn validate_clients(&self) -> anyhow::Result<()> {
-        let c = &self.clients;
-        ensure!(
-            c.count >= 1,
-            "clients.count: at least one sending client is needed"
-        );
-        ensure!(
-            c.count as u64 + c.idle as u64 <= MAX_CLIENTS as u64,
-            "clients: count + idle = {} connections, more than the limit of {MAX_CLIENTS}",
-            c.count as u64 + c.idle as u64
-        );
-        ensure!(
-            is_valid_domain(&c.helo),
-            "clients.helo: `{}` is not a valid host name",
-            c.helo
-        );
-        ensure!(
-            !c.reply_timeout.0.is_zero(),
-            "clients.reply_timeout: must be more than 0"
-        );
-        ensure!(
-            !c.connect_timeout.0.is_zero(),
-            "clients.connect_timeout: must be more than 0"
-        );
-        Ok(())
+        self.clients.validate(self.http.is_some())
     }
 
     fn validate_requests(&self) -> anyhow::Result<()> {
@@ -109,7 +100,7 @@ impl Scenario {
     }
 
     fn validate_domains(&self) -> anyhow::Result<()> {
-        let c = &self.clients;
+        let senders = self.clients.sending_clients();
         let d = &self.domains;
         ensure!(d.pool >= 1, "domains.pool: at least one name is needed");
         ensure!(
@@ -131,11 +122,11 @@ impl Scenario {
                 "domains.askers: each hot name needs at least one asker"
             );
             ensure!(
-                d.askers <= c.count,
+                d.askers as u64 <= senders,
                 "domains.askers: {} different clients cannot ask the same name with only {} \
                  sending clients",
                 d.askers,
-                c.count
+                senders
             );
             ensure!(
                 hot.saturating_mul(d.askers as usize) <= MAX_HOT_SLOTS,

@@ -2,12 +2,13 @@
 //!
 //! Everything here is a closed-form function of a request's index, so a client (or a shard) can
 //! walk its own requests lazily: request `i` is due at [`Plan::offset`]`(i)` after the start and is
-//! sent by client `i % clients`. Offsets never decrease with the index. The only table kept is the
+//! sent by client [`Plan::client_of`]`(i)` (`i % clients` with one client group). Offsets never decrease with the index. The only table kept is the
 //! small, bounded list of hot-name slots.
 //!
 //! The layer also owns what is computed from the schedule: each request ([`request`]), the slice
 //! of a shard ([`shard`]), and the checked scenario every later layer takes ([`ValidScenario`]).
 
+pub mod groups;
 pub mod request;
 pub mod shard;
 mod valid;
@@ -24,7 +25,8 @@ use crate::scenario::{Scenario, Schedule};
 #[derive(Debug, Clone)]
 pub struct Plan {
     schedule: Schedule,
-    clients: u32,
+    /// Which client (of which group) sends which request.
+    assignment: groups::Assignment,
     /// Requests the scenario sends: the schedule's count, cut by `bounds.max_requests` and by
     /// `bounds.max_duration` (requests due at or after it are never sent).
     total: u64,
@@ -59,7 +61,7 @@ impl Plan {
         );
         let mut plan = Plan {
             schedule: scenario.schedule.clone(),
-            clients: scenario.clients.count,
+            assignment: groups::Assignment::new(&scenario.clients),
             total: scheduled.min(scenario.bounds.max_requests),
             scheduled,
             hot_slots: Vec::new(),
@@ -137,9 +139,14 @@ impl Plan {
         self.scheduled
     }
 
-    /// Sending clients.
+    /// Clients over all groups (numbered in file order; see [`groups`]).
     pub fn clients(&self) -> u32 {
-        self.clients
+        self.assignment.total_clients()
+    }
+
+    /// Which client of which group sends which request.
+    pub fn assignment(&self) -> &groups::Assignment {
+        &self.assignment
     }
 
     /// True for a closed model: requests have no due time, each follows the previous reply.
@@ -157,13 +164,17 @@ impl Plan {
 
     /// The client that sends request `index`.
     pub fn client_of(&self, index: u64) -> u32 {
-        (index % self.clients as u64) as u32
+        self.assignment.client_of(index)
     }
 
-    /// The requests client `client` sends, in order.
+    /// The requests client `client` sends, in order (none for a group that sends none).
     pub fn requests_of(&self, client: u32) -> impl Iterator<Item = u64> + use<> {
-        let total = self.total;
-        (client as u64..total).step_by(self.clients as usize)
+        self.assignment.requests_of(client, self.total)
+    }
+
+    /// How many requests client `client` sends.
+    pub fn request_count_of(&self, client: u32) -> u64 {
+        self.assignment.count_of(client, self.total)
     }
 
     /// The hot name number request `index` asks for, if it is a hot slot.

@@ -31,6 +31,9 @@ pub enum Kind {
     Malformed,
     /// Larger than the buffer accepts.
     Oversize,
+    /// A key-collider's request: another request's envelope sender and Message-ID (its dedup
+    /// key, contract: Retransmission) with different content, sent just before that request.
+    Collider,
 }
 
 impl Kind {
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Retransmission => "retransmission",
             Kind::Malformed => "malformed",
             Kind::Oversize => "oversize",
+            Kind::Collider => "collider",
         }
     }
 }
@@ -54,6 +58,8 @@ pub struct Request {
     /// The `X-Landrush-Id`.
     pub id: String,
     pub client: u32,
+    /// The client group (its index in the scenario's list) that sends it.
+    pub group: usize,
     pub kind: Kind,
     /// The `domain:` value as written (empty if the line is missing, invalid if malformed).
     pub domain: String,
@@ -89,6 +95,7 @@ const HOLDER: u64 = 3;
 const SIZE: u64 = 4;
 const MALFORM: u64 = 5;
 const SLOW: u64 = 6;
+const COLLIDE: u64 = 7;
 
 impl RequestMaker {
     /// `tag`, if given, is prepended to every id and Message-ID so that reruns against the same
@@ -109,6 +116,11 @@ impl RequestMaker {
 
     pub fn plan(&self) -> &Plan {
         &self.plan
+    }
+
+    /// The run tag prefixed to ids and Message-IDs, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
     }
 
     pub fn scenario(&self) -> &Scenario {
@@ -142,7 +154,7 @@ impl RequestMaker {
         edge += m.resubmissions;
         if u < edge {
             // Hitting Submit again needs a previous request from the same client.
-            return if index >= self.plan.clients() as u64 {
+            return if self.plan.assignment().previous_of(index).is_some() {
                 Kind::Resubmission
             } else {
                 Kind::Normal
@@ -162,11 +174,12 @@ impl RequestMaker {
     /// The request whose mail request `index` repeats: itself, or for a resubmission the
     /// client's earlier request (followed back through resubmissions at most 64 steps).
     fn content_index(&self, index: u64) -> u64 {
-        let step = self.plan.clients() as u64;
         let mut at = index;
         for _ in 0..64 {
-            if self.drawn_kind(at) == Kind::Resubmission {
-                at -= step;
+            if self.drawn_kind(at) == Kind::Resubmission
+                && let Some(previous) = self.plan.assignment().previous_of(at)
+            {
+                at = previous;
             } else {
                 break;
             }
@@ -199,6 +212,34 @@ impl RequestMaker {
         request.message_id = self.message_id(&request.id);
         request.kind = Kind::Resubmission;
         request
+    }
+
+    /// The key-collider's request against request `victim`, sent by `client` of group
+    /// `group`: the victim's envelope sender and Message-ID, another domain and holder, an id of
+    /// its own (`VICTIM-ID-k`).
+    pub fn collider(&self, victim: u64, client: u32, group: usize) -> Request {
+        let original = self.request(victim);
+        let d = &self.scenario.domains;
+        let seed = self.scenario.seed;
+        let mut n = mix(seed, victim, COLLIDE) % d.pool.max(2);
+        let mut domain = generated_name(n, &d.tld);
+        if domain == original.domain {
+            n = (n + 1) % d.pool.max(2);
+            domain = generated_name(n, &d.tld);
+        }
+        let holder_no = mix(seed, victim, COLLIDE + 1) % 1_000_000;
+        Request {
+            id: format!("{}-k", original.id),
+            client,
+            group,
+            kind: Kind::Collider,
+            domain,
+            has_domain_line: true,
+            holder: format!("Collider {holder_no}"),
+            contact: format!("collider-{holder_no}@holders.invalid"),
+            slow: false,
+            ..original
+        }
     }
 
     fn message_id(&self, id: &str) -> String {
@@ -250,6 +291,7 @@ impl RequestMaker {
             index,
             id,
             client,
+            group: self.plan.assignment().group_of_request(index),
             kind,
             domain,
             has_domain_line,

@@ -2,7 +2,7 @@
 //!
 //! Slices are cut by client: shard `I` runs the clients `c` with `c % N == I - 1` (and the idle
 //! connections `j` with `j % N == I - 1`), so every connection lives on exactly one machine and
-//! every request (request `i` belongs to client `i % clients`) is in exactly one slice.
+//! every request (request `i` belongs to client `Plan::client_of(i)`) is in exactly one slice.
 
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
@@ -59,14 +59,7 @@ impl Shard {
     pub fn request_count(&self, plan: &Plan) -> u64 {
         (0..plan.clients())
             .filter(|&c| self.owns_client(c))
-            .map(|c| {
-                let c = c as u64;
-                if c >= plan.total() {
-                    0
-                } else {
-                    (plan.total() - c).div_ceil(plan.clients() as u64)
-                }
-            })
+            .map(|c| plan.request_count_of(c))
             .sum()
     }
 }

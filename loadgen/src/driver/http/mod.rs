@@ -34,6 +34,8 @@ use reports::records::{JsonlWriter, Outcome, SENT, SentRecord, Stamp};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub mod collider;
+
 use crate::driver::Clock;
 use crate::driver::recorder::Summary;
 use crate::scenario::http::HttpPart;
@@ -129,6 +131,9 @@ struct Counts {
     last_reply: Option<Stamp>,
 }
 
+/// The group name of the web users' records.
+pub const WEB_GROUP: &str = crate::scenario::groups::WEB_VICTIM;
+
 /// Plays `scenario.http` against the web intake at `target`, from `start_at` (the scenario's
 /// time zero, shared with the SMTP part), writing `http-sent.jsonl`, `http-run.json` and goose's
 /// reports into `out_dir`. The web users are numbered after the SMTP clients.
@@ -205,7 +210,7 @@ fn http_ctx(
     let users = (0..part.users)
         .map(|u| UserState {
             forms: AtomicU64::new(0),
-            next_due_us: AtomicU64::new((u as f64 / hatch * 1e6) as u64),
+            next_due_us: AtomicU64::new(first_form_due(u as usize, hatch).as_micros() as u64),
         })
         .collect();
     Ok(Ctx {
@@ -216,7 +221,7 @@ fn http_ctx(
         tld: d.tld.clone(),
         requesters: scenario.requests.requesters.max(1),
         requester_domain: scenario.requests.requester_domain.clone(),
-        client_base: scenario.clients.count,
+        client_base: scenario.plan().clients(),
         clock,
         start,
         users,
@@ -294,6 +299,27 @@ fn http_run_info(
     }
 }
 
+/// The id and `Idempotency-Key` of form `n` of web user `u` (one definition, shared with the
+/// web key-collider, which reuses the keys of the users' first forms).
+pub fn form_identity(tag: Option<&str>, seed: u64, u: usize, n: u64) -> (String, String) {
+    let id = match tag {
+        Some(tag) => format!("{tag}-h{u:04}-{n:06}"),
+        None => format!("h{u:04}-{n:06}"),
+    };
+    let key = format!("{id}.{seed:x}@landrush.invalid");
+    (id, key)
+}
+
+/// The `email` (requester) of web user `u`.
+pub fn web_email(u: usize, requesters: u32, requester_domain: &str) -> String {
+    format!("web-{}@{requester_domain}", u as u32 % requesters.max(1))
+}
+
+/// When web user `u`'s first form is due, after the start: users hatch at `hatch` per second.
+pub fn first_form_due(u: usize, hatch: f64) -> Duration {
+    Duration::from_micros((u as f64 / hatch * 1e6) as u64)
+}
+
 /// One form of one user (one goose iteration), and its resubmission if it draws one.
 async fn post_form(ctx: &Ctx, user: &mut GooseUser) -> TransactionResult {
     let u = user.weighted_users_index % ctx.users.len().max(1);
@@ -304,11 +330,7 @@ async fn post_form(ctx: &Ctx, user: &mut GooseUser) -> TransactionResult {
 
     // A deterministic index for this form: user-major, so reruns give the same forms.
     let index = (u as u64) << 32 | n;
-    let id = match &ctx.tag {
-        Some(tag) => format!("{tag}-h{u:04}-{n:06}"),
-        None => format!("h{u:04}-{n:06}"),
-    };
-    let key = format!("{id}.{:x}@landrush.invalid", ctx.seed);
+    let (id, key) = form_identity(ctx.tag.as_deref(), ctx.seed, u, n);
     let hot = n == 0 && ctx.part.hot_first && !ctx.hot.is_empty();
     let domain = if hot {
         ctx.hot[u % ctx.hot.len()].clone()
@@ -320,7 +342,7 @@ async fn post_form(ctx: &Ctx, user: &mut GooseUser) -> TransactionResult {
         domain,
         holder: format!("Holder {holder}"),
         contact: format!("contact-{holder}@holders.invalid"),
-        email: format!("web-{}@{}", u as u32 % ctx.requesters, ctx.requester_domain),
+        email: web_email(u, ctx.requesters, &ctx.requester_domain),
         urlencoded: unit(ctx.seed, index, H_ENCODING) < ctx.part.form_encoded,
     };
     let kind = if hot { "hot" } else { "normal" };
@@ -486,7 +508,8 @@ fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> Se
         reply: None,
         ticket: None,
         outcome: Outcome::Indeterminate,
-        group: None,
+        // The web users are one group of their own.
+        group: Some(WEB_GROUP.into()),
         raw_sha256: None,
     }
 }

@@ -17,10 +17,13 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::wire::{Connection, Opened, Reply, SmtpError, parse_ticket, reply_text, unstuffed};
+use super::wire::{
+    Connection, Dial, Opened, Reply, SmtpError, parse_ticket, reply_text, unstuffed,
+};
 use crate::driver::recorder::{Event, Live, Sink};
 use crate::driver::{Clock, LAG_WARN_MAX};
-use crate::scenario::PreConnectStage;
+use crate::scenario::seeded::unit;
+use crate::scenario::{Behaviour, ClientGroup, PreConnectStage};
 use crate::schedule::request::{Kind, Request, RequestMaker};
 
 /// The last bytes of every framed message: the line `.` that ends DATA.
@@ -29,6 +32,8 @@ const END_MARK: &[u8] = b".\r\n";
 /// What every client of a run shares.
 pub struct Ctx {
     pub target: SocketAddr,
+    /// The web intake (for a web key-collider), if the run plays one.
+    pub web_target: Option<SocketAddr>,
     pub requests: RequestMaker,
     pub clock: Clock,
     /// The scenario's time zero.
@@ -42,6 +47,28 @@ pub struct Ctx {
     pub progress: crate::driver::progress::Handle,
     /// Whether the "behind schedule" warning was already shown.
     pub lag_warned: AtomicBool,
+    /// The scenario's client groups, with their source addresses resolved (file order).
+    pub groups: Vec<GroupRun>,
+    /// What each adversary group achieved (file order; honest groups' stay empty).
+    pub adversaries: Vec<Mutex<super::adversary::Achieved>>,
+}
+
+/// A client group as the driver plays it.
+pub struct GroupRun {
+    pub spec: ClientGroup,
+    /// Addresses its clients bind to (empty: the system's choice).
+    pub sources: Vec<std::net::IpAddr>,
+}
+
+impl GroupRun {
+    /// The source address of the group's client `local` (a requester always uses one address).
+    pub fn source_of(&self, local: u32, requesters: u32) -> Option<std::net::IpAddr> {
+        if self.sources.is_empty() {
+            return None;
+        }
+        let registrar = (local % requesters.max(1)) as usize;
+        Some(self.sources[registrar % self.sources.len()])
+    }
 }
 
 /// Counts a client keeps to itself and adds to [`Ctx::stats`] at the end.
@@ -58,7 +85,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn add(&mut self, other: Stats) {
+    pub(super) fn add(&mut self, other: Stats) {
         self.requests_started += other.requests_started;
         self.transmissions += other.transmissions;
         self.idle_opened += other.idle_opened;
@@ -86,7 +113,7 @@ enum Staged {
 
 /// One client's connection state.
 #[derive(Default)]
-struct Session {
+pub(super) struct Session {
     conn: Option<Connection>,
     staged: Staged,
     /// Transmissions on the current connection.
@@ -147,26 +174,48 @@ fn error_class(e: &SmtpError) -> String {
 }
 
 impl Ctx {
-    async fn open(&self) -> Result<Opened, SmtpError> {
-        let c = &self.requests.scenario().clients;
+    /// The group client `client` belongs to, and its number within the group.
+    pub fn group_of(&self, client: u32) -> (&GroupRun, u32) {
+        let (group, local) = self.requests.plan().assignment().group_of(client);
+        (&self.groups[group], local)
+    }
+
+    /// The name of group `group` (file order), as records carry it.
+    pub fn group_name(&self, group: usize) -> &str {
+        &self.groups[group].spec.name
+    }
+
+    /// Opens a connection for client `client`, from its group's source address, trickled when
+    /// the group is a slowloris.
+    pub async fn open(&self, client: u32) -> Result<Opened, SmtpError> {
+        let (group, local) = self.group_of(client);
+        self.open_as(group, local).await
+    }
+
+    /// Opens a connection as client `local` of `group`.
+    pub async fn open_as(&self, group: &GroupRun, local: u32) -> Result<Opened, SmtpError> {
+        let c = &group.spec;
+        let requesters = self.requests.scenario().requests.requesters;
         let _permit = self
             .connect_gate
             .acquire()
             .await
             .expect("gate never closed");
-        Connection::open(
-            self.target,
-            &c.helo,
-            c.connect_timeout.0,
-            c.reply_timeout.0,
-            self.deadline,
-        )
+        Connection::dial(Dial {
+            target: self.target,
+            source: group.source_of(local, requesters),
+            helo: &c.helo,
+            connect_timeout: c.connect_timeout.0,
+            reply_timeout: c.reply_timeout.0,
+            deadline: self.deadline,
+            trickle: (c.behaviour == Behaviour::Slowloris).then(|| c.bytes_per_second()),
+        })
         .await
     }
 }
 
 /// Sleeps until `at`; false if stopped first.
-async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
+pub(super) async fn sleep_until(at: Instant, stop: &CancellationToken) -> bool {
     if stop.is_cancelled() {
         return false;
     }
@@ -183,14 +232,14 @@ pub async fn run_client(
     sink: Sink,
     stop: CancellationToken,
 ) {
-    let scenario = ctx.requests.scenario();
     let plan = ctx.requests.plan();
     let closed = plan.is_closed();
+    let group = &ctx.group_of(client).0.spec;
     let mut stats = Stats::default();
     let mut session = Session::default();
     let mut message = Vec::with_capacity(4096);
     let mut requests = plan.requests_of(client).peekable();
-    if scenario.clients.pre_connect
+    if group.pre_connect
         && let Some(&first) = requests.peek()
     {
         pre_connect(&ctx, &mut session, &mut stats, first).await;
@@ -235,9 +284,7 @@ pub async fn run_client(
         if message.capacity() > 1024 * 1024 {
             message = Vec::with_capacity(4096);
         }
-        session
-            .close_if_full(scenario.clients.messages_per_connection)
-            .await;
+        session.close_if_full(group.messages_per_connection).await;
         ready_at = Instant::now();
         if closed {
             next_closed = ready_at + plan.think_time();
@@ -256,7 +303,7 @@ impl Session {
     }
 
     /// Ends the connection, if there is one, with QUIT.
-    async fn quit(&mut self) {
+    pub(super) async fn quit(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.quit().await;
         }
@@ -266,10 +313,10 @@ impl Session {
 /// Connects, greets and stages the first message before the start. A failed pre-connect is
 /// retried at the instant by the normal path.
 async fn pre_connect(ctx: &Ctx, session: &mut Session, stats: &mut Stats, first: u64) {
-    let scenario = ctx.requests.scenario();
     let request = ctx.requests.request(first);
-    if let Ok(Opened::Ready(mut conn)) = ctx.open().await {
-        let data = scenario.clients.pre_connect_stage == PreConnectStage::Data;
+    let group = &ctx.groups[request.group].spec;
+    if let Ok(Opened::Ready(mut conn)) = ctx.open(request.client).await {
+        let data = group.pre_connect_stage == PreConnectStage::Data;
         match conn
             .envelope(&request.sender, &request.recipient, data)
             .await
@@ -307,20 +354,20 @@ fn warn_if_behind(ctx: &Ctx, client: u32, lag: Option<Duration>) {
 }
 
 /// One request being played: its transmissions (retransmission, retries) and their records.
-struct Play<'a> {
-    ctx: &'a Ctx,
-    sink: &'a Sink,
-    stats: &'a mut Stats,
-    session: &'a mut Session,
-    request: &'a Request,
-    message: &'a [u8],
-    intended: Instant,
+pub(super) struct Play<'a> {
+    pub(super) ctx: &'a Ctx,
+    pub(super) sink: &'a Sink,
+    pub(super) stats: &'a mut Stats,
+    pub(super) session: &'a mut Session,
+    pub(super) request: &'a Request,
+    pub(super) message: &'a [u8],
+    pub(super) intended: Instant,
 }
 
 impl Play<'_> {
     /// The first transmission, the RFC 1047 retransmission when the scenario asks for one, and
     /// the retries after no reply or a temporary refusal.
-    async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
+    pub(super) async fn all_attempts(&mut self, lag: Option<Duration>, stop: &CancellationToken) {
         let retransmit = self.request.kind == Kind::Retransmission;
         let first = self.attempt(1, lag, retransmit).await;
         let mut unresolved = first.retry;
@@ -330,9 +377,9 @@ impl Play<'_> {
             attempt = 2;
             unresolved = self.attempt(attempt, None, false).await.retry;
         }
-        let clients = &self.ctx.requests.scenario().clients;
-        for _ in 0..clients.retries {
-            let retry_at = Instant::now() + clients.retry_backoff.0;
+        let group = &self.ctx.groups[self.request.group].spec;
+        for _ in 0..group.retries {
+            let retry_at = Instant::now() + retry_wait(self.ctx, group, self.request, attempt);
             if !unresolved || retry_at >= self.ctx.deadline || !sleep_until(retry_at, stop).await {
                 break;
             }
@@ -369,6 +416,14 @@ impl Play<'_> {
         emit(self.ctx, self.sink, self.stats, self.request, at, sent).await;
         resolution
     }
+}
+
+/// The wait before retry `attempt + 1` of `request`: the backoff plus a jitter drawn from the
+/// seed, so the same file waits the same on every run.
+fn retry_wait(ctx: &Ctx, group: &ClientGroup, request: &Request, attempt: u32) -> Duration {
+    let seed = ctx.requests.scenario().seed;
+    let draw = unit(seed, request.index, 1000 + attempt as u64);
+    group.retry_backoff.0 + group.retry_jitter.0.mul_f64(draw)
 }
 
 /// What the retry logic needs of a transmission once it is recorded: whether the message went
@@ -445,7 +500,7 @@ async fn envelope(
     if !reused {
         session.staged = Staged::Nothing;
         session.on_conn = 0;
-        match ctx.open().await {
+        match ctx.open(request.client).await {
             Ok(Opened::Ready(conn)) => session.conn = Some(conn),
             Ok(Opened::Refused(reply)) => return Envelope::Ended(Transmission::refused(reply)),
             Err(e) => return Envelope::Ended(Transmission::failed(&e)),
@@ -585,7 +640,7 @@ async fn emit(
     }
     // Timeouts after the end of data count at the reply timeout, so that a buffer that stops
     // answering cannot look fast (the report counts the same set: contract: Run records).
-    let timeout = ctx.requests.scenario().clients.reply_timeout.0;
+    let timeout = ctx.groups[request.group].spec.reply_timeout.0;
     let timed_out = sent.after_data && sent.error.as_deref() == Some(TIMEOUT);
     let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
         (true, Some(sent), Some(replied)) => (
@@ -624,7 +679,7 @@ async fn emit(
             (None, None) => None,
         },
         outcome,
-        group: None,
+        group: Some(ctx.group_name(request.group).to_string()),
         raw_sha256: Some(raw_sha256),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
@@ -638,9 +693,16 @@ async fn emit(
         .await;
 }
 
-/// An idle connection: connect, EHLO, then sit until the senders are done (or the deadline).
-pub async fn hold_idle(ctx: std::sync::Arc<Ctx>, done: CancellationToken, stop: CancellationToken) {
-    let Ok(Opened::Ready(mut conn)) = ctx.open().await else {
+/// An idle connection of group `group` (its `n`-th): connect, EHLO, then sit until the senders
+/// are done (or the deadline).
+pub async fn hold_idle(
+    ctx: std::sync::Arc<Ctx>,
+    group: usize,
+    n: u32,
+    done: CancellationToken,
+    stop: CancellationToken,
+) {
+    let Ok(Opened::Ready(mut conn)) = ctx.open_as(&ctx.groups[group], n).await else {
         return;
     };
     ctx.stats.lock().unwrap().idle_opened += 1;

@@ -8,7 +8,9 @@
 //! [`wire`] is one connection's SMTP; [`client`] one client's loop (schedule, pre-connect,
 //! misbehaviour, records).
 
+pub mod adversary;
 pub mod client;
+pub mod collider;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::recorder::{self, Histograms, Live, Summary};
 use super::{Clock, LagReport, RunInfo, RunOptions, RunSummary, progress, write_run_info};
+use crate::scenario::Behaviour;
 use crate::schedule::ValidScenario;
 use crate::schedule::request::RequestMaker;
 
@@ -43,11 +46,12 @@ pub async fn run_scenario(
 ) -> anyhow::Result<RunSummary> {
     let shard = options.shard;
     ensure!(
-        shard.count <= scenario.clients.count,
+        shard.count as u64 <= scenario.clients.sending_clients(),
         "shard {shard}: the scenario has only {} sending clients to share among {} shards",
-        scenario.clients.count,
+        scenario.clients.sending_clients(),
         shard.count
     );
+    let groups = group_runs(scenario, target)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let times = RunTimes::resolve(scenario, &options)?;
@@ -62,6 +66,7 @@ pub async fn run_scenario(
     );
     let ctx = Arc::new(client::Ctx {
         target,
+        web_target: options.web_target,
         requests: RequestMaker::new(scenario, scenario.plan(), options.tag.clone()),
         clock: times.clock,
         start: times.start,
@@ -71,16 +76,20 @@ pub async fn run_scenario(
         stats: Mutex::new(client::Stats::default()),
         progress: progress.handle(),
         lag_warned: std::sync::atomic::AtomicBool::new(false),
+        adversaries: groups.iter().map(|_| Mutex::default()).collect(),
+        groups,
     });
     let idle_held_at_end = play_clients(scenario, &ctx, sink, &options).await;
     let finished_at = times.clock.stamp(Instant::now());
     progress.finish();
 
-    let histograms = tokio::task::spawn_blocking(move || recorder.join())
+    let recorded = tokio::task::spawn_blocking(move || recorder.join())
         .await
         .context("recorder task")?
         .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))??;
+    let histograms = recorded.histograms;
     histograms.save(out_dir)?;
+    adversary::write(out_dir, &ctx, &recorded.groups)?;
     let stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
     let ended = Ended {
         times,
@@ -100,6 +109,47 @@ pub async fn run_scenario(
         info,
         out_dir: out_dir.to_path_buf(),
     })
+}
+
+/// The scenario's groups with their source addresses, checked against the target: sources on
+/// loopback for a loopback target; for a remote target (which the command line allowed by name),
+/// no loopback source, which could not reach it.
+pub fn group_runs(
+    scenario: &ValidScenario,
+    target: SocketAddr,
+) -> anyhow::Result<Vec<client::GroupRun>> {
+    let mut runs = Vec::new();
+    for spec in scenario.clients.iter() {
+        let sources = spec.source_addresses()?;
+        for ip in &sources {
+            ensure!(
+                ip.is_ipv4() == target.is_ipv4(),
+                "clients `{}`.sources: {ip} cannot reach {target} (another address family)",
+                spec.name
+            );
+            if target.ip().is_loopback() {
+                ensure!(
+                    ip.is_loopback(),
+                    "clients `{}`.sources: {ip} is outside loopback; landrush sends from \
+                     127.0.0.0/8 or ::1 only, unless the target is a remote host named with \
+                     --allow-remote-target",
+                    spec.name
+                );
+            } else {
+                ensure!(
+                    !ip.is_loopback(),
+                    "clients `{}`.sources: {ip} is a loopback address and cannot reach the \
+                     remote target {target}",
+                    spec.name
+                );
+            }
+        }
+        runs.push(client::GroupRun {
+            spec: spec.clone(),
+            sources,
+        });
+    }
+    Ok(runs)
 }
 
 /// When the run was launched and when its time zero is, on one clock.
@@ -147,21 +197,50 @@ async fn play_clients(
     let shard = options.shard;
     let senders_done = CancellationToken::new();
     let mut idle = JoinSet::new();
-    for _ in (0..scenario.clients.idle).filter(|&n| shard.owns_idle(n)) {
-        idle.spawn(client::hold_idle(
-            ctx.clone(),
-            senders_done.clone(),
-            options.stop.clone(),
-        ));
+    let mut numbered = 0u32;
+    for (g, group) in scenario.clients.iter().enumerate() {
+        for n in 0..group.idle {
+            if shard.owns_idle(numbered) {
+                idle.spawn(client::hold_idle(
+                    ctx.clone(),
+                    g,
+                    n,
+                    senders_done.clone(),
+                    options.stop.clone(),
+                ));
+            }
+            numbered += 1;
+        }
     }
+    // Hogs and junk floods run beside the senders and stop when they are done.
+    let adversaries_done = senders_done.child_token();
+    let stop = options.stop.clone();
+    let on_stop = adversaries_done.clone();
+    idle.spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => on_stop.cancel(),
+            _ = on_stop.cancelled() => {}
+        }
+    });
+    idle.spawn(adversary::sample_at_start(ctx.clone()));
     let mut senders = JoinSet::new();
-    for c in (0..scenario.clients.count).filter(|&c| shard.owns_client(c)) {
-        senders.spawn(client::run_client(
-            ctx.clone(),
-            c,
-            sink.clone(),
-            options.stop.clone(),
-        ));
+    for c in (0..scenario.plan().clients()).filter(|&c| shard.owns_client(c)) {
+        let (group, _) = ctx.group_of(c);
+        let stop = options.stop.clone();
+        match group.spec.behaviour {
+            Behaviour::Honest | Behaviour::Slowloris => {
+                senders.spawn(client::run_client(ctx.clone(), c, sink.clone(), stop));
+            }
+            Behaviour::KeyCollider => {
+                senders.spawn(collider::run_collider(ctx.clone(), c, sink.clone(), stop));
+            }
+            Behaviour::Hog => {
+                idle.spawn(adversary::hog(ctx.clone(), c, adversaries_done.clone()));
+            }
+            Behaviour::Junk => {
+                idle.spawn(adversary::junk(ctx.clone(), c, adversaries_done.clone()));
+            }
+        }
     }
     drop(sink);
     while let Some(joined) = senders.join_next().await {

@@ -5,13 +5,13 @@
 //! bounded by the reply timeout and by the run's deadline. The connection never retries on its
 //! own: the caller decides what a failure means for the request.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_PIPELINING, EhloResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 /// Longest reply we accept (smtp-proto's own limit is 4 KiB per reply).
@@ -73,6 +73,36 @@ pub struct Connection {
     pub pipelining: bool,
     reply_timeout: Duration,
     deadline: Instant,
+    /// Every write trickled at this many bytes a second (a slowloris), if set.
+    trickle: Option<u64>,
+}
+
+/// Where and how a connection is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Dial<'a> {
+    pub target: SocketAddr,
+    /// The local address the socket binds to before connecting (port chosen by the system).
+    pub source: Option<IpAddr>,
+    pub helo: &'a str,
+    pub connect_timeout: Duration,
+    pub reply_timeout: Duration,
+    pub deadline: Instant,
+    /// Trickle every write (EHLO included) at this many bytes a second.
+    pub trickle: Option<u64>,
+}
+
+/// Connects to `target`, from `source` when given.
+async fn connect(target: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(target).await;
+    };
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(target).await
 }
 
 /// How opening a connection ended when the server answered but refused us.
@@ -91,8 +121,31 @@ impl Connection {
         reply_timeout: Duration,
         deadline: Instant,
     ) -> Result<Opened, SmtpError> {
+        Connection::dial(Dial {
+            target,
+            source: None,
+            helo,
+            connect_timeout,
+            reply_timeout,
+            deadline,
+            trickle: None,
+        })
+        .await
+    }
+
+    /// [`Connection::open`] from a chosen source address, optionally trickling every write.
+    pub async fn dial(dial: Dial<'_>) -> Result<Opened, SmtpError> {
+        let Dial {
+            target,
+            source,
+            helo,
+            connect_timeout,
+            reply_timeout,
+            deadline,
+            trickle,
+        } = dial;
         let limit = (Instant::now() + connect_timeout).min(deadline);
-        let stream = match tokio::time::timeout_at(limit, TcpStream::connect(target)).await {
+        let stream = match tokio::time::timeout_at(limit, connect(target, source)).await {
             Ok(stream) => stream?,
             Err(_) => return Err(SmtpError::Timeout),
         };
@@ -105,6 +158,7 @@ impl Connection {
             pipelining: false,
             reply_timeout,
             deadline,
+            trickle,
         };
         let greeting = conn.read_reply().await?;
         if greeting.code != 220 {
@@ -130,8 +184,16 @@ impl Connection {
         Ok(Opened::Refused(reply))
     }
 
-    /// Writes bytes, bounded by the reply timeout and the deadline.
+    /// Writes bytes, bounded by the reply timeout and the deadline (trickled on a slowloris
+    /// connection).
     pub async fn write(&mut self, bytes: &[u8]) -> Result<(), SmtpError> {
+        match self.trickle {
+            Some(rate) => self.write_slowly(bytes, rate).await,
+            None => self.write_now(bytes).await,
+        }
+    }
+
+    async fn write_now(&mut self, bytes: &[u8]) -> Result<(), SmtpError> {
         let limit = (Instant::now() + self.reply_timeout).min(self.deadline);
         match tokio::time::timeout_at(limit, self.stream.write_all(bytes)).await {
             Ok(result) => Ok(result?),
@@ -139,19 +201,31 @@ impl Connection {
         }
     }
 
-    /// Writes bytes slowly: `rate` bytes a second, in tenth-of-a-second chunks.
+    /// Writes bytes slowly: `rate` bytes a second, in chunks of a tenth of that (at least one
+    /// byte), each its own segment (no delay: the connection is `TCP_NODELAY`).
     pub async fn write_slowly(&mut self, bytes: &[u8], rate: u64) -> Result<(), SmtpError> {
-        let chunk = (rate / 10).max(1) as usize;
+        let rate = rate.max(1);
+        let chunk = (rate / 10).max(1);
+        let pause = Duration::from_secs_f64(chunk as f64 / rate as f64);
         let mut next = Instant::now();
-        for part in bytes.chunks(chunk) {
+        for part in bytes.chunks(chunk as usize) {
             if next >= self.deadline {
+                // Out of time at the deadline itself, not a chunk early, so the caller sees the
+                // run is over and starts nothing new.
+                tokio::time::sleep_until(self.deadline).await;
                 return Err(SmtpError::Timeout);
             }
             tokio::time::sleep_until(next).await;
-            self.write(part).await?;
-            next += Duration::from_millis(100);
+            self.write_now(part).await?;
+            next += pause;
         }
         Ok(())
+    }
+
+    /// Sends one command line (CRLF added) and reads its reply.
+    pub async fn command(&mut self, line: &str) -> Result<Reply, SmtpError> {
+        self.write(format!("{line}\r\n").as_bytes()).await?;
+        self.read_reply().await
     }
 
     /// Reads the next reply.
@@ -303,6 +377,7 @@ impl Connection {
 
     /// QUIT politely, waiting at most a second for the 221.
     pub async fn quit(mut self) {
+        self.trickle = None;
         self.reply_timeout = self.reply_timeout.min(Duration::from_secs(1));
         self.deadline = self.deadline.max(Instant::now() + Duration::from_secs(1));
         if self.write(b"QUIT\r\n").await.is_ok() {
