@@ -509,10 +509,15 @@ async fn shards_partition_the_scenario_and_merge_back() {
     // Played as three shards and merged, the records are those of the whole scenario.
     let root = tempfile::tempdir().unwrap();
     let mut dirs = Vec::new();
+    // Shards merge only when they share one absolute start instant.
+    let start = landrush::scenario::Start::At(reports::records::Stamp::from_micros(
+        reports::records::Stamp::now().micros() + 500_000,
+    ));
     for i in 1..=3 {
         let dir = root.path().join(format!("shard-{i}"));
         let options = RunOptions {
             shard: Shard::new(i, 3).unwrap(),
+            start: Some(start.clone()),
             ..quiet()
         };
         run(&s, srv.addr, &dir, options).await;
