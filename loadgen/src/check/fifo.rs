@@ -12,10 +12,13 @@
 //! With delivery order for seqs (foreign buffers) only precedence and accepted-at apply: the order
 //! of delivery is then exactly what is being judged.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use reports::checks::CheckResult;
 use reports::records::Stamp;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::clocks::{self, Machines, Stamped};
 use super::index::{CheckOptions, Index, Status, Tally};
 
 const COUNTS: [&str; 5] = [
@@ -117,10 +120,12 @@ pub(crate) fn precedence_violations(
 }
 
 fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
-    let mut preds = Vec::new();
-    let mut succs = Vec::new();
+    let machines = &options.machines;
+    let (mut preds, mut succs) = (Vec::new(), Vec::new());
+    let (mut pred_at, mut succ_at) = (Vec::new(), Vec::new());
     for (r, request) in index.requests.iter().enumerate() {
         let Some(seq) = index.seq_of(r) else { continue };
+        let machine = machines.machine_of(request.attempts[0].client);
         // Only a seen success reply orders what comes after; every stored request (accepted, or
         // indeterminate but handed over) must come after the replies seen before it was sent.
         if request.status == Status::Accepted
@@ -131,38 +136,76 @@ fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
                 seq,
                 req: r,
             });
+            pred_at.push(Stamped {
+                at: at.micros(),
+                machine,
+            });
         }
         let stored = request.status == Status::Accepted || !request.handed.is_empty();
         if stored && let Some(at) = request.first_sent {
-            // Shifting B's send back by the tolerance asks for a reply more than that before it.
-            let tolerance = i64::try_from(options.clock_tolerance_us).unwrap_or(i64::MAX);
             succs.push(Event {
-                at: at.micros().saturating_sub(tolerance),
+                at: at.micros(),
                 seq,
                 req: r,
             });
+            succ_at.push(Stamped {
+                at: at.micros(),
+                machine,
+            });
         }
     }
-    for (b, a) in precedence_violations(preds, succs) {
-        tally.count("precedence");
-        tally.example(|| {
-            json!({
-                "rule": "real-time precedence: A's success reply was seen before B was sent, yet seq(A) >= seq(B)",
-                "earlier": {
-                    "id": index.requests[a.req].id,
-                    "seq": a.seq,
-                    "replied_at": Stamp::from_micros(a.at).to_string(),
-                    "sent_at": index.requests[a.req].first_sent.map(|s| s.to_string()),
-                },
-                "later": {
-                    "id": index.requests[b.req].id,
-                    "seq": b.seq,
-                    "sent_at": index.requests[b.req].first_sent.map(|s| s.to_string()),
-                    "replied_at": index.requests[b.req].first_accept.map(|s| s.to_string()),
-                },
-            })
-        });
+    // Each comparison is one time axis (contract: FIFO, rules 7 and 8; see check::clocks).
+    let (mut found, mut unjudged) = (BTreeMap::new(), BTreeSet::new());
+    let tolerance = options.clock_tolerance_us;
+    for c in clocks::comparisons(&pred_at, &succ_at, machines, tolerance) {
+        let p = c
+            .preds
+            .iter()
+            .map(|&(i, at)| Event { at, ..preds[i] })
+            .collect();
+        let s = c
+            .succs
+            .iter()
+            .map(|&(i, at)| Event { at, ..succs[i] })
+            .collect();
+        for (b, a) in precedence_violations(p, s) {
+            if c.judged {
+                found.entry(b.req).or_insert((b, a));
+            } else {
+                unjudged.insert(b.req);
+            }
+        }
     }
+    let unjudged = unjudged.iter().filter(|r| !found.contains_key(r)).count() as u64;
+    tally.add("unjudged", unjudged);
+    if let Some(note) = clocks::note(machines, tolerance, unjudged) {
+        tally.note(note);
+    }
+    for (b, a) in found.into_values() {
+        tally.count("precedence");
+        tally.example(|| precedence_example(index, machines, a, b));
+    }
+}
+
+fn precedence_example(index: &Index, machines: &Machines, a: Event, b: Event) -> Value {
+    let (ra, rb) = (&index.requests[a.req], &index.requests[b.req]);
+    json!({
+        "rule": "real-time precedence: A's success reply was seen before B was sent, yet seq(A) >= seq(B)",
+        "earlier": {
+            "id": ra.id,
+            "seq": a.seq,
+            "replied_at": ra.first_accept.map(|s| s.to_string()),
+            "sent_at": ra.first_sent.map(|s| s.to_string()),
+            "machine": machines.describe(machines.machine_of(ra.attempts[0].client)),
+        },
+        "later": {
+            "id": rb.id,
+            "seq": b.seq,
+            "sent_at": rb.first_sent.map(|s| s.to_string()),
+            "replied_at": rb.first_accept.map(|s| s.to_string()),
+            "machine": machines.describe(machines.machine_of(rb.attempts[0].client)),
+        },
+    })
 }
 
 /// Along increasing seq (first receipt of each), accepted-at never decreases.
