@@ -28,6 +28,9 @@ pub struct CheckOptions {
     /// skew bound when `sent.jsonl` merges shards from several machines, or precedence would fail
     /// on skew rather than on the buffer.
     pub clock_tolerance_us: u64,
+    /// Which machine recorded each request, and their clock offsets (contract: FIFO, rule 8):
+    /// `check_run` reads them from run.json.
+    pub machines: super::clocks::Machines,
 }
 
 impl Default for CheckOptions {
@@ -38,6 +41,7 @@ impl Default for CheckOptions {
             seqs: SeqSource::Auto,
             first_seq: None,
             clock_tolerance_us: 0,
+            machines: Default::default(),
         }
     }
 }
