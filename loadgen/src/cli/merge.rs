@@ -50,7 +50,10 @@ pub fn merge_command(args: MergeArgs) -> anyhow::Result<()> {
     if let Some(list) = keys.get("mismatches").and_then(|m| m.as_array())
         && !list.is_empty()
     {
-        eprintln!("  !! --force: {} mismatches recorded in run.json", list.len());
+        eprintln!(
+            "  !! --force: {} mismatches recorded in run.json",
+            list.len()
+        );
     }
     Ok(())
 }

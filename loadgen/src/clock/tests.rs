@@ -4,7 +4,14 @@ use super::exchange::{self, Exchange};
 use super::{accepted_at, from_replies};
 
 /// Local stamps of a machine whose clock runs `offset` µs ahead of the buffer's.
-fn accepted(id: &str, ticket: u64, sent: i64, stored: i64, replied: i64, offset: i64) -> SentRecord {
+fn accepted(
+    id: &str,
+    ticket: u64,
+    sent: i64,
+    stored: i64,
+    replied: i64,
+    offset: i64,
+) -> SentRecord {
     let at = Stamp::from_micros(stored);
     SentRecord {
         id: id.into(),
@@ -103,7 +110,8 @@ fn without_times_in_replies_the_offset_is_unknown() {
 fn accepted_at_is_read_from_smtp_and_web_replies() {
     let smtp = "250 2.0.0 queued as ticket 7 at 2026-12-01T09:00:00.123456Z";
     assert_eq!(accepted_at(smtp).unwrap().micros() % 1_000_000, 123_456);
-    let web = r#"202 {"ticket":7,"accepted_at":"2026-12-01T09:00:00.000001Z","message_id":"<a@b>"}"#;
+    let web =
+        r#"202 {"ticket":7,"accepted_at":"2026-12-01T09:00:00.000001Z","message_id":"<a@b>"}"#;
     assert_eq!(accepted_at(web).unwrap().micros() % 1_000_000, 1);
     assert_eq!(accepted_at("250 OK at noon"), None);
 }

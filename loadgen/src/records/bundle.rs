@@ -36,7 +36,10 @@ pub fn write(dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
         .context("a run folder with a name")?
         .to_string_lossy()
         .to_string();
-    let out = out.map_or_else(|| dir.with_file_name(format!("{name}.tar.gz")), Path::to_path_buf);
+    let out = out.map_or_else(
+        || dir.with_file_name(format!("{name}.tar.gz")),
+        Path::to_path_buf,
+    );
     let sums = sums_of(&dir)?;
     let manifest: String = sums.iter().map(|(p, s)| format!("{s}  {p}\n")).collect();
     let file = File::create(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -48,7 +51,11 @@ pub fn write(dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     header.set_size(manifest.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
-    tar.append_data(&mut header, format!("{name}/{MANIFEST}"), manifest.as_bytes())?;
+    tar.append_data(
+        &mut header,
+        format!("{name}/{MANIFEST}"),
+        manifest.as_bytes(),
+    )?;
     tar.into_inner()?.finish()?;
     Ok(out)
 }
@@ -101,7 +108,11 @@ pub fn unpack(bundle: &Path, into: &Path) -> anyhow::Result<PathBuf> {
     for entry in archive.entries()? {
         let mut entry = entry.with_context(|| format!("{}: not a tar.gz", bundle.display()))?;
         total += entry.size();
-        ensure!(total <= MAX_UNPACKED, "{}: larger than a run", bundle.display());
+        ensure!(
+            total <= MAX_UNPACKED,
+            "{}: larger than a run",
+            bundle.display()
+        );
         let path = entry.path()?.to_path_buf();
         let first = path.components().next().map(|c| c.as_os_str().to_owned());
         ensure!(
@@ -146,7 +157,10 @@ fn verify(bundle: &Path, dir: &Path) -> anyhow::Result<()> {
         }
     }
     if let Some(path) = listed.keys().find(|p| !found.contains_key(*p)) {
-        bail!("{}: {path} is in the manifest but not in the bundle", bundle.display());
+        bail!(
+            "{}: {path} is in the manifest but not in the bundle",
+            bundle.display()
+        );
     }
     Ok(())
 }
@@ -172,7 +186,10 @@ mod tests {
         assert!(file.ends_with("shard-2.tar.gz") && is_bundle(&file));
         let into = tempfile::tempdir().unwrap();
         let dir = unpack(&file, into.path()).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.join("sent.jsonl")).unwrap(), "{\"id\":\"r1\"}\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("sent.jsonl")).unwrap(),
+            "{\"id\":\"r1\"}\n"
+        );
         assert!(dir.join("goose/report.txt").is_file());
         assert!(!dir.join(LOCK_FILE).exists());
     }
@@ -193,6 +210,9 @@ mod tests {
         tar.into_inner().unwrap().finish().unwrap();
         let again = tempfile::tempdir().unwrap();
         let err = unpack(&tampered, again.path()).unwrap_err();
-        assert!(format!("{err:#}").contains("sent.jsonl does not match"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("sent.jsonl does not match"),
+            "{err:#}"
+        );
     }
 }

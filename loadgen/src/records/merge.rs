@@ -74,7 +74,10 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> anyhow::Result<RunInfo> {
 
 /// Merges per `request` into `out` (created). Returns the merged `run.json`'s summary.
 pub fn merge_with(out: &Path, request: &MergeRequest) -> anyhow::Result<RunInfo> {
-    ensure!(!request.inputs.is_empty(), "merge: give at least one run folder");
+    ensure!(
+        !request.inputs.is_empty(),
+        "merge: give at least one run folder"
+    );
     let inputs = read_inputs(&request.inputs)?;
     let (seen, mismatches) = check_belong_together(&request.inputs, &inputs)?;
     if !mismatches.is_empty() && !request.force {
@@ -164,7 +167,11 @@ fn read_inputs(sources: &[PathBuf]) -> anyhow::Result<Inputs> {
             if unpacked.is_none() {
                 unpacked = Some(tempfile::tempdir()?);
             }
-            let into = unpacked.as_ref().expect("just made").path().join(n.to_string());
+            let into = unpacked
+                .as_ref()
+                .expect("just made")
+                .path()
+                .join(n.to_string());
             dirs.push(super::bundle::unpack(source, &into)?);
         } else {
             dirs.push(source.clone());
