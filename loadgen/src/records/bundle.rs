@@ -102,6 +102,7 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 /// Unpacks `bundle` into `into` and checks it against its manifest; returns the run folder.
 pub fn unpack(bundle: &Path, into: &Path) -> anyhow::Result<PathBuf> {
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    std::fs::create_dir_all(into).with_context(|| format!("cannot create {}", into.display()))?;
     let mut archive = tar::Archive::new(GzDecoder::new(file));
     let mut total = 0u64;
     let mut top = None;
