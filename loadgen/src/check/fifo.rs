@@ -169,9 +169,14 @@ fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
             .map(|&(i, at)| Event { at, ..succs[i] })
             .collect();
         for (b, a) in precedence_violations(p, s) {
-            if c.judged {
-                found.entry(b.req).or_insert((b, a));
-            } else {
+            // The witness with the highest seq, as the sweep itself names within one axis.
+            if c.judged
+                && found
+                    .get(&b.req)
+                    .is_none_or(|w: &(Event, Event)| a.seq > w.1.seq)
+            {
+                found.insert(b.req, (b, a));
+            } else if !c.judged {
                 unjudged.insert(b.req);
             }
         }
