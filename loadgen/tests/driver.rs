@@ -517,7 +517,7 @@ async fn shards_partition_the_scenario_and_merge_back() {
         .collect();
     let options = |i| RunOptions {
         shard: Shard::new(i, 3).unwrap(),
-        start: Some(start.clone()),
+        start: Some(start),
         ..quiet()
     };
     tokio::join!(
