@@ -17,14 +17,12 @@ fn machines(offsets: &[Option<[i64; 2]>]) -> Machines {
     Machines::Known { count, clocks }
 }
 
+/// (predecessor, successor) index pairs.
+type Pairs = Vec<(usize, usize)>;
+
 /// Runs the comparisons with the same rule the sweep applies (a reply strictly before a send),
 /// pair by pair: (judged pairs, unjudged pairs) as (pred, succ) indices.
-fn pairs(
-    preds: &[Stamped],
-    succs: &[Stamped],
-    m: &Machines,
-    tolerance: u64,
-) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+fn pairs(preds: &[Stamped], succs: &[Stamped], m: &Machines, tolerance: u64) -> (Pairs, Pairs) {
     let (mut judged, mut unjudged) = (Vec::new(), Vec::new());
     for c in comparisons(preds, succs, m, tolerance) {
         for &(a, at_a) in &c.preds {
