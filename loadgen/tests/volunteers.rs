@@ -86,17 +86,12 @@ struct Observer {
 }
 
 impl Observer {
-    fn start(handover: &str, out: &Path) -> Observer {
+    fn start(args: &[&str], out: &Path) -> Observer {
         let mut command = Command::new(LANDRUSH);
         command
-            .args([
-                "observe",
-                "--handover",
-                handover,
-                "--ack-sink",
-                "127.0.0.1:0",
-                "--out",
-            ])
+            .arg("observe")
+            .args(args)
+            .arg("--out")
             .arg(out)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,10 +138,10 @@ fn reserve_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-async fn start_barrage(root: &Path, http_port: u16, ack_sink: SocketAddr) -> Buffer {
+async fn start_barrage(root: &Path, http_port: u16, ack_sink: Option<SocketAddr>) -> Buffer {
     let data_dir = root.join("barrage-data");
     let config = root.join("barrage.toml");
-    std::fs::write(&config, buffer_config(&data_dir, Some(ack_sink))).unwrap();
+    std::fs::write(&config, buffer_config(&data_dir, ack_sink)).unwrap();
     let program = BufferProgram::landrush_at(LANDRUSH);
     let spec = BufferSpec {
         extra_args: program.extra_serve_args(),
@@ -160,7 +155,16 @@ async fn start_barrage(root: &Path, http_port: u16, ack_sink: SocketAddr) -> Buf
     Buffer::start(spec).await.expect("barrage starts")
 }
 
-/// One shard's `landrush run`, its clock shifted by `shift_us` when not zero.
+/// Runs `command` with its wall clock shifted by `shift_us` (libfaketime; the monotonic clock is
+/// left alone, as NTP leaves it).
+fn shifted(command: &mut Command, shift_us: i64) {
+    command
+        .env("LD_PRELOAD", faketime_lib().unwrap())
+        .env("FAKETIME", format!("{:+.3}", shift_us as f64 / 1e6))
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+}
+
+/// One shard's `landrush run`, its clock shifted by its entry of [`SHIFTS`].
 fn shard_command(
     scenario: &Path,
     shard: u32,
@@ -183,10 +187,7 @@ fn shard_command(
         .arg(out);
     let shift = SHIFTS[shard as usize - 1];
     if shift != 0 {
-        command
-            .env("LD_PRELOAD", faketime_lib().unwrap())
-            .env("FAKETIME", format!("{:+.3}", shift as f64 / 1e6))
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        shifted(&mut command, shift);
     }
     if shard == 3 {
         command.arg("--bundle");
@@ -236,12 +237,15 @@ async fn three_machines_with_skewed_clocks_rehearse_one_instant() {
     let http_port = reserve_port();
     let handover = format!("http://127.0.0.1:{http_port}");
     let observed = root.join("observed");
-    let observer = Observer::start(&handover, &observed);
+    let observer = Observer::start(
+        &["--handover", &handover, "--ack-sink", "127.0.0.1:0"],
+        &observed,
+    );
     let ack_sink: SocketAddr = observer
         .wait_line("landrush observe: ack sink")
         .parse()
         .unwrap();
-    let barrage = start_barrage(root, http_port, ack_sink).await;
+    let barrage = start_barrage(root, http_port, Some(ack_sink)).await;
     let smtp = barrage.endpoints().smtp;
 
     let start = Stamp::from_micros(Stamp::now().micros() + 3_000_000);
@@ -528,4 +532,69 @@ fn merge_refusals(root: &Path, shards: &[PathBuf]) {
         .collect();
     assert!(fields.contains(&"seed"), "{fields:?}");
     assert_eq!(run["shards_missing"], serde_json::json!(["3/3"]));
+}
+
+/// A foreign buffer's volunteers measure their clocks against the organiser's time endpoint:
+/// `--preflight` reports the offset without sending anything, and a run records it in run.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_reference_measures_a_shifted_clock() {
+    if faketime_lib().is_none() {
+        eprintln!("NOTE: skipped: libfaketime is not installed (apt-get install -y faketime)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let observer = Observer::start(&[], &root.join("observed"));
+    let time = observer.wait_line("landrush observe: time endpoint");
+    let barrage = start_barrage(root, 0, None).await;
+    let smtp = barrage.endpoints().smtp.to_string();
+    let scenario = root.join("volunteers-test.toml");
+    std::fs::write(&scenario, SCENARIO.replace("count = 300", "count = 30")).unwrap();
+    let run = |extra: &[&str], out: &str| {
+        let mut command = Command::new(LANDRUSH);
+        command.arg("run").arg(&scenario).args(["-q", "-t", &smtp]);
+        command
+            .args(["--time-reference", &time, "--out"])
+            .arg(root.join(out));
+        command.args(extra);
+        shifted(&mut command, 50_000);
+        output_within(command, TEST_LIMIT)
+    };
+    let preflight = run(&["--preflight"], "preflight");
+    let said = String::from_utf8_lossy(&preflight.stdout);
+    eprintln!("{said}");
+    assert!(
+        preflight.status.success(),
+        "{}",
+        String::from_utf8_lossy(&preflight.stderr)
+    );
+    let offset_ms: f64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("clock: offset "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("preflight prints the offset")
+        .parse()
+        .unwrap();
+    assert!((offset_ms - 50.0).abs() <= 2.0, "{said}");
+    assert!(said.contains("SMTP greeting, EHLO and QUIT"), "{said}");
+    assert!(
+        !root.join("preflight").join(records::SENT).exists(),
+        "preflight sent nothing"
+    );
+    let output = run(&[], "run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let clock = &run_json(&root.join("run"))["clock"];
+    eprintln!("time exchange, shift 50000 us: {clock}");
+    assert_eq!(clock["method"], "time-exchange");
+    assert_eq!(clock["samples"], 16);
+    let (lo, hi) = (
+        clock["offset_us"][0].as_i64().unwrap(),
+        clock["offset_us"][1].as_i64().unwrap(),
+    );
+    assert!(((lo + hi) / 2 - 50_000).abs() <= 2_000, "{clock}");
+    observer.stop();
 }
