@@ -493,37 +493,71 @@ fn planted_across_shards(merged: &Path) {
     assert_caught(&dir, 0, a, b, (2, 3));
 }
 
-/// A shard of another seed is refused, naming the shard and the field; --force records it; a
-/// missing shard is recorded.
-fn merge_refusals(root: &Path, shards: &[PathBuf]) {
-    let other = root.join("other-seed");
-    std::fs::create_dir_all(&other).unwrap();
-    for entry in std::fs::read_dir(&shards[1]).unwrap() {
+/// A copy of shard folder `from` as `name`, its run.json's `key` set to `value`.
+fn edited_copy(root: &Path, from: &Path, name: &str, key: &str, value: Value) -> PathBuf {
+    let copy = root.join(name);
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         if entry.file_type().unwrap().is_file() {
-            std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+            std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
         }
     }
-    let mut run = run_json(&other);
-    run["seed"] = serde_json::json!(12);
-    std::fs::write(other.join(records::RUN), run.to_string()).unwrap();
-    let (s1, o) = (shards[0].to_str().unwrap(), other.to_str().unwrap());
-    let refused = root.join("refused");
-    let output = landrush(&["merge", refused.to_str().unwrap(), s1, o]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
-    assert!(
-        stderr.contains("other-seed (shard 2/3): seed is 12"),
-        "{stderr}"
-    );
-    let forced = root.join("forced");
-    let output = landrush(&["merge", forced.to_str().unwrap(), s1, o, "--force"]);
+    let mut run = run_json(&copy);
+    run[key] = value;
+    std::fs::write(copy.join(records::RUN), run.to_string()).unwrap();
+    copy
+}
+
+fn merge_output(root: &Path, out: &str, inputs: &[&Path], extra: &[&str]) -> std::process::Output {
+    let out = root.join(out);
+    let mut args = vec!["merge", out.to_str().unwrap()];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    args.extend(extra);
+    landrush(&args)
+}
+
+/// A shard of another seed, start instant, target or scenario is refused, naming the shard and
+/// the field; --force records the mismatch; a missing shard is recorded; a bundle whose file does
+/// not match its sum is refused.
+fn merge_refusals(root: &Path, shards: &[PathBuf]) {
+    let edits = [
+        ("seed", serde_json::json!(12), "seed is 12"),
+        (
+            "started_at",
+            serde_json::json!("2026-12-08T09:00:00.000000Z"),
+            "started_at is 2026-12-08T09:00:00.000000Z",
+        ),
+        (
+            "target",
+            serde_json::json!("127.0.0.9:25"),
+            "target is 127.0.0.9:25",
+        ),
+        (
+            "scenario_sha256",
+            serde_json::json!("00"),
+            "scenario_sha256 is Some(\"00\")",
+        ),
+    ];
+    for (n, (key, value, said)) in edits.into_iter().enumerate() {
+        let name = format!("other-{key}");
+        let other = edited_copy(root, &shards[1], &name, key, value);
+        let output = merge_output(root, &format!("refused-{n}"), &[&shards[0], &other], &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(&format!("{name} (shard 2/3): {said}")),
+            "{stderr}"
+        );
+    }
+    let other = root.join("other-seed");
+    let output = merge_output(root, "forced", &[&shards[0], &other], &["--force"]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let run = run_json(&forced);
+    let run = run_json(&root.join("forced"));
     let fields: Vec<&str> = run["mismatches"]
         .as_array()
         .unwrap()
@@ -532,6 +566,39 @@ fn merge_refusals(root: &Path, shards: &[PathBuf]) {
         .collect();
     assert!(fields.contains(&"seed"), "{fields:?}");
     assert_eq!(run["shards_missing"], serde_json::json!(["3/3"]));
+    let output = merge_output(root, "twice", &[&shards[0], &shards[0]], &["--force"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("given twice"));
+    tampered_bundle_refused(root, shards);
+}
+
+/// shard-3.tar.gz with one byte of its sent.jsonl changed (same length, so the tar still reads).
+fn tampered_bundle_refused(root: &Path, shards: &[PathBuf]) {
+    use flate2::read::GzDecoder;
+    use std::io::{Read, Write};
+    let mut tar = Vec::new();
+    let gz = std::fs::read(root.join("shard-3.tar.gz")).unwrap();
+    GzDecoder::new(&gz[..]).read_to_end(&mut tar).unwrap();
+    let at = tar
+        .windows(6)
+        .position(|w| w == b"\"id\":\"")
+        .expect("a record in the tar")
+        + 6;
+    tar[at] = if tar[at] == b'x' { b'y' } else { b'x' };
+    let tampered = root.join("tampered.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&tampered).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap();
+    let output = merge_output(root, "from-tampered", &[&shards[0], &tampered], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("sent.jsonl does not match its SHA-256"),
+        "{stderr}"
+    );
 }
 
 /// A foreign buffer's volunteers measure their clocks against the organiser's time endpoint:
