@@ -35,12 +35,24 @@ pub struct VolunteerArgs {
     pub preflight: bool,
 }
 
-/// Exchanges taken before the instant, when there is a time reference.
-pub async fn before(args: &VolunteerArgs) -> anyhow::Result<Vec<exchange::Exchange>> {
-    match &args.time_reference {
-        Some(url) => exchange::measure(url, exchange::SAMPLES).await,
-        None => Ok(Vec::new()),
+/// Before the instant: the descriptor limit against the shard's clients, and the exchanges with the
+/// time reference when there is one, printed with loud warnings for what would spoil the run.
+pub async fn before(
+    args: &VolunteerArgs,
+    scenario: &ValidScenario,
+    shard: Shard,
+) -> anyhow::Result<Vec<exchange::Exchange>> {
+    if let Some(warning) = descriptors(scenario, shard)?.1 {
+        eprintln!("landrush: {warning}");
     }
+    let Some(url) = &args.time_reference else {
+        return Ok(Vec::new());
+    };
+    let exchanges = exchange::measure(url, exchange::SAMPLES).await?;
+    for line in describe_offset(&exchange::estimate(url, &exchanges)) {
+        eprintln!("landrush: {line}");
+    }
+    Ok(exchanges)
 }
 
 /// After the run: measures the clock, adds the provenance keys to run.json, prints the clock and
@@ -112,35 +124,65 @@ pub async fn preflight(
     );
     if let Some(url) = &args.time_reference {
         let exchanges = exchange::measure(url, exchange::SAMPLES).await?;
-        let clock = exchange::estimate(url, &exchanges);
-        match clock.offset_us {
-            Some([lo, hi]) => {
-                println!(
-                    "clock: offset {:+.3} ms ± {:.3} ms against {}",
-                    (lo + hi) as f64 / 2_000.0,
-                    (hi - lo) as f64 / 2_000.0,
-                    clock.reference
-                );
-                if hi - lo > 2 * WARN_UNCERTAINTY_US {
-                    println!("!! WARNING: the clock uncertainty is large; use a nearer network");
-                }
-            }
-            None => println!("!! WARNING: clock offset unknown: {:?}", clock.note),
+        for line in describe_offset(&exchange::estimate(url, &exchanges)) {
+            println!("{line}");
         }
     } else {
         println!("clock: measured from barrage's replies during the run (no --time-reference)");
     }
+    let (line, warning) = descriptors(scenario, shard)?;
+    println!("{line}");
+    if let Some(warning) = warning {
+        println!("{warning}");
+    }
+    Ok(())
+}
+
+/// A clock further off than this fires the machine visibly early or late: a warning.
+const WARN_OFFSET_US: i64 = 100_000;
+
+/// The offset as printed, with warnings when it would spoil the run.
+fn describe_offset(clock: &ClockEstimate) -> Vec<String> {
+    let Some([lo, hi]) = clock.offset_us else {
+        let why = clock.note.as_deref().unwrap_or("not measured");
+        return vec![format!("!! WARNING: clock offset unknown: {why}")];
+    };
+    let mut lines = vec![format!(
+        "clock: offset {:+.3} ms ± {:.3} ms against {}",
+        (lo + hi) as f64 / 2_000.0,
+        (hi - lo) as f64 / 2_000.0,
+        clock.reference
+    )];
+    if hi - lo > 2 * WARN_UNCERTAINTY_US {
+        lines.push(
+            "!! WARNING: the clock uncertainty is large: precedence against other machines will \
+             be judged loosely; use a nearer network"
+                .into(),
+        );
+    }
+    if lo.abs().min(hi.abs()) > WARN_OFFSET_US {
+        lines.push(
+            "!! WARNING: this machine's clock is more than 100 ms off: it will fire early or \
+             late; synchronise it (NTP, chrony) before the instant"
+                .into(),
+        );
+    }
+    lines
+}
+
+/// The descriptor limit against what the shard's clients need: the line to print, and a warning.
+fn descriptors(scenario: &ValidScenario, shard: Shard) -> anyhow::Result<(String, Option<String>)> {
     let clients = (0..scenario.clients.count)
         .filter(|&c| shard.owns_client(c))
         .count() as u64;
     let idle = u64::from(scenario.clients.idle).div_ceil(u64::from(shard.count));
     let need = clients + idle + 64;
     let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
-    println!("descriptors: limit {soft}, this shard needs about {need}");
-    if soft < need {
-        println!("!! WARNING: raise the descriptor limit (ulimit -n {need}) or the run will fail");
-    }
-    Ok(())
+    let line = format!("descriptors: limit {soft}, this shard needs about {need}");
+    let warning = (soft < need).then(|| {
+        format!("!! WARNING: raise the descriptor limit (ulimit -n {need}) or the run will fail")
+    });
+    Ok((line, warning))
 }
 
 /// One SMTP session: greeting, EHLO, QUIT; returns how long it took.
