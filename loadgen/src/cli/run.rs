@@ -123,7 +123,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         args.target,
         out.display()
     );
-    let exchanges = super::volunteer::before(&args.volunteer).await?;
+    let exchanges = super::volunteer::before(&args.volunteer, &scenario, args.shard).await?;
     let stop = stop_on_ctrl_c();
     if !scenario.faults().is_empty() {
         eprintln!(
