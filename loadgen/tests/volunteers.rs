@@ -122,6 +122,12 @@ impl Observer {
         }
     }
 
+    /// Waits for `--until-idle` to end it.
+    fn stopped_by_itself(mut self) {
+        self.wait_line("landrush observe: stopped (until-idle)");
+        assert!(self.child.wait().unwrap().success());
+    }
+
     fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -611,10 +617,12 @@ async fn the_time_reference_measures_a_shifted_clock() {
     }
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
-    let observer = Observer::start(&[], &root.join("observed"));
-    let time = observer.wait_line("landrush observe: time endpoint");
     let barrage = start_barrage(root, 0, None).await;
     let smtp = barrage.endpoints().smtp.to_string();
+    let handover = barrage.endpoints().http_url();
+    let observed = root.join("observed");
+    let observer = Observer::start(&["--handover", &handover, "--until-idle", "3s"], &observed);
+    let time = observer.wait_line("landrush observe: time endpoint");
     let scenario = root.join("volunteers-test.toml");
     std::fs::write(&scenario, SCENARIO.replace("count = 300", "count = 30")).unwrap();
     let run = |extra: &[&str], out: &str| {
@@ -663,5 +671,16 @@ async fn the_time_reference_measures_a_shifted_clock() {
         clock["offset_us"][1].as_i64().unwrap(),
     );
     assert!(((lo + hi) / 2 - 50_000).abs() <= 2_000, "{clock}");
-    observer.stop();
+    observer.stopped_by_itself();
+    let accepted = run_json(&root.join("run"))["accepted"].as_u64().unwrap();
+    let handed: Vec<HandedRecord> = records::read_all(&observed.join(records::HANDED)).unwrap();
+    assert_eq!(
+        handed.len() as u64,
+        accepted,
+        "every accepted request handed, the file complete"
+    );
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(observed.join("observe.json")).unwrap())
+            .unwrap();
+    assert_eq!(info["stopped_by"], "until-idle");
 }
