@@ -119,41 +119,54 @@ pub(crate) fn precedence_violations(
     found
 }
 
-fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
-    let machines = &options.machines;
-    let (mut preds, mut succs) = (Vec::new(), Vec::new());
-    let (mut pred_at, mut succ_at) = (Vec::new(), Vec::new());
+/// Both sides of the precedence rule, each event with the machine that stamped it.
+#[derive(Default)]
+struct Sides {
+    preds: Vec<Event>,
+    succs: Vec<Event>,
+    pred_at: Vec<Stamped>,
+    succ_at: Vec<Stamped>,
+}
+
+fn sides(index: &Index, machines: &Machines) -> Sides {
+    let mut sides = Sides::default();
     for (r, request) in index.requests.iter().enumerate() {
         let Some(seq) = index.seq_of(r) else { continue };
         let machine = machines.machine_of(request.attempts[0].client);
+        let event = |at: Stamp| Event {
+            at: at.micros(),
+            seq,
+            req: r,
+        };
+        let stamped = |at: Stamp| Stamped {
+            at: at.micros(),
+            machine,
+        };
         // Only a seen success reply orders what comes after; every stored request (accepted, or
         // indeterminate but handed over) must come after the replies seen before it was sent.
         if request.status == Status::Accepted
             && let Some(at) = request.first_accept
         {
-            preds.push(Event {
-                at: at.micros(),
-                seq,
-                req: r,
-            });
-            pred_at.push(Stamped {
-                at: at.micros(),
-                machine,
-            });
+            sides.preds.push(event(at));
+            sides.pred_at.push(stamped(at));
         }
         let stored = request.status == Status::Accepted || !request.handed.is_empty();
         if stored && let Some(at) = request.first_sent {
-            succs.push(Event {
-                at: at.micros(),
-                seq,
-                req: r,
-            });
-            succ_at.push(Stamped {
-                at: at.micros(),
-                machine,
-            });
+            sides.succs.push(event(at));
+            sides.succ_at.push(stamped(at));
         }
     }
+    sides
+}
+
+fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
+    let machines = &options.machines;
+    let Sides {
+        preds,
+        succs,
+        pred_at,
+        succ_at,
+    } = sides(index, machines);
     // Each comparison is one time axis (contract: FIFO, rules 7 and 8; see check::clocks).
     let (mut found, mut unjudged) = (BTreeMap::new(), BTreeSet::new());
     let tolerance = options.clock_tolerance_us;
