@@ -311,6 +311,38 @@ pub fn handed_sha256(raw: &[u8]) -> String {
     sha256_hex(&crlf)
 }
 
+/// How a machine's clock offset was measured (contract: FIFO, rule 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClockMethod {
+    /// From the accepted-at the buffer's success replies carry: the buffer's clock is the reference.
+    BufferReplies,
+    /// A four-timestamp exchange with a time endpoint (`landrush observe`'s `GET /time`).
+    TimeExchange,
+    /// Not measured: the offset is unknown.
+    None,
+}
+
+/// `run.json`'s `clock`: a machine's offset (`local − reference`) as an interval in microseconds
+/// (contract: Run records, FIFO rule 8). `offset_us` is null when unknown, and then `note` says why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockEstimate {
+    /// What the offset is measured against: `buffer ADDR` or the time endpoint's URL; empty when
+    /// not measured.
+    #[serde(default)]
+    pub reference: String,
+    pub method: ClockMethod,
+    /// `[lo, hi]`: the true offset lay in this interval during the run.
+    #[serde(default)]
+    pub offset_us: Option<[i64; 2]>,
+    /// How many measurements the interval was intersected from.
+    #[serde(default)]
+    pub samples: u64,
+    /// Why the offset is unknown, or what a reader must know about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
 /// Appends records to a JSON Lines file, one line each.
 pub struct JsonlWriter<T> {
     out: BufWriter<File>,

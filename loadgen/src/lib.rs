@@ -3,6 +3,8 @@
 //!
 //! The layers, each using only those above it in this list (no module uses one further down):
 //!
+//! 0. [`clock`]: a machine's clock offset against a reference — from the buffer's replies or a
+//!    time endpoint's exchange (above nothing but the record formats).
 //! 1. [`scenario`]: the scenario language — what a `scenarios/*.toml` file says (faults
 //!    included), its checks, the seeded hash every choice comes from.
 //! 2. [`schedule`]: what a scenario sends — the plan (due times, clients, hot slots), each request
@@ -20,6 +22,7 @@
 //! 8. [`gate`]: the CI gate's thresholds and their judgement.
 //! 9. [`cli`]: the command line, one module per subcommand.
 
+pub mod clock;
 pub mod scenario;
 pub mod schedule;
 

@@ -22,6 +22,10 @@ struct Cli {
 enum Command {
     /// Play a scenario against an SMTP address and record every request.
     Run(landrush::cli::run::RunArgs),
+    /// The organiser's side of a volunteers' run: registry, ack sink, stats, time reference.
+    Observe(landrush::cli::observe::ObserveArgs),
+    /// Write a run folder as one NAME.tar.gz with SHA-256 sums, to send back to the organiser.
+    Bundle(landrush::cli::volunteer::BundleArgs),
     /// Combine the run folders of the shards of one scenario into one folder.
     Merge(landrush::cli::merge::MergeArgs),
     /// The whole rehearsal: start barrage, the fake registry and the ack sink, play the
@@ -59,6 +63,15 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime()
             .and_then(|rt| rt.block_on(landrush::cli::run::run_command(args)))
             .map(|()| ExitCode::SUCCESS),
+        Command::Observe(args) => {
+            init_logging();
+            runtime()
+                .and_then(|rt| rt.block_on(landrush::cli::observe::observe_command(args)))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bundle(args) => {
+            landrush::cli::volunteer::bundle_command(args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Merge(args) => {
             landrush::cli::merge::merge_command(args).map(|()| ExitCode::SUCCESS)
         }

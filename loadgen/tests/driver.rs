@@ -508,16 +508,23 @@ async fn shards_partition_the_scenario_and_merge_back() {
     }
     // Played as three shards and merged, the records are those of the whole scenario.
     let root = tempfile::tempdir().unwrap();
-    let mut dirs = Vec::new();
-    for i in 1..=3 {
-        let dir = root.path().join(format!("shard-{i}"));
-        let options = RunOptions {
-            shard: Shard::new(i, 3).unwrap(),
-            ..quiet()
-        };
-        run(&s, srv.addr, &dir, options).await;
-        dirs.push(dir);
-    }
+    // Shards merge only when they share one absolute start instant: played at once, as on the day.
+    let start = landrush::scenario::Start::At(reports::records::Stamp::from_micros(
+        reports::records::Stamp::now().micros() + 500_000,
+    ));
+    let dirs: Vec<_> = (1..=3)
+        .map(|i| root.path().join(format!("shard-{i}")))
+        .collect();
+    let options = |i| RunOptions {
+        shard: Shard::new(i, 3).unwrap(),
+        start: Some(start),
+        ..quiet()
+    };
+    tokio::join!(
+        run(&s, srv.addr, &dirs[0], options(1)),
+        run(&s, srv.addr, &dirs[1], options(2)),
+        run(&s, srv.addr, &dirs[2], options(3)),
+    );
     let merged_dir = root.path().join("merged");
     let merged = landrush::records::merge::merge(&merged_dir, &dirs).unwrap();
     let recs = records(&merged_dir);

@@ -13,10 +13,13 @@
 //! With delivery order for seqs (foreign buffers) only precedence and accepted-at apply: the order
 //! of delivery is then exactly what is being judged.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use reports::checks::CheckResult;
 use reports::records::Stamp;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::clocks::{self, Machines, Stamped};
 use super::index::{CheckOptions, Index, Status, Tally};
 
 const COUNTS: [&str; 5] = [
@@ -117,55 +120,113 @@ pub(crate) fn precedence_violations(
     found
 }
 
-fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
-    let mut preds = Vec::new();
-    let mut succs = Vec::new();
+/// Both sides of the precedence rule, each event with the machine that stamped it.
+#[derive(Default)]
+struct Sides {
+    preds: Vec<Event>,
+    succs: Vec<Event>,
+    pred_at: Vec<Stamped>,
+    succ_at: Vec<Stamped>,
+}
+
+fn sides(index: &Index, machines: &Machines) -> Sides {
+    let mut sides = Sides::default();
     for (r, request) in index.requests.iter().enumerate() {
         let Some(seq) = index.seq_of(r) else { continue };
+        let machine = machines.machine_of(request.attempts[0].client);
+        let event = |at: Stamp| Event {
+            at: at.micros(),
+            seq,
+            req: r,
+        };
+        let stamped = |at: Stamp| Stamped {
+            at: at.micros(),
+            machine,
+        };
         // Only a seen success reply orders what comes after; every stored request (accepted, or
         // indeterminate but handed over) must come after the replies seen before it was sent.
         if request.status == Status::Accepted
             && let Some(at) = request.first_accept
         {
-            preds.push(Event {
-                at: at.micros(),
-                seq,
-                req: r,
-            });
+            sides.preds.push(event(at));
+            sides.pred_at.push(stamped(at));
         }
         let stored = request.status == Status::Accepted || !request.handed.is_empty();
         // B's earliest end of data among the tries not refused: a refused try stored nothing,
         // so it cannot have placed B in the queue (contract: FIFO, rule 5).
         if stored && let Some(at) = request.first_storing_sent {
-            // Shifting B's send back by the tolerance asks for a reply more than that before it.
-            let tolerance = i64::try_from(options.clock_tolerance_us).unwrap_or(i64::MAX);
-            succs.push(Event {
-                at: at.micros().saturating_sub(tolerance),
-                seq,
-                req: r,
-            });
+            sides.succs.push(event(at));
+            sides.succ_at.push(stamped(at));
         }
     }
-    for (b, a) in precedence_violations(preds, succs) {
-        tally.count("precedence");
-        tally.example(|| {
-            json!({
-                "rule": "real-time precedence: A's success reply was seen before B was sent, yet seq(A) >= seq(B)",
-                "earlier": {
-                    "id": index.requests[a.req].id,
-                    "seq": a.seq,
-                    "replied_at": Stamp::from_micros(a.at).to_string(),
-                    "sent_at": index.requests[a.req].first_sent.map(|s| s.to_string()),
-                },
-                "later": {
-                    "id": index.requests[b.req].id,
-                    "seq": b.seq,
-                    "sent_at": index.requests[b.req].first_storing_sent.map(|s| s.to_string()),
-                    "replied_at": index.requests[b.req].first_accept.map(|s| s.to_string()),
-                },
-            })
-        });
+    sides
+}
+
+fn precedence(index: &Index, options: &CheckOptions, tally: &mut Tally) {
+    let machines = &options.machines;
+    let Sides {
+        preds,
+        succs,
+        pred_at,
+        succ_at,
+    } = sides(index, machines);
+    // Each comparison is one time axis (contract: FIFO, rules 7 and 8; see check::clocks).
+    let (mut found, mut unjudged) = (BTreeMap::new(), BTreeSet::new());
+    let tolerance = options.clock_tolerance_us;
+    for c in clocks::comparisons(&pred_at, &succ_at, machines, tolerance) {
+        let p = c
+            .preds
+            .iter()
+            .map(|&(i, at)| Event { at, ..preds[i] })
+            .collect();
+        let s = c
+            .succs
+            .iter()
+            .map(|&(i, at)| Event { at, ..succs[i] })
+            .collect();
+        for (b, a) in precedence_violations(p, s) {
+            // The witness with the highest seq, as the sweep itself names within one axis.
+            if c.judged
+                && found
+                    .get(&b.req)
+                    .is_none_or(|w: &(Event, Event)| a.seq > w.1.seq)
+            {
+                found.insert(b.req, (b, a));
+            } else if !c.judged {
+                unjudged.insert(b.req);
+            }
+        }
     }
+    let unjudged = unjudged.iter().filter(|r| !found.contains_key(r)).count() as u64;
+    tally.add("unjudged", unjudged);
+    if let Some(note) = clocks::note(machines, tolerance, unjudged) {
+        tally.note(note);
+    }
+    for (b, a) in found.into_values() {
+        tally.count("precedence");
+        tally.example(|| precedence_example(index, machines, a, b));
+    }
+}
+
+fn precedence_example(index: &Index, machines: &Machines, a: Event, b: Event) -> Value {
+    let (ra, rb) = (&index.requests[a.req], &index.requests[b.req]);
+    json!({
+        "rule": "real-time precedence: A's success reply was seen before B was sent, yet seq(A) >= seq(B)",
+        "earlier": {
+            "id": ra.id,
+            "seq": a.seq,
+            "replied_at": ra.first_accept.map(|s| s.to_string()),
+            "sent_at": ra.first_sent.map(|s| s.to_string()),
+            "machine": machines.describe(machines.machine_of(ra.attempts[0].client)),
+        },
+        "later": {
+            "id": rb.id,
+            "seq": b.seq,
+            "sent_at": rb.first_storing_sent.map(|s| s.to_string()),
+            "replied_at": rb.first_accept.map(|s| s.to_string()),
+            "machine": machines.describe(machines.machine_of(rb.attempts[0].client)),
+        },
+    })
 }
 
 /// Along increasing seq (first receipt of each), accepted-at never decreases.

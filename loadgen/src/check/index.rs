@@ -28,6 +28,9 @@ pub struct CheckOptions {
     /// skew bound when `sent.jsonl` merges shards from several machines, or precedence would fail
     /// on skew rather than on the buffer.
     pub clock_tolerance_us: u64,
+    /// Which machine recorded each request, and their clock offsets (contract: FIFO, rule 8):
+    /// `check_run` reads them from run.json.
+    pub machines: super::clocks::Machines,
     /// The buffer's own highest stored seq (its `/v1/stats` `accepted` at the end): every seq up
     /// to it must be handed over, so lost seqs nobody got a reply for are found too.
     pub highest_seq: Option<u64>,
@@ -71,6 +74,7 @@ impl Default for CheckOptions {
             seqs: SeqSource::Auto,
             first_seq: None,
             clock_tolerance_us: 0,
+            machines: Default::default(),
             highest_seq: None,
             handover_observed: true,
             acks_observed: true,

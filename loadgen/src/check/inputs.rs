@@ -56,6 +56,10 @@ fn missing_shards(run_dir: &Path) -> anyhow::Result<u64> {
     };
     let run: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    // A merge names the shards it did not get.
+    if let Some(missing) = run["shards_missing"].as_array() {
+        return Ok(missing.len() as u64);
+    }
     let count = run["shard"]["count"].as_u64().unwrap_or(1);
     let present = match run["merged_from"].as_array() {
         Some(shards) if !shards.is_empty() => {
@@ -91,6 +95,8 @@ mod tests {
             write(serde_json::json!({"shard": {"index": 1, "count": 1}})),
             0
         );
+        let named = serde_json::json!({"shard": shard(1), "shards_missing": ["2/3", "3/3"]});
+        assert_eq!(write(named), 2);
         std::fs::remove_file(dir.path().join(records::RUN)).unwrap();
         assert_eq!(missing_shards(dir.path()).unwrap(), 0);
         // The options a folder without checks.json starts from: its stats' highest seq.

@@ -22,6 +22,7 @@
 //! overlap in time may be ordered either way, redeliveries and ack resends are counted, not failed.
 
 mod acks;
+pub mod clocks;
 mod completeness;
 mod content;
 mod duplicates;
@@ -62,6 +63,11 @@ pub fn check_run(run_dir: &Path, options: &CheckOptions) -> anyhow::Result<Check
     let options = &options;
     let handed: Vec<HandedRecord> = records::read_all(&run_dir.join(records::HANDED))?;
     let acks: Vec<AckRecord> = records::read_all(&run_dir.join(records::ACKS))?;
+    let machines = clocks::Machines::load(run_dir)?;
+    let options = &CheckOptions {
+        machines,
+        ..options.clone()
+    };
     Ok(check_records(&sent, &handed, &acks, options))
 }
 

@@ -21,8 +21,9 @@ pub struct CheckArgs {
     /// The buffer sends no acks: the ack check is skipped (not passed).
     #[arg(long)]
     pub no_acks: bool,
-    /// How far apart the clocks of the machines in sent.jsonl may be (e.g. 5ms): a reply seen
-    /// less than this before another request was sent does not order them.
+    /// An extra allowance on the clocks of different machines (e.g. 5ms), beyond their measured
+    /// offsets: it widens every machine's offset interval on both sides, and never applies to two
+    /// requests of one machine. Printed in the fifo check's note when used.
     #[arg(long, value_name = "DURATION", value_parser = duration_arg, default_value = "0s")]
     pub clock_tolerance: Duration,
     /// Counterexamples kept per check.

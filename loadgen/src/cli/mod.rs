@@ -9,9 +9,11 @@ pub mod check;
 pub mod fsync_audit;
 pub mod gate;
 pub mod merge;
+pub mod observe;
 pub mod rehearse;
 pub mod run;
 pub mod target;
+pub mod volunteer;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Replace the records of a run already in the run folder (refused without it).
     #[arg(long)]
     pub overwrite: bool,
+
+    #[command(flatten)]
+    pub volunteer: super::volunteer::VolunteerArgs,
 }
 
 const RUN_EXAMPLES: &str = "\
@@ -93,6 +96,9 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let target = resolve_target(&args.target, &args.allow_remote_target).await?;
+    if args.volunteer.preflight {
+        return super::volunteer::preflight(&args.volunteer, &scenario, args.shard, target).await;
+    }
     let web_target = web_target(&args, &scenario).await?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
@@ -117,6 +123,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         args.target,
         out.display()
     );
+    let exchanges = super::volunteer::before(&args.volunteer, &scenario, args.shard).await?;
     let stop = stop_on_ctrl_c();
     if !scenario.faults().is_empty() {
         eprintln!(
@@ -141,7 +148,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let out = folder.path();
     let Some(web) = web_target else {
         run_scenario(&scenario, target, out, options).await?;
-        return Ok(());
+        return super::volunteer::after(&args.volunteer, out, &scenario, target, exchanges).await;
     };
     let (smtp, web_run) = tokio::join!(
         run_scenario(&scenario, target, out, options),
@@ -151,7 +158,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let web_run = web_run?;
     http::append_to_sent(out)?;
     http::print_summary(&web_run);
-    Ok(())
+    super::volunteer::after(&args.volunteer, out, &scenario, target, exchanges).await
 }
 
 /// Cancelled at Ctrl-C: no new requests, the replies in flight are still read.
