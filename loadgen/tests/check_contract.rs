@@ -1192,3 +1192,29 @@ fn an_observer_stopped_before_the_buffer_drained_is_incomplete_not_a_loss() {
     assert_eq!(count(&checks, "loss", "lost"), 1);
     assert_eq!(checks["loss"].examples[0]["request"]["id"], "r2");
 }
+
+/// Request 9 is a key collider's: it reuses request 3's Message-ID and envelope sender with other
+/// content, so its ack goes to request 3's requester with the same In-Reply-To.
+fn collided() -> Run {
+    let mut run = Run::correct(10);
+    run.sent[9].message_id = mid("r3");
+    run.sent[9].sender = "r3@client.test".into();
+    run.handed[9].message_id = Some("r3@landrush.test".into());
+    run.acks[9].in_reply_to = Some(mid("r3"));
+    run.acks[9].to = vec!["r3@client.test".into()];
+    run
+}
+
+#[test]
+fn acks_of_two_requests_sharing_a_message_id_are_told_apart_by_their_tickets() {
+    assert_passes(&collided().checks());
+
+    // The victim's ack naming the collider's ticket is a second ack of the collider's request,
+    // and the victim's own ack is missing.
+    let mut run = collided();
+    run.acks[3].ticket = Some(10);
+    run.acks[3].accepted_at = run.acks[9].accepted_at;
+    let checks = run.checks();
+    assert_fails_only(&checks, &["acks"]);
+    assert_eq!(count(&checks, "acks", "missing"), 1);
+}

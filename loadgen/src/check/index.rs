@@ -204,7 +204,7 @@ impl<'a> Index<'a> {
         let mut ack_first = Vec::with_capacity(acks.len());
         let mut seen_acks = std::collections::HashSet::new();
         for (i, a) in acks.iter().enumerate() {
-            let req = keys.join(None, a.in_reply_to.as_deref());
+            let req = keys.join_ack(a.in_reply_to.as_deref(), a.ticket, &requests);
             ack_req.push(req);
             // An ack without a Message-ID cannot be told apart from a second ack: it counts as distinct.
             let first = match &a.message_id {
@@ -336,8 +336,12 @@ fn requests_of<'a>(sent: &'a [SentRecord]) -> (Vec<Request<'a>>, Keys<'a>) {
             });
             requests.len() - 1
         });
-        // A Message-ID reused by a different id would be a driver bug; the first one keeps it.
-        keys.by_mid.entry(bare_id(&record.message_id)).or_insert(at);
+        // A Message-ID under several ids is a key collider's doing (an adversary reusing its
+        // victim's): every one is kept, and an ack picks among them by the ticket it names.
+        let sharing = keys.by_mid.entry(bare_id(&record.message_id)).or_default();
+        if !sharing.contains(&at) {
+            sharing.push(at);
+        }
         let request = &mut requests[at];
         request.attempts.push(record);
         request.first_sent = min_stamp(request.first_sent, record.sent_at);
@@ -380,19 +384,34 @@ pub(crate) fn reply_accepted_at(reply: &str) -> Option<Stamp> {
     Stamp::parse(after.split_whitespace().next()?).ok()
 }
 
-/// A request's index by its `X-Landrush-Id` and by its Message-ID.
+/// A request's index by its `X-Landrush-Id` and by its Message-ID (the requests that sent it, in
+/// the order they were first recorded).
 struct Keys<'a> {
     by_id: HashMap<&'a str, usize>,
-    by_mid: HashMap<&'a str, usize>,
+    by_mid: HashMap<&'a str, Vec<usize>>,
 }
 
 impl Keys<'_> {
-    /// The request a record names, by id first, else by Message-ID.
+    /// The request a record names, by id first, else by Message-ID (the first request that sent
+    /// it).
     fn join(&self, landrush_id: Option<&str>, message_id: Option<&str>) -> Option<usize> {
         landrush_id
-            .and_then(|id| self.by_id.get(id.trim()))
-            .or_else(|| message_id.and_then(|m| self.by_mid.get(bare_id(m))))
-            .copied()
+            .and_then(|id| self.by_id.get(id.trim()).copied())
+            .or_else(|| message_id.and_then(|m| self.by_mid.get(bare_id(m))?.first().copied()))
+    }
+
+    /// The request an ack answers: by its `In-Reply-To`; where several requests sent that
+    /// Message-ID, the one whose ticket the ack names (else the first, so a wrong ticket still
+    /// shows as a mismatch of that request).
+    fn join_ack(
+        &self,
+        in_reply_to: Option<&str>,
+        ticket: Option<u64>,
+        requests: &[Request<'_>],
+    ) -> Option<usize> {
+        let sharing = self.by_mid.get(bare_id(in_reply_to?))?;
+        let named = |&&r: &&usize| ticket.is_some_and(|t| requests[r].tickets.contains(&t));
+        sharing.iter().find(named).or(sharing.first()).copied()
     }
 }
 
