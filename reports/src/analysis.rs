@@ -253,8 +253,11 @@ impl<'a> Tally<'a> {
         for ack in acks {
             self.counts.ack_mails += 1;
             self.seconds.at(ack.received_at).acked += 1;
+            // A request is its Message-ID and, where the ack names one, its ticket: a key
+            // collider's request shares its victim's Message-ID but not its ticket.
             let key = match (&ack.in_reply_to, ack.ticket) {
-                (Some(request), _) => request.clone(),
+                (Some(request), Some(ticket)) => format!("{request} ticket:{ticket}"),
+                (Some(request), None) => request.clone(),
                 (None, Some(ticket)) => format!("ticket:{ticket}"),
                 (None, None) => format!("ack:{}", ack.message_id.as_deref().unwrap_or("?")),
             };
