@@ -311,6 +311,13 @@ pub fn handed_sha256(raw: &[u8]) -> String {
     sha256_hex(&crlf)
 }
 
+/// The shard (1-based index among `count`) that plays sending client `client`: clients are dealt
+/// to shards in turn, client `c` to shard `c mod count + 1` (contract: Run records). A record's
+/// machine is its shard's.
+pub fn shard_of_client(client: u32, count: u32) -> u32 {
+    client % count.max(1) + 1
+}
+
 /// How a machine's clock offset was measured (contract: FIFO, rule 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

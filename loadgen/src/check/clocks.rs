@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use reports::records::{ClockEstimate, RUN};
+use reports::records::{ClockEstimate, RUN, shard_of_client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -103,8 +103,8 @@ impl Machines {
     /// The machine (1-based shard index) of a request sent by `client`; 1 for one machine.
     pub fn machine_of(&self, client: u32) -> u32 {
         match self {
-            Machines::Known { count, .. } if *count > 1 => client % count + 1,
-            _ => 1,
+            Machines::Known { count, .. } => shard_of_client(client, *count),
+            Machines::Unattributed => 1,
         }
     }
 
