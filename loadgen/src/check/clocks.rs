@@ -15,8 +15,9 @@
 //! - one set over every machine whose offset is known, on reference bounds: a reply at its latest
 //!   possible reference instant (`t − lo + D`), a send at its earliest (`t − hi − D`). Pairs of one
 //!   machine found there are true violations as well (the bounds only make them harder to find);
-//! - for each machine whose offset is unknown, sets of its events against the other machines' on
-//!   the raw stamps: what they find is not judged but counted (the check cannot pass for them).
+//! - for each machine whose offset is unknown, sets of its events against the other machines',
+//!   every reply placed before every send (an unknown offset bounds nothing, so the raw stamps
+//!   prove no order): what they find is not judged but counted, and the check cannot pass.
 //!
 //! Records without any machine ([`Machines::Unattributed`]: a record set checked without its
 //! `run.json`) are one set on the raw stamps with the tolerance applied uniformly, as before shards
@@ -190,17 +191,21 @@ pub(crate) fn comparisons(
         preds: pick(preds, &known, &|e| e.at - lo(e) + tolerance),
         succs: pick(succs, &known, &|e| e.at - hi(e) - tolerance),
     });
+    // With a machine's offset unknown, any of its replies may have come before any send of
+    // another machine (and the other way round), whatever the raw stamps say: every such pair
+    // with seq(A) >= seq(B) is one the check cannot judge.
+    let any_time = |_: &Stamped| i64::MIN / 2;
     for &u in present.iter().filter(|&&m| !known(m)) {
         let mine = move |x: u32| x == u;
         let others = move |x: u32| x != u;
         out.push(Comparison {
             judged: false,
-            preds: pick(preds, &mine, &raw),
+            preds: pick(preds, &mine, &any_time),
             succs: pick(succs, &others, &raw),
         });
         out.push(Comparison {
             judged: false,
-            preds: pick(preds, &others, &raw),
+            preds: pick(preds, &others, &any_time),
             succs: pick(succs, &mine, &raw),
         });
     }

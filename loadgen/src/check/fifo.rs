@@ -10,9 +10,10 @@
 //! - `ticket_mismatch`: an accepted, handed-over request whose 250 named no ticket or a ticket that
 //!   is not a seq it was handed over under.
 //!
-//! `unjudged` (informational) counts stored requests that a request of another machine would
-//! precede on the raw stamps while a machine's offset is unknown; non-zero, with nothing failed, it
-//! makes the check incomplete.
+//! `unjudged` (informational) counts stored requests B with an accepted request A of another
+//! machine, seq(A) >= seq(B), where one of the two machines' offsets is unknown: whatever the raw
+//! stamps say, A's reply may have come before B was sent. Non-zero, with nothing failed, it makes
+//! the check incomplete.
 //!
 //! With delivery order for seqs (foreign buffers) only precedence and accepted-at apply: the order
 //! of delivery is then exactly what is being judged.

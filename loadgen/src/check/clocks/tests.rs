@@ -89,6 +89,19 @@ fn unknown_offsets_leave_cross_machine_pairs_unjudged() {
 }
 
 #[test]
+fn an_unknown_offset_proves_no_order_even_when_the_raw_stamps_look_fine() {
+    // Machine 2's send is stamped before machine 1's reply, but machine 2's clock may be a second
+    // behind: the send may really have come after the reply, so the pair is not judged either way.
+    let m = machines(&[Some([0, 0]), None]);
+    let (judged, unjudged) = pairs(&[at(900_000, 1)], &[at(1_000, 2)], &m, 0);
+    assert!(judged.is_empty());
+    assert_eq!(unjudged, vec![(0, 0)]);
+    let (judged, unjudged) = pairs(&[at(900_000, 2)], &[at(1_000, 1)], &m, 0);
+    assert!(judged.is_empty());
+    assert_eq!(unjudged, vec![(0, 0)]);
+}
+
+#[test]
 fn the_machine_of_a_client_is_the_shard_owning_it() {
     let m = machines(&[None, None, None]);
     for client in 0..9 {
