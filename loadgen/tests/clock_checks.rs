@@ -174,3 +174,33 @@ fn a_certain_violation_still_fails_beside_unjudged_pairs() {
     assert!(!fifo.incomplete);
     assert_eq!(verdict(&checks), Verdict::Fail);
 }
+
+#[test]
+fn every_check_names_the_machine_of_a_request_in_its_counterexamples() {
+    // r2 (client 1: shard 2) was accepted but never handed over: lost, on volunteer-2.
+    let sent = vec![sent(1, 0, 0, 1_000, 1), sent(2, 1, 30_000, 30_500, 2)];
+    let handed = vec![handed(&sent[0])];
+    let options = CheckOptions {
+        acks_expected: false,
+        machines: two_machines(Some([49_500, 50_500])),
+        ..CheckOptions::default()
+    };
+    let checks = check_records(&sent, &handed, &[], &options);
+    let loss = &checks["loss"];
+    assert_eq!(loss.counts["lost"], 1, "{loss:?}");
+    let request = &loss.examples[0]["request"];
+    assert_eq!(request["id"], "r2", "{loss:?}");
+    assert_eq!(request["machine"]["shard"], "2/2");
+    assert_eq!(request["machine"]["host"], "volunteer-2");
+    // Records checked without a run.json name no machine.
+    let unattributed = CheckOptions {
+        machines: Machines::Unattributed,
+        ..options
+    };
+    let checks = check_records(&sent, &handed, &[], &unattributed);
+    assert!(
+        checks["loss"].examples[0]["request"]
+            .get("machine")
+            .is_none()
+    );
+}

@@ -54,7 +54,7 @@ pub(crate) fn check(index: &Index, options: &CheckOptions) -> CheckResult {
     tally.finish_unless_pending(
         &["violations"],
         "unjudged",
-        "incomplete: precedence across machines could not be judged for every pair",
+        "incomplete: the check cannot pass for pairs it could not judge",
     )
 }
 
