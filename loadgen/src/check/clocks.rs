@@ -66,7 +66,8 @@ struct ShardEntry {
 impl Machines {
     /// The machines of the run folder `dir`, from its run.json: a merged run's `shards` (or, for a
     /// folder merged before shards carried their clocks, `merged_from` with unknown offsets), else
-    /// one machine. Without run.json: [`Machines::Unattributed`].
+    /// one machine: the run's own `shard`, `host` and `clock`. Without run.json:
+    /// [`Machines::Unattributed`].
     pub fn load(dir: &Path) -> anyhow::Result<Machines> {
         let path = dir.join(RUN);
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -84,7 +85,12 @@ impl Machines {
                     clock: None,
                 })
                 .collect(),
-            (None, None) => Vec::new(),
+            // One machine: the run's own shard, host and clock.
+            (None, None) => vec![ShardEntry {
+                shard: serde_json::from_value(run["shard"].clone()).unwrap_or(Shard::WHOLE),
+                host: serde_json::from_value(run["host"].clone()).unwrap_or_default(),
+                clock: serde_json::from_value(run["clock"].clone()).unwrap_or_default(),
+            }],
         };
         let count = entries.first().map_or(1, |e| e.shard.count);
         let clocks = entries

@@ -111,3 +111,21 @@ fn the_machine_of_a_client_is_the_shard_owning_it() {
     assert_eq!(m.describe(2)["host"], "host-2");
     assert_eq!(Machines::Unattributed.machine_of(5), 1);
 }
+
+#[test]
+fn a_single_run_is_one_machine_with_its_own_host_and_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = serde_json::json!({
+        "shard": {"index": 2, "count": 3},
+        "host": "solo",
+        "clock": {"reference": "buffer x", "method": "buffer-replies", "offset_us": [-5, 5], "samples": 3},
+    });
+    std::fs::write(dir.path().join(RUN), run.to_string()).unwrap();
+    let m = Machines::load(dir.path()).unwrap();
+    let Machines::Known { count, clocks } = &m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(*count, 3);
+    assert_eq!(clocks[&2].offset_us, Some([-5, 5]));
+    assert_eq!(m.describe(m.machine_of(4))["host"], "solo");
+}
