@@ -330,6 +330,17 @@ pub enum ClockMethod {
     None,
 }
 
+impl ClockMethod {
+    /// The word run.json uses: `buffer-replies`, `time-exchange`, `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockMethod::BufferReplies => "buffer-replies",
+            ClockMethod::TimeExchange => "time-exchange",
+            ClockMethod::None => "none",
+        }
+    }
+}
+
 /// `run.json`'s `clock`: a machine's offset (`local − reference`) as an interval in microseconds
 /// (contract: Run records, FIFO rule 8). `offset_us` is null when unknown, and then `note` says why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -408,6 +419,18 @@ pub fn read_all<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_method_is_named_as_run_json_writes_it() {
+        for method in [
+            ClockMethod::BufferReplies,
+            ClockMethod::TimeExchange,
+            ClockMethod::None,
+        ] {
+            let written = serde_json::to_value(method).unwrap();
+            assert_eq!(written, method.as_str());
+        }
+    }
 
     #[test]
     fn stamp_round_trips_with_microseconds() {

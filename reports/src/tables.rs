@@ -157,14 +157,10 @@ pub fn clock_rows(r: &Report) -> Vec<[String; 9]> {
     r.clocks
         .iter()
         .map(|c| {
-            let method = serde_json::to_value(c.method)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
             [
                 c.shard.clone(),
                 c.host.clone().unwrap_or_else(|| "–".into()),
-                method,
+                c.method.as_str().to_string(),
                 figure(c.offset_ms),
                 figure(c.uncertainty_ms),
                 c.samples.to_string(),
