@@ -311,6 +311,13 @@ pub fn handed_sha256(raw: &[u8]) -> String {
     sha256_hex(&crlf)
 }
 
+/// The shard (1-based index among `count`) that plays sending client `client`: clients are dealt
+/// to shards in turn, client `c` to shard `c mod count + 1` (contract: Run records). A record's
+/// machine is its shard's.
+pub fn shard_of_client(client: u32, count: u32) -> u32 {
+    client % count.max(1) + 1
+}
+
 /// How a machine's clock offset was measured (contract: FIFO, rule 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -321,6 +328,17 @@ pub enum ClockMethod {
     TimeExchange,
     /// Not measured: the offset is unknown.
     None,
+}
+
+impl ClockMethod {
+    /// The word run.json uses: `buffer-replies`, `time-exchange`, `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClockMethod::BufferReplies => "buffer-replies",
+            ClockMethod::TimeExchange => "time-exchange",
+            ClockMethod::None => "none",
+        }
+    }
 }
 
 /// `run.json`'s `clock`: a machine's offset (`local − reference`) as an interval in microseconds
@@ -401,6 +419,18 @@ pub fn read_all<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_method_is_named_as_run_json_writes_it() {
+        for method in [
+            ClockMethod::BufferReplies,
+            ClockMethod::TimeExchange,
+            ClockMethod::None,
+        ] {
+            let written = serde_json::to_value(method).unwrap();
+            assert_eq!(written, method.as_str());
+        }
+    }
 
     #[test]
     fn stamp_round_trips_with_microseconds() {

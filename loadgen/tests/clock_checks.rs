@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use landrush::check::clocks::{MachineClock, Machines};
 use landrush::check::{CheckOptions, check_records};
 use landrush::schedule::shard::Shard;
+use reports::checks::{Checks, Verdict, verdict};
 use reports::records::{HandedRecord, Outcome, SentRecord, Stamp};
 
 const T: i64 = 1_796_115_600_000_000;
@@ -70,8 +71,11 @@ fn records() -> Vec<SentRecord> {
     ]
 }
 
-fn checks(machines: Machines, tolerance_us: u64) -> reports::checks::Checks {
-    let sent = records();
+fn checks(machines: Machines, tolerance_us: u64) -> Checks {
+    checks_of(records(), machines, tolerance_us)
+}
+
+fn checks_of(sent: Vec<SentRecord>, machines: Machines, tolerance_us: u64) -> Checks {
     let mut handed: Vec<HandedRecord> = sent.iter().map(handed).collect();
     handed.sort_by_key(|h| h.seq);
     let options = CheckOptions {
@@ -128,4 +132,75 @@ fn records_without_machines_are_judged_on_the_raw_stamps() {
     // The old reading: the skew makes r2 a false violation.
     let checks = checks(Machines::Unattributed, 0);
     assert_eq!(checks["fifo"].counts["precedence"], 2);
+}
+
+#[test]
+fn unjudged_pairs_make_the_fifo_check_incomplete_never_a_pass() {
+    // r1 and r2 only: with machine 2's offset known they overlap (either order is FIFO) and pass.
+    // Seqs 2 and 1, so no gap fails another check.
+    let overlapping = || vec![sent(1, 0, 0, 1_000, 2), sent(2, 1, 30_000, 30_500, 1)];
+    let known = checks_of(overlapping(), two_machines(Some([49_500, 50_500])), 0);
+    assert_eq!(known["fifo"].ok, Some(true), "{:?}", known["fifo"]);
+    assert!(!known["fifo"].incomplete);
+    assert_eq!(known["fifo"].counts["unjudged"], 0);
+    assert_eq!(verdict(&known), Verdict::Pass);
+
+    // The same records with machine 2's offset unknown: r2 cannot be judged against r1.
+    let unknown = checks_of(overlapping(), two_machines(None), 0);
+    let fifo = &unknown["fifo"];
+    assert_eq!(fifo.counts["unjudged"], 1, "{fifo:?}");
+    assert_eq!(fifo.ok, None, "{fifo:?}");
+    assert!(fifo.incomplete, "{fifo:?}");
+    let note = fifo.note.as_deref().unwrap();
+    assert!(note.contains("could not be judged"), "{note}");
+    assert!(note.contains("incomplete"), "{note}");
+    assert_eq!(verdict(&unknown), Verdict::Incomplete);
+}
+
+#[test]
+fn a_certain_violation_still_fails_beside_unjudged_pairs() {
+    // r4 (client 2: machine 1, seq 2) was sent on machine 1 after r1's reply there (seq 3): a
+    // violation on one clock. r2 (machine 2, offset unknown, seq 1) stays unjudged.
+    let sent = vec![
+        sent(1, 0, 0, 1_000, 3),
+        sent(2, 1, 30_000, 30_500, 1),
+        sent(4, 2, 5_000, 5_500, 2),
+    ];
+    let checks = checks_of(sent, two_machines(None), 0);
+    let fifo = &checks["fifo"];
+    assert_eq!(fifo.counts["precedence"], 1, "{fifo:?}");
+    assert_eq!(fifo.counts["unjudged"], 1, "{fifo:?}");
+    assert_eq!(fifo.ok, Some(false), "{fifo:?}");
+    assert!(!fifo.incomplete);
+    assert_eq!(verdict(&checks), Verdict::Fail);
+}
+
+#[test]
+fn every_check_names_the_machine_of_a_request_in_its_counterexamples() {
+    // r2 (client 1: shard 2) was accepted but never handed over: lost, on volunteer-2.
+    let sent = vec![sent(1, 0, 0, 1_000, 1), sent(2, 1, 30_000, 30_500, 2)];
+    let handed = vec![handed(&sent[0])];
+    let options = CheckOptions {
+        acks_expected: false,
+        machines: two_machines(Some([49_500, 50_500])),
+        ..CheckOptions::default()
+    };
+    let checks = check_records(&sent, &handed, &[], &options);
+    let loss = &checks["loss"];
+    assert_eq!(loss.counts["lost"], 1, "{loss:?}");
+    let request = &loss.examples[0]["request"];
+    assert_eq!(request["id"], "r2", "{loss:?}");
+    assert_eq!(request["machine"]["shard"], "2/2");
+    assert_eq!(request["machine"]["host"], "volunteer-2");
+    // Records checked without a run.json name no machine.
+    let unattributed = CheckOptions {
+        machines: Machines::Unattributed,
+        ..options
+    };
+    let checks = check_records(&sent, &handed, &[], &unattributed);
+    assert!(
+        checks["loss"].examples[0]["request"]
+            .get("machine")
+            .is_none()
+    );
 }

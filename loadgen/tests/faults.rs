@@ -131,4 +131,15 @@ async fn every_fault_is_played_recorded_and_survived() {
             && s.sent_at.is_some_and(|t| t > full.until.unwrap())),
         "the buffer did not accept again after the disk-full fault"
     );
+
+    // Like `landrush run`, the rehearsal records its machine and its clock against the buffer's
+    // (contract: Run records); the buffer is on this machine, so the interval holds zero.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(records::RUN)).unwrap())
+            .unwrap();
+    assert!(run["host"].as_str().is_some_and(|h| !h.is_empty()), "{run}");
+    assert_eq!(run["clock"]["method"], "buffer-replies", "{}", run["clock"]);
+    let [lo, hi] = [0, 1].map(|i| run["clock"]["offset_us"][i].as_i64().unwrap());
+    assert!(lo <= 0 && 0 <= hi, "{}", run["clock"]);
+    assert!(run["scenario_sha256"].is_string());
 }

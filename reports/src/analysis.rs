@@ -292,6 +292,7 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
         environment: environment(records),
         ..Report::default()
     };
+    report.clocks = figures::clocks::clocks(records.run.as_ref(), &records.sent, report.started_at);
     let Some(t0) = t0 else {
         return report;
     };

@@ -48,6 +48,11 @@ pub fn render(r: &Report) -> String {
             header => tables::KIND_HEADER,
             rows => tables::kind_rows(r),
         },
+        clocks => context! {
+            header => tables::CLOCK_HEADER,
+            rows => tables::clock_rows(r),
+            notes => tables::clock_notes(r),
+        },
         throughput => context! {
             accepted => format_figure(r.throughput.accepted_per_s),
             peak => format_figure(r.throughput.peak_accepted_per_s),

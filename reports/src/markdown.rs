@@ -44,7 +44,7 @@ pub fn render(r: &Report) -> String {
     md
 }
 
-/// Burst, fairness and by-kind figures.
+/// Burst, fairness, by-kind and clocks figures.
 fn figures(md: &mut String, r: &Report) {
     let _ = writeln!(md, "Burst: {}.\n", tables::burst_line(r));
     let rows = tables::fairness_rows(r);
@@ -57,6 +57,16 @@ fn figures(md: &mut String, r: &Report) {
     if !rows.is_empty() {
         md.push_str("### By kind\n\n");
         md.push_str(&table(&tables::KIND_HEADER, &rows));
+        md.push('\n');
+    }
+    let rows = tables::clock_rows(r);
+    if !rows.is_empty() {
+        md.push_str("### Clocks\n\n");
+        md.push_str(&table(&tables::CLOCK_HEADER, &rows));
+        md.push('\n');
+        for note in tables::clock_notes(r) {
+            let _ = writeln!(md, "- {note}");
+        }
         md.push('\n');
     }
 }

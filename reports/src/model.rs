@@ -14,6 +14,7 @@ use crate::latency::RunHistograms;
 use crate::records::{FaultRecord, Stamp};
 
 pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
+pub use crate::figures::clocks::{FireError, MachineClock};
 pub use crate::figures::fairness::{Fairness, Share};
 pub use crate::figures::kinds::{ByKind, ReplyLatency};
 pub use crate::figures::{Burst, Outcomes};
@@ -91,6 +92,10 @@ pub struct Report {
     /// Outcomes and accept latency per request kind and per intake.
     #[serde(default)]
     pub by_kind: ByKind,
+    /// Per machine (shard): its clock offset against the reference, with its uncertainty, and
+    /// how late its clients fired in the reference clock. Empty when run.json names no clock.
+    #[serde(default)]
+    pub clocks: Vec<MachineClock>,
     /// The full histograms, for latency.hlog. Not part of report.json: a report loaded back from
     /// JSON has none, and then latency.hlog is left as it is.
     #[serde(skip)]

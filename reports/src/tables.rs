@@ -137,3 +137,57 @@ pub fn timeouts_note(r: &Report) -> Option<String> {
         ),
     })
 }
+
+pub const CLOCK_HEADER: [&str; 9] = [
+    "shard",
+    "host",
+    "method",
+    "offset ms",
+    "± ms",
+    "samples",
+    "fire p50 ms",
+    "fire max ms",
+    "first send ms",
+];
+
+/// One row per machine: its offset (local − reference) and uncertainty, and how late its clients
+/// fired in the reference clock; `–` where the offset is unknown.
+pub fn clock_rows(r: &Report) -> Vec<[String; 9]> {
+    let figure = |v: Option<f64>| v.map_or("–".to_string(), format_figure);
+    r.clocks
+        .iter()
+        .map(|c| {
+            [
+                c.shard.clone(),
+                c.host.clone().unwrap_or_else(|| "–".into()),
+                c.method.as_str().to_string(),
+                figure(c.offset_ms),
+                figure(c.uncertainty_ms),
+                c.samples.to_string(),
+                figure(c.fire_ms.as_ref().map(|f| f.p50)),
+                figure(c.fire_ms.as_ref().map(|f| f.max)),
+                figure(c.first_ms),
+            ]
+        })
+        .collect()
+}
+
+/// What the clocks table means, then each machine's note (why its offset is unknown, …).
+pub fn clock_notes(r: &Report) -> Vec<String> {
+    let mut notes = vec![
+        "offset = local clock − reference clock, the true offset within ± ms; fire: each \
+         client's first end of data in the reference clock minus its intended instant; first \
+         send: the machine's first end of data after the start instant, in the reference clock"
+            .to_string(),
+    ];
+    notes.extend(r.clocks.iter().filter_map(|c| {
+        let note = c.note.as_ref()?;
+        let reference = if c.reference.is_empty() {
+            String::new()
+        } else {
+            format!(" (against {})", c.reference)
+        };
+        Some(format!("shard {}{reference}: {note}", c.shard))
+    }));
+    notes
+}

@@ -143,9 +143,23 @@ fn html_is_one_offline_page_with_every_plot_and_linked_counterexamples() {
     for section in [
         "id=\"fairness\"",
         "id=\"by-kind\"",
+        "id=\"clocks\"",
         "Burst: from the start instant",
     ] {
         assert!(page.contains(section), "no {section}");
+    }
+    // The clocks table: run.json's offset [-150, 250] µs as 0.05 ± 0.2 ms, and r001 (the first
+    // send, 187 µs after its intended instant) as 0.137 ms late in the buffer's clock.
+    let clocks = &page[page.find("id=\"clocks\"").unwrap()..];
+    let clocks = &clocks[..clocks.find("</table>").unwrap()];
+    for cell in [
+        "<td>fixture</td>",
+        "<td>buffer-replies</td>",
+        "<td>0.05</td>",
+        "<td>0.2</td>",
+        "<td>0.137</td>",
+    ] {
+        assert!(clocks.contains(cell), "no {cell} in {clocks}");
     }
     // The verdict table is above the plots and links to each counterexample.
     let table = page.find("<h2 id=\"checks\">").unwrap();

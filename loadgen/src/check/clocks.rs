@@ -15,8 +15,9 @@
 //! - one set over every machine whose offset is known, on reference bounds: a reply at its latest
 //!   possible reference instant (`t − lo + D`), a send at its earliest (`t − hi − D`). Pairs of one
 //!   machine found there are true violations as well (the bounds only make them harder to find);
-//! - for each machine whose offset is unknown, sets of its events against the other machines' on
-//!   the raw stamps: what they find is not judged but counted (the check cannot pass for them).
+//! - for each machine whose offset is unknown, sets of its events against the other machines',
+//!   every reply placed before every send (an unknown offset bounds nothing, so the raw stamps
+//!   prove no order): what they find is not judged but counted, and the check cannot pass.
 //!
 //! Records without any machine ([`Machines::Unattributed`]: a record set checked without its
 //! `run.json`) are one set on the raw stamps with the tolerance applied uniformly, as before shards
@@ -25,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use reports::records::{ClockEstimate, RUN};
+use reports::records::{ClockEstimate, RUN, shard_of_client};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -65,7 +66,8 @@ struct ShardEntry {
 impl Machines {
     /// The machines of the run folder `dir`, from its run.json: a merged run's `shards` (or, for a
     /// folder merged before shards carried their clocks, `merged_from` with unknown offsets), else
-    /// one machine. Without run.json: [`Machines::Unattributed`].
+    /// one machine: the run's own `shard`, `host` and `clock`. Without run.json:
+    /// [`Machines::Unattributed`].
     pub fn load(dir: &Path) -> anyhow::Result<Machines> {
         let path = dir.join(RUN);
         let Ok(text) = std::fs::read_to_string(&path) else {
@@ -83,7 +85,12 @@ impl Machines {
                     clock: None,
                 })
                 .collect(),
-            (None, None) => Vec::new(),
+            // One machine: the run's own shard, host and clock.
+            (None, None) => vec![ShardEntry {
+                shard: serde_json::from_value(run["shard"].clone()).unwrap_or(Shard::WHOLE),
+                host: serde_json::from_value(run["host"].clone()).unwrap_or_default(),
+                clock: serde_json::from_value(run["clock"].clone()).unwrap_or_default(),
+            }],
         };
         let count = entries.first().map_or(1, |e| e.shard.count);
         let clocks = entries
@@ -103,8 +110,8 @@ impl Machines {
     /// The machine (1-based shard index) of a request sent by `client`; 1 for one machine.
     pub fn machine_of(&self, client: u32) -> u32 {
         match self {
-            Machines::Known { count, .. } if *count > 1 => client % count + 1,
-            _ => 1,
+            Machines::Known { count, .. } => shard_of_client(client, *count),
+            Machines::Unattributed => 1,
         }
     }
 
@@ -190,17 +197,21 @@ pub(crate) fn comparisons(
         preds: pick(preds, &known, &|e| e.at - lo(e) + tolerance),
         succs: pick(succs, &known, &|e| e.at - hi(e) - tolerance),
     });
+    // With a machine's offset unknown, any of its replies may have come before any send of
+    // another machine (and the other way round), whatever the raw stamps say: every such pair
+    // with seq(A) >= seq(B) is one the check cannot judge.
+    let any_time = |_: &Stamped| i64::MIN / 2;
     for &u in present.iter().filter(|&&m| !known(m)) {
         let mine = move |x: u32| x == u;
         let others = move |x: u32| x != u;
         out.push(Comparison {
             judged: false,
-            preds: pick(preds, &mine, &raw),
+            preds: pick(preds, &mine, &any_time),
             succs: pick(succs, &others, &raw),
         });
         out.push(Comparison {
             judged: false,
-            preds: pick(preds, &others, &raw),
+            preds: pick(preds, &others, &any_time),
             succs: pick(succs, &mine, &raw),
         });
     }

@@ -8,6 +8,7 @@ use reports::checks::CheckResult;
 use reports::records::{AckRecord, HandedRecord, Outcome, SentRecord, Stamp};
 use serde_json::{Value, json};
 
+use super::clocks::Machines;
 use crate::observe::bare_id;
 
 /// How the checkers read a run.
@@ -30,7 +31,7 @@ pub struct CheckOptions {
     pub clock_tolerance_us: u64,
     /// Which machine recorded each request, and their clock offsets (contract: FIFO, rule 8):
     /// `check_run` reads them from run.json.
-    pub machines: super::clocks::Machines,
+    pub machines: Machines,
     /// The buffer's own highest stored seq (its `/v1/stats` `accepted` at the end): every seq up
     /// to it must be handed over, so lost seqs nobody got a reply for are found too.
     pub highest_seq: Option<u64>,
@@ -170,6 +171,8 @@ pub(crate) struct Index<'a> {
     pub ack_first: Vec<bool>,
     /// Whether seqs are delivery order rather than the buffer's seqs.
     pub seq_is_order: bool,
+    /// Which machine recorded each request, so counterexamples can name it.
+    pub machines: Machines,
 }
 
 impl<'a> Index<'a> {
@@ -225,6 +228,7 @@ impl<'a> Index<'a> {
             ack_req,
             ack_first,
             seq_is_order,
+            machines: options.machines.clone(),
         }
     }
 
@@ -278,6 +282,12 @@ impl<'a> Index<'a> {
         }
         if !request.handed_seqs.is_empty() {
             v["handed_seqs"] = json!(request.handed_seqs);
+        }
+        // The shard and host that recorded it, when the run says (contract: FIFO, rule 7).
+        if self.machines != Machines::Unattributed {
+            v["machine"] = self
+                .machines
+                .describe(self.machines.machine_of(first.client));
         }
         v
     }

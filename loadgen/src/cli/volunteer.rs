@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use reports::records::{ClockEstimate, SENT, SentRecord, read_all};
+use reports::records::ClockEstimate;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::clock::{self, exchange};
+use crate::clock::exchange;
 use crate::records::{bundle, provenance};
 use crate::schedule::ValidScenario;
 use crate::schedule::shard::Shard;
@@ -67,21 +67,13 @@ pub async fn after(
     let clock = match &args.time_reference {
         Some(url) => {
             exchanges.extend(exchange::measure(url, exchange::SAMPLES).await?);
-            exchange::estimate(url, &exchanges)
+            Some(exchange::estimate(url, &exchanges))
         }
-        None => {
-            let records: Vec<SentRecord> = read_all(&out.join(SENT))?;
-            clock::from_replies(&records, &target.to_string())
-        }
+        None => None,
     };
-    print_clock(&clock);
     let spec = serde_json::to_value(scenario.scenario())?;
-    let keys = provenance::Provenance {
-        host: Some(provenance::host_name()),
-        clock: Some(clock),
-        scenario_sha256: Some(provenance::scenario_sha256(&spec)),
-    };
-    provenance::stamp(out, &keys)?;
+    let clock = provenance::stamp_after_run(out, &spec, clock, &target.to_string())?;
+    print_clock(&clock);
     if args.bundle {
         let file = bundle::write(out, None)?;
         eprintln!("landrush: bundle {} (send this file back)", file.display());

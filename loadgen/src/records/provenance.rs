@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use reports::records::{ClockEstimate, RUN};
+use reports::records::{ClockEstimate, RUN, SENT, SentRecord, read_all};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -92,6 +92,32 @@ pub fn stamp(dir: &Path, provenance: &Provenance) -> anyhow::Result<()> {
         Value::Object(keys) => add_keys(dir, keys),
         _ => unreachable!("a struct serializes to an object"),
     }
+}
+
+/// Adds this machine's provenance to `run.json` of `dir` once its run is over: the host, `clock`
+/// (when `None`, measured from the buffer's replies in the folder's `sent.jsonl`, the buffer at
+/// `reference` being the reference clock) and the digest of `spec`, the scenario as played.
+/// `landrush run` and `landrush rehearse` both end with it, so their folders merge and check alike.
+pub fn stamp_after_run(
+    dir: &Path,
+    spec: &Value,
+    clock: Option<ClockEstimate>,
+    reference: &str,
+) -> anyhow::Result<ClockEstimate> {
+    let clock = match clock {
+        Some(clock) => clock,
+        None => {
+            let records: Vec<SentRecord> = read_all(&dir.join(SENT))?;
+            crate::clock::from_replies(&records, reference)
+        }
+    };
+    let provenance = Provenance {
+        host: Some(host_name()),
+        clock: Some(clock.clone()),
+        scenario_sha256: Some(scenario_sha256(spec)),
+    };
+    stamp(dir, &provenance)?;
+    Ok(clock)
 }
 
 /// Reads the provenance keys of `run.json` of `dir`; the digest is computed from `scenario_spec`

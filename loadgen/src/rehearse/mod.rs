@@ -33,6 +33,7 @@ use reports::records::CheckInputs;
 use crate::check::{CheckOptions, check_run, load_check_inputs, save_check_inputs};
 use crate::driver::RunSummary;
 use crate::records::folder::RunFolder;
+use crate::records::provenance;
 use crate::schedule::ValidScenario;
 use drain::Drain;
 use options::{RehearseOptions, unique_run_tag};
@@ -83,8 +84,13 @@ pub async fn rehearse_with(
             return Err(e);
         }
     };
+    let target = rig.target;
     let torn = rig.teardown().await?;
     let (options, mut notes) = (torn.options, torn.notes);
+    // Host, clock (from the buffer's replies) and scenario digest, as `landrush run` records them
+    // (contract: Run records), so a rehearsal's folder merges and is checked like a shard's.
+    let spec = serde_json::to_value(scenario.scenario())?;
+    provenance::stamp_after_run(out_dir, &spec, None, &target.to_string())?;
     if !drain.complete {
         notes.push(format!(
             "stopped waiting after {:.1} s: {} accepted requests not handed over, {} not acked",

@@ -2,11 +2,13 @@
 //! the burst took to be stored, handed over and acked ([`Burst`]), how long requests waited in
 //! the buffer ([`handover_delay`]), whether every client group was served alike
 //! ([`fairness::Fairness`]), outcomes and latency per kind of request and per intake
-//! ([`kinds::ByKind`]), and reply latency with timeouts counted ([`kinds::ReplyLatency`]).
+//! ([`kinds::ByKind`]), reply latency with timeouts counted ([`kinds::ReplyLatency`]), and each
+//! machine's clock and fire-time error ([`clocks::MachineClock`]).
 //!
 //! Every figure is over requests (one `id` of sent.jsonl) joined to the other files by
 //! `X-Landrush-Id`, else Message-ID, as the checkers join them.
 
+pub mod clocks;
 pub mod fairness;
 pub mod kinds;
 

@@ -89,6 +89,19 @@ fn unknown_offsets_leave_cross_machine_pairs_unjudged() {
 }
 
 #[test]
+fn an_unknown_offset_proves_no_order_even_when_the_raw_stamps_look_fine() {
+    // Machine 2's send is stamped before machine 1's reply, but machine 2's clock may be a second
+    // behind: the send may really have come after the reply, so the pair is not judged either way.
+    let m = machines(&[Some([0, 0]), None]);
+    let (judged, unjudged) = pairs(&[at(900_000, 1)], &[at(1_000, 2)], &m, 0);
+    assert!(judged.is_empty());
+    assert_eq!(unjudged, vec![(0, 0)]);
+    let (judged, unjudged) = pairs(&[at(900_000, 2)], &[at(1_000, 1)], &m, 0);
+    assert!(judged.is_empty());
+    assert_eq!(unjudged, vec![(0, 0)]);
+}
+
+#[test]
 fn the_machine_of_a_client_is_the_shard_owning_it() {
     let m = machines(&[None, None, None]);
     for client in 0..9 {
@@ -97,4 +110,22 @@ fn the_machine_of_a_client_is_the_shard_owning_it() {
     }
     assert_eq!(m.describe(2)["host"], "host-2");
     assert_eq!(Machines::Unattributed.machine_of(5), 1);
+}
+
+#[test]
+fn a_single_run_is_one_machine_with_its_own_host_and_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = serde_json::json!({
+        "shard": {"index": 2, "count": 3},
+        "host": "solo",
+        "clock": {"reference": "buffer x", "method": "buffer-replies", "offset_us": [-5, 5], "samples": 3},
+    });
+    std::fs::write(dir.path().join(RUN), run.to_string()).unwrap();
+    let m = Machines::load(dir.path()).unwrap();
+    let Machines::Known { count, clocks } = &m else {
+        panic!("{m:?}")
+    };
+    assert_eq!(*count, 3);
+    assert_eq!(clocks[&2].offset_us, Some([-5, 5]));
+    assert_eq!(m.describe(m.machine_of(4))["host"], "solo");
 }
