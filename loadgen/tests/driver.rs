@@ -672,7 +672,7 @@ fn scenario_mistakes_get_clear_errors() {
                 constant,
                 "[domains]\npool = 10\ntld = \"fr\"\nhot = [\"not a name\"]",
             ),
-            "not a valid domain",
+            "needs at least two labels",
         ),
         (
             base(

@@ -293,7 +293,7 @@ pub struct Misbehaviour {
     #[serde(default)]
     pub malformed: f64,
     /// Requests of `oversize_bytes` (must get a 552). `oversize_bytes` must exceed the target's
-    /// limit (barrage's default is 1 MiB; the default here is 2 MiB).
+    /// limit (barrage's default is 64 KiB; the default here is 2 MiB).
     #[serde(default)]
     pub oversize: f64,
     #[serde(default = "default_oversize_bytes")]
