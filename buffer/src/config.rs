@@ -13,7 +13,8 @@ use crate::anvil::ClientLimits;
 use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
 use crate::journal::sqlite::storage::StorageOptions;
-use crate::smtp::SmtpLimits;
+use crate::smtp::{SmtpLimits, SmtpTls};
+use crate::tls::{Certificates, TlsMode};
 
 /// `smtp.max_message_size` unless configured.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -52,6 +53,11 @@ pub struct SmtpConfig {
     pub command_timeout_secs: u64,
     pub data_timeout_secs: u64,
     pub max_commands: usize,
+    /// STARTTLS: `off`, `may` (offered) or `required` (530 to MAIL before it).
+    pub tls: TlsMode,
+    /// PEM certificate chain (server certificate first) and PEM private key; reread on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +140,9 @@ impl Default for SmtpConfig {
             command_timeout_secs: limits.command_timeout.as_secs(),
             data_timeout_secs: limits.data_timeout.as_secs(),
             max_commands: limits.max_commands,
+            tls: TlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -218,6 +227,10 @@ impl Config {
             s.max_connections >= 1,
             "smtp.max_connections must be at least 1"
         );
+        anyhow::ensure!(
+            s.tls == TlsMode::Off || (s.tls_cert.is_some() && s.tls_key.is_some()),
+            "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
+        );
         let w = &self.web;
         anyhow::ensure!(
             (256..=64 * 1024 * 1024).contains(&w.max_body_size),
@@ -294,6 +307,23 @@ impl Config {
             max_commands: s.max_commands,
             ..self.fair.apply_to_smtp()
         }
+    }
+
+    /// The SMTP intake's STARTTLS, its certificate loaded; `None` with `smtp.tls = "off"`.
+    pub fn smtp_tls(&self) -> anyhow::Result<Option<SmtpTls>> {
+        let s = &self.smtp;
+        let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) else {
+            return Ok(None);
+        };
+        if s.tls == TlsMode::Off {
+            return Ok(None);
+        }
+        let certificates = Certificates::load(cert, key, &[])
+            .context("smtp.tls_cert / smtp.tls_key cannot be used")?;
+        Ok(Some(SmtpTls {
+            mode: s.tls,
+            certificates,
+        }))
     }
 
     pub fn web_limits(&self) -> WebLimits {

@@ -222,9 +222,14 @@ impl Services {
             counters.clone(),
             hostname.clone(),
         ));
+        let mut limits = config.smtp_limits();
+        limits.tls = config.smtp_tls()?;
+        // Always handled, so a reload of a config without TLS does not end the process.
+        let reloadable = limits.tls.iter().map(|tls| tls.certificates.clone());
+        reload_on_hangup(reloadable.collect(), stop.clone())?;
         let smtp = tokio::spawn(crate::smtp::serve(
             listeners.smtp,
-            Arc::new(config.smtp_limits()),
+            Arc::new(limits),
             intake,
             stop.clone().cancelled_owned(),
         ));
@@ -285,6 +290,27 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// Rereads the certificates on every SIGHUP until `stop`; sessions already in TLS keep theirs.
+/// Other settings are read only at start: a change to them is a restart.
+fn reload_on_hangup(
+    certificates: Vec<Arc<crate::tls::Certificates>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while stop.run_until_cancelled(hangup.recv()).await.flatten().is_some() {
+            for certs in &certificates {
+                match certs.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: certificate reloaded: {certs:?}"),
+                    Err(e) => tracing::error!("SIGHUP: certificate kept, reload failed: {e:#}"),
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
