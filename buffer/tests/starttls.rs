@@ -285,3 +285,19 @@ async fn sighup_serves_a_new_certificate_to_the_next_session_and_keeps_open_ones
     let mail = request_mail("<sighup-1@example.net>", "tls-sighup.example");
     assert_eq!(ticket(&open.submit(&mail).await), 1);
 }
+
+#[tokio::test]
+async fn sighup_without_tls_does_not_end_barrage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut barrage = Barrage::start(&dir.path().join("data"), &[]);
+    // A served session first: the services, and so the SIGHUP handler, are up.
+    let mut line = plain(barrage.smtp).await;
+    assert_eq!(line.command("EHLO client.example").await.0, 250);
+    // SAFETY: kill(2) on the child's pid has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(barrage.pid(), libc::SIGHUP) }, 0);
+    let mail = request_mail("<hup-plain-1@example.net>", "tls-hup.example");
+    assert_eq!(ticket(&line.submit(&mail).await), 1);
+    let mut again = plain(barrage.smtp).await;
+    assert_eq!(again.command("NOOP").await.0, 250);
+    assert!(barrage.child.try_wait().unwrap().is_none(), "SIGHUP ended barrage");
+}
