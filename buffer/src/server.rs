@@ -301,7 +301,12 @@ fn reload_on_hangup(
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
-        while stop.run_until_cancelled(hangup.recv()).await.flatten().is_some() {
+        while stop
+            .run_until_cancelled(hangup.recv())
+            .await
+            .flatten()
+            .is_some()
+        {
             for certs in &certificates {
                 match certs.reload() {
                     Ok(()) => tracing::info!("SIGHUP: certificate reloaded: {certs:?}"),

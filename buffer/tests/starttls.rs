@@ -63,7 +63,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Line<S> {
         loop {
             let mut line = String::new();
             let read = tokio::time::timeout(Duration::from_secs(30), self.io.read_line(&mut line));
-            assert!(read.await.expect("a reply within 30 s").expect("read") > 0, "EOF");
+            assert!(
+                read.await.expect("a reply within 30 s").expect("read") > 0,
+                "EOF"
+            );
             let code = line[..3].parse().expect("a reply code");
             lines.push(line[4..].trim_end().to_string());
             if line.as_bytes()[3] == b' ' {
@@ -180,7 +183,10 @@ s.quit()
         "python failed: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.starts_with("250 2.0.0 queued as ticket 1 at "), "{stdout}");
+    assert!(
+        stdout.starts_with("250 2.0.0 queued as ticket 1 at "),
+        "{stdout}"
+    );
     let requests = barrage.all_requests().await;
     assert_eq!(requests.len(), 1);
     let fields = &requests[0]["fields"];
@@ -234,7 +240,10 @@ async fn commands_pipelined_after_starttls_are_not_executed() {
     assert_eq!(mail.0, 503, "the session must restart at EHLO: {mail:?}");
     assert_eq!(tls.command("EHLO client.example").await.0, 250);
     let rcpt = tls.command("RCPT TO:<requests@registry.example>").await;
-    assert_eq!(rcpt.0, 503, "the pipelined MAIL must not have started a transaction: {rcpt:?}");
+    assert_eq!(
+        rcpt.0, 503,
+        "the pipelined MAIL must not have started a transaction: {rcpt:?}"
+    );
 }
 
 #[tokio::test]
@@ -273,7 +282,10 @@ async fn sighup_serves_a_new_certificate_to_the_next_session_and_keeps_open_ones
     let mut attempts = 0;
     let next = loop {
         attempts += 1;
-        assert!(attempts <= 300, "the new certificate was never served after SIGHUP");
+        assert!(
+            attempts <= 300,
+            "the new certificate was never served after SIGHUP"
+        );
         let session = tls_session(barrage.smtp, &[&old.der, &new.der]).await;
         if served(&session) == new.der {
             break session;
@@ -299,5 +311,8 @@ async fn sighup_without_tls_does_not_end_barrage() {
     assert_eq!(ticket(&line.submit(&mail).await), 1);
     let mut again = plain(barrage.smtp).await;
     assert_eq!(again.command("NOOP").await.0, 250);
-    assert!(barrage.child.try_wait().unwrap().is_none(), "SIGHUP ended barrage");
+    assert!(
+        barrage.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended barrage"
+    );
 }

@@ -49,7 +49,8 @@ impl<J: Journal> SmtpIntake<J> {
         let mut form = form::parse_body(&body)?;
         if let Some(tls) = &envelope.tls {
             // A dot cannot appear in a form key, so a request cannot forge these.
-            form.fields.insert("tls.version".into(), tls.version.clone());
+            form.fields
+                .insert("tls.version".into(), tls.version.clone());
             form.fields.insert("tls.cipher".into(), tls.cipher.clone());
         }
         let sender = envelope.mail_from.to_ascii_lowercase();

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use super::MessageHandler;
 use super::reply::{Reply, std_replies};
 use super::session::Session;
 use super::stream::Stream;
-use super::MessageHandler;
 use crate::tls::{Certificates, TlsInfo, TlsMode};
 
 /// The SMTP intake's TLS: the mode and the certificate, swappable on SIGHUP.

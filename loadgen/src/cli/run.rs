@@ -112,7 +112,10 @@ fn tls_client(
         (Some(file), false) => Trust::CaFile(file),
         (None, false) => Trust::WebPki,
     };
-    let host = args.target.rsplit_once(':').map_or(&*args.target, |(host, _)| host);
+    let host = args
+        .target
+        .rsplit_once(':')
+        .map_or(&*args.target, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Ok(Some(std::sync::Arc::new(ClientTls::new(trust, host)?)))
 }

@@ -56,7 +56,8 @@ impl ClientTls {
             .context("the TLS provider offers no safe protocol version")?;
         let config = match trust {
             Trust::WebPki => {
-                let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                let roots =
+                    RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
             Trust::CaFile(path) => builder

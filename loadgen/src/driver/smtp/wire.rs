@@ -204,7 +204,11 @@ impl Connection {
             self.pipelining = false;
             self.write(format!("HELO {helo}\r\n").as_bytes()).await?;
             let reply = self.read_reply().await?;
-            return Ok(if reply.code == 250 { Ok(()) } else { Err(reply) });
+            return Ok(if reply.code == 250 {
+                Ok(())
+            } else {
+                Err(reply)
+            });
         }
         Ok(Err(reply))
     }
