@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -99,6 +100,10 @@ pub struct WebConfig {
     pub header_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub retry_after_secs: u64,
+    /// HTTPS on `listen` with this PEM certificate chain and PEM key (both or neither); reread
+    /// on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +191,8 @@ impl Default for WebConfig {
             header_timeout_secs: limits.header_timeout.as_secs(),
             request_timeout_secs: limits.request_timeout.as_secs(),
             retry_after_secs: limits.retry_after_secs,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -232,6 +239,10 @@ impl Config {
             "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
         );
         let w = &self.web;
+        anyhow::ensure!(
+            w.tls_cert.is_some() == w.tls_key.is_some(),
+            "give both web.tls_cert and web.tls_key (PEM files), or neither for plain HTTP"
+        );
         anyhow::ensure!(
             (256..=64 * 1024 * 1024).contains(&w.max_body_size),
             "web.max_body_size must be between 256 and 67108864"
@@ -336,7 +347,19 @@ impl Config {
             request_timeout: Duration::from_secs(w.request_timeout_secs),
             retry_after_secs: w.retry_after_secs,
             clients: self.fair.web_clients(),
+            tls: None,
         }
+    }
+
+    /// The web intake's certificate, loaded; `None` without `web.tls_cert`.
+    pub fn web_tls(&self) -> anyhow::Result<Option<Arc<Certificates>>> {
+        let (Some(cert), Some(key)) = (&self.web.tls_cert, &self.web.tls_key) else {
+            return Ok(None);
+        };
+        // hyper serves HTTP/1.1 only here.
+        let certificates = Certificates::load(cert, key, &[b"http/1.1"])
+            .context("web.tls_cert / web.tls_key cannot be used")?;
+        Ok(Some(certificates))
     }
 
     pub fn journal_options(&self) -> SqliteOptions {

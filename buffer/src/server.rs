@@ -224,9 +224,10 @@ impl Services {
         ));
         let mut limits = config.smtp_limits();
         limits.tls = config.smtp_tls()?;
+        let web_tls = config.web_tls()?;
         // Always handled, so a reload of a config without TLS does not end the process.
-        let reloadable = limits.tls.iter().map(|tls| tls.certificates.clone());
-        reload_on_hangup(reloadable.collect(), stop.clone())?;
+        let smtp_tls = limits.tls.iter().map(|tls| tls.certificates.clone());
+        reload_on_hangup(smtp_tls.chain(web_tls.clone()).collect(), stop.clone())?;
         let smtp = tokio::spawn(crate::smtp::serve(
             listeners.smtp,
             Arc::new(limits),
@@ -234,7 +235,8 @@ impl Services {
             stop.clone().cancelled_owned(),
         ));
         let web = listeners.web.map(|listener| {
-            let limits = config.web_limits();
+            let mut limits = config.web_limits();
+            limits.tls = web_tls;
             let intake = WebIntake::new(journal.clone(), counters.clone(), hostname, limits);
             let serve = crate::intake::web::serve(
                 listener,
