@@ -17,7 +17,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
 /// A connection before STARTTLS (left) or after it (right).
-pub type Stream = Either<TcpStream, TlsStream<TcpStream>>;
+pub type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// How the driver's connections do STARTTLS.
 #[derive(Clone)]

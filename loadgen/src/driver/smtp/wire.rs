@@ -229,7 +229,7 @@ impl Connection {
             Err(_) => return Err(SmtpError::Timeout),
         };
         Ok(Connection {
-            stream: Either::Right(stream),
+            stream: Either::Right(Box::new(stream)),
             buf: Vec::with_capacity(1024),
             pos: 0,
             receiver: ResponseReceiver::default(),
