@@ -304,8 +304,11 @@ impl<H: MessageHandler> Session<H> {
             Request::Mail { from } => self.handle_mail(from),
             Request::Rcpt { to } => self.handle_rcpt(to),
             Request::Data => return self.handle_data_command(),
-            Request::StartTls if self.handle_starttls() => return Next::StartTls,
-            Request::StartTls => {}
+            Request::StartTls => {
+                if self.handle_starttls() {
+                    return Next::StartTls;
+                }
+            }
             Request::Rset => {
                 self.tx.reset();
                 self.queue(std_replies::ok());
@@ -504,6 +507,7 @@ fn is_junk<T>(request: &Result<Request<T>, ParseError>) -> bool {
                 | Request::Mail { .. }
                 | Request::Rcpt { .. }
                 | Request::Data
+                | Request::StartTls
                 | Request::Quit
         ),
         Err(e) => matches!(e, ParseError::UnknownCommand),
