@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +14,8 @@ use crate::anvil::ClientLimits;
 use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
 use crate::journal::sqlite::storage::StorageOptions;
-use crate::smtp::SmtpLimits;
+use crate::smtp::{SmtpLimits, SmtpTls};
+use crate::tls::{Certificates, TlsMode};
 
 /// `smtp.max_message_size` unless configured.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
@@ -52,6 +54,11 @@ pub struct SmtpConfig {
     pub command_timeout_secs: u64,
     pub data_timeout_secs: u64,
     pub max_commands: usize,
+    /// STARTTLS: `off`, `may` (offered) or `required` (530 to MAIL before it).
+    pub tls: TlsMode,
+    /// PEM certificate chain (server certificate first) and PEM private key; reread on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -93,6 +100,10 @@ pub struct WebConfig {
     pub header_timeout_secs: u64,
     pub request_timeout_secs: u64,
     pub retry_after_secs: u64,
+    /// HTTPS on `listen` with this PEM certificate chain and PEM key (both or neither); reread
+    /// on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +145,9 @@ impl Default for SmtpConfig {
             command_timeout_secs: limits.command_timeout.as_secs(),
             data_timeout_secs: limits.data_timeout.as_secs(),
             max_commands: limits.max_commands,
+            tls: TlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -177,6 +191,8 @@ impl Default for WebConfig {
             header_timeout_secs: limits.header_timeout.as_secs(),
             request_timeout_secs: limits.request_timeout.as_secs(),
             retry_after_secs: limits.retry_after_secs,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -218,7 +234,15 @@ impl Config {
             s.max_connections >= 1,
             "smtp.max_connections must be at least 1"
         );
+        anyhow::ensure!(
+            s.tls == TlsMode::Off || (s.tls_cert.is_some() && s.tls_key.is_some()),
+            "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
+        );
         let w = &self.web;
+        anyhow::ensure!(
+            w.tls_cert.is_some() == w.tls_key.is_some(),
+            "give both web.tls_cert and web.tls_key (PEM files), or neither for plain HTTP"
+        );
         anyhow::ensure!(
             (256..=64 * 1024 * 1024).contains(&w.max_body_size),
             "web.max_body_size must be between 256 and 67108864"
@@ -296,6 +320,23 @@ impl Config {
         }
     }
 
+    /// The SMTP intake's STARTTLS, its certificate loaded; `None` with `smtp.tls = "off"`.
+    pub fn smtp_tls(&self) -> anyhow::Result<Option<SmtpTls>> {
+        let s = &self.smtp;
+        let (Some(cert), Some(key)) = (&s.tls_cert, &s.tls_key) else {
+            return Ok(None);
+        };
+        if s.tls == TlsMode::Off {
+            return Ok(None);
+        }
+        let certificates = Certificates::load(cert, key, &[])
+            .context("smtp.tls_cert / smtp.tls_key cannot be used")?;
+        Ok(Some(SmtpTls {
+            mode: s.tls,
+            certificates,
+        }))
+    }
+
     pub fn web_limits(&self) -> WebLimits {
         let w = &self.web;
         WebLimits {
@@ -306,7 +347,19 @@ impl Config {
             request_timeout: Duration::from_secs(w.request_timeout_secs),
             retry_after_secs: w.retry_after_secs,
             clients: self.fair.web_clients(),
+            tls: None,
         }
+    }
+
+    /// The web intake's certificate, loaded; `None` without `web.tls_cert`.
+    pub fn web_tls(&self) -> anyhow::Result<Option<Arc<Certificates>>> {
+        let (Some(cert), Some(key)) = (&self.web.tls_cert, &self.web.tls_key) else {
+            return Ok(None);
+        };
+        // hyper serves HTTP/1.1 only here.
+        let certificates = Certificates::load(cert, key, &[b"http/1.1"])
+            .context("web.tls_cert / web.tls_key cannot be used")?;
+        Ok(Some(certificates))
     }
 
     pub fn journal_options(&self) -> SqliteOptions {

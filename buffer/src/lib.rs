@@ -28,3 +28,4 @@ pub mod notify;
 pub mod prometheus;
 pub mod server;
 pub mod smtp;
+pub mod tls;

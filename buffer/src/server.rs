@@ -222,14 +222,21 @@ impl Services {
             counters.clone(),
             hostname.clone(),
         ));
+        let mut limits = config.smtp_limits();
+        limits.tls = config.smtp_tls()?;
+        let web_tls = config.web_tls()?;
+        // Always handled, so a reload of a config without TLS does not end the process.
+        let smtp_tls = limits.tls.iter().map(|tls| tls.certificates.clone());
+        reload_on_hangup(smtp_tls.chain(web_tls.clone()).collect(), stop.clone())?;
         let smtp = tokio::spawn(crate::smtp::serve(
             listeners.smtp,
-            Arc::new(config.smtp_limits()),
+            Arc::new(limits),
             intake,
             stop.clone().cancelled_owned(),
         ));
         let web = listeners.web.map(|listener| {
-            let limits = config.web_limits();
+            let mut limits = config.web_limits();
+            limits.tls = web_tls;
             let intake = WebIntake::new(journal.clone(), counters.clone(), hostname, limits);
             let serve = crate::intake::web::serve(
                 listener,
@@ -285,6 +292,32 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// Rereads the certificates on every SIGHUP until `stop`; sessions already in TLS keep theirs.
+/// Other settings are read only at start: a change to them is a restart.
+fn reload_on_hangup(
+    certificates: Vec<Arc<crate::tls::Certificates>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while stop
+            .run_until_cancelled(hangup.recv())
+            .await
+            .flatten()
+            .is_some()
+        {
+            for certs in &certificates {
+                match certs.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: certificate reloaded: {certs:?}"),
+                    Err(e) => tracing::error!("SIGHUP: certificate kept, reload failed: {e:#}"),
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -96,8 +96,11 @@ fn unit_asks_for_readiness_and_the_watchdog() {
     assert_eq!(unit_setting(&unit, "Type").as_deref(), Some("notify"));
     assert_eq!(unit_setting(&unit, "NotifyAccess").as_deref(), Some("main"));
     assert!(unit_setting(&unit, "WatchdogSec").is_some());
-    // barrage does not handle SIGHUP (it would end the process): no reload may send it.
-    assert_eq!(unit_setting(&unit, "ExecReload"), None);
+    // SIGHUP rereads the certificates (tests/starttls.rs); it must go to barrage itself.
+    assert_eq!(
+        unit_setting(&unit, "ExecReload").as_deref(),
+        Some("/bin/kill -HUP $MAINPID")
+    );
 }
 
 /// Descriptors the unit grants, against the connections `config` allows plus a margin for the

@@ -19,6 +19,8 @@ use crate::prometheus::{Kind, PrometheusText};
 pub struct IntakeCounters {
     pub accepted: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// Accepted SMTP requests that came over STARTTLS (a part of `accepted`).
+    pub accepted_tls: AtomicU64,
     /// Permanent refusals: malformed requests.
     pub refused_malformed: AtomicU64,
     /// Temporary refusals: the journal could not write.
@@ -31,6 +33,7 @@ pub struct IntakeCounters {
 pub struct IntakeSnapshot {
     pub accepted: u64,
     pub retransmissions: u64,
+    pub accepted_tls: u64,
     pub refused_malformed: u64,
     pub refused_unavailable: u64,
     #[serde(flatten)]
@@ -79,6 +82,7 @@ impl IntakeCounters {
         IntakeSnapshot {
             accepted: self.accepted.load(Ordering::Relaxed),
             retransmissions: self.retransmissions.load(Ordering::Relaxed),
+            accepted_tls: self.accepted_tls.load(Ordering::Relaxed),
             refused_malformed: self.refused_malformed.load(Ordering::Relaxed),
             refused_unavailable: self.refused_unavailable.load(Ordering::Relaxed),
             fair: FairSnapshot(self.fair.each_ref().map(|c| c.load(Ordering::Relaxed))),

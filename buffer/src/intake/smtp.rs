@@ -3,6 +3,8 @@
 //! Replies: `250 2.0.0 queued as ticket N at T` only after the durable commit (the original
 //! ticket again for an RFC 1047 retransmission: same sender, Message-ID and bytes), `550 5.6.0 …`
 //! naming what is wrong with a malformed request, `451 4.3.0 …` when the journal cannot write.
+//! A request that came over STARTTLS carries the negotiated `tls.version` and `tls.cipher` in
+//! its fields (contract: Request format).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,7 +46,13 @@ impl<J: Journal> SmtpIntake<J> {
             .parse(&message)
             .ok_or("the message cannot be parsed as RFC 5322 mail")?;
         let body = parsed.body_text(0).unwrap_or_default();
-        let form = form::parse_body(&body)?;
+        let mut form = form::parse_body(&body)?;
+        if let Some(tls) = &envelope.tls {
+            // A dot cannot appear in a form key, so a request cannot forge these.
+            form.fields
+                .insert("tls.version".into(), tls.version.clone());
+            form.fields.insert("tls.cipher".into(), tls.cipher.clone());
+        }
         let sender = envelope.mail_from.to_ascii_lowercase();
         let (message_id, dedup_key) = match parsed.message_id() {
             Some(id) if !id.is_empty() => {
@@ -116,6 +124,9 @@ impl<J: Journal> MessageHandler for SmtpIntake<J> {
                     &self.counters.accepted
                 };
                 IntakeCounters::count(counter);
+                if envelope.tls.is_some() {
+                    IntakeCounters::count(&self.counters.accepted_tls);
+                }
                 accepted_reply(&ticket)
             }
             Err(JournalError::Unavailable(why)) => {

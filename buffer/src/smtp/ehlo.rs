@@ -10,11 +10,16 @@ impl<H: MessageHandler> Session<H> {
         self.tx.reset();
         self.tx.helo = Some(host.chars().take(255).collect());
         let hostname = &self.limits.hostname;
+        let starttls = if self.offers_starttls() {
+            "\nSTARTTLS"
+        } else {
+            ""
+        };
         let reply = if extended {
             Reply::plain(
                 250,
                 format!(
-                    "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES\nHELP",
+                    "{hostname}\nPIPELINING\nSIZE {}\n8BITMIME\nENHANCEDSTATUSCODES{starttls}\nHELP",
                     self.limits.max_message_size
                 ),
             )

@@ -12,7 +12,9 @@ use crate::anvil::Refusal;
 
 impl<H: MessageHandler> Session<H> {
     pub(super) fn handle_mail(&mut self, from: MailFrom<Cow<'_, str>>) {
-        if self.tx.helo.is_none() {
+        if self.needs_starttls() {
+            self.queue(super::starttls::must_starttls());
+        } else if self.tx.helo.is_none() {
             self.queue(std_replies::bad_sequence("say EHLO first"));
         } else if self.tx.mail_from.is_some() {
             self.queue(std_replies::bad_sequence("nested MAIL command"));

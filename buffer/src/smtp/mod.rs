@@ -17,6 +17,8 @@ mod mail;
 mod rcpt;
 mod reply;
 mod session;
+mod starttls;
+mod stream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::anvil::{Anvil, ClientLimits, Exceeded, Refusal};
 pub use data::{DataError, DataReceiver, Progress};
 pub use reply::{Reply, std_replies};
+pub use starttls::SmtpTls;
 
 /// The bounds of the SMTP server. `Default` gives the values documented in
 /// `buffer/barrage.example.toml`.
@@ -66,6 +69,8 @@ pub struct SmtpLimits {
     pub stress_high_water_percent: u8,
     /// Per-client limits.
     pub clients: ClientLimits,
+    /// STARTTLS; `None`: not offered.
+    pub tls: Option<SmtpTls>,
 }
 
 impl Default for SmtpLimits {
@@ -84,6 +89,7 @@ impl Default for SmtpLimits {
             max_junk_commands: 100,
             stress_high_water_percent: 80,
             clients: ClientLimits::default(),
+            tls: None,
         }
     }
 }
@@ -97,6 +103,8 @@ pub struct Envelope {
     /// MAIL FROM address; empty for the null reverse-path `<>`.
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// What STARTTLS negotiated; `None` for a plain-text session.
+    pub tls: Option<crate::tls::TlsInfo>,
 }
 
 /// What the server does with a received message.

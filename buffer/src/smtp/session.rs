@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::data::{DataError, DataReceiver, Progress};
 use super::reply::{Reply, std_replies};
+use super::stream::Stream;
 use super::{Envelope, MessageHandler, SmtpLimits};
 use crate::anvil::{Lease, Refusal};
+use crate::tls::TlsInfo;
 
 /// Bad commands tolerated in one session before it is closed (a client speaking something else).
 const MAX_ERRORS: usize = 20;
@@ -48,6 +50,7 @@ impl Transaction {
 enum Next {
     Continue,
     ReceiveData,
+    StartTls,
     Close,
 }
 
@@ -72,22 +75,24 @@ enum Phase {
 }
 
 pub(super) struct Session<H> {
-    stream: TcpStream,
-    peer: SocketAddr,
+    pub(super) stream: Stream,
+    pub(super) peer: SocketAddr,
     pub(super) limits: Arc<SmtpLimits>,
     pub(super) handler: Arc<H>,
     stop: CancellationToken,
-    input: Vec<u8>,
+    pub(super) input: Vec<u8>,
     /// Start of the unprocessed part of `input`.
-    pos: usize,
+    pub(super) pos: usize,
     output: Vec<u8>,
     pub(super) tx: Transaction,
     commands: usize,
-    errors: usize,
+    pub(super) errors: usize,
     /// Junk commands since the last accepted message.
     junk: usize,
     /// The client's per-address counters; `None` when it is exempt.
     lease: Option<Lease>,
+    /// What STARTTLS negotiated; `None` while the session is plain text.
+    pub(super) tls_info: Option<TlsInfo>,
 }
 
 /// Tells a connection it cannot be served and closes it.
@@ -107,7 +112,7 @@ impl<H: MessageHandler> Session<H> {
         lease: Option<Lease>,
     ) -> Self {
         Session {
-            stream,
+            stream: Stream::Plain(stream),
             peer,
             limits,
             handler,
@@ -120,6 +125,7 @@ impl<H: MessageHandler> Session<H> {
             errors: 0,
             junk: 0,
             lease,
+            tls_info: None,
         }
     }
 
@@ -155,6 +161,7 @@ impl<H: MessageHandler> Session<H> {
             match next {
                 Next::Continue => {}
                 Next::Close => return self.flush().await,
+                Next::StartTls => self.start_tls().await?,
                 Next::ReceiveData => {
                     if !self.receive_data().await? {
                         return self.flush().await;
@@ -297,6 +304,11 @@ impl<H: MessageHandler> Session<H> {
             Request::Mail { from } => self.handle_mail(from),
             Request::Rcpt { to } => self.handle_rcpt(to),
             Request::Data => return self.handle_data_command(),
+            Request::StartTls => {
+                if self.handle_starttls() {
+                    return Next::StartTls;
+                }
+            }
             Request::Rset => {
                 self.tx.reset();
                 self.queue(std_replies::ok());
@@ -382,6 +394,7 @@ impl<H: MessageHandler> Session<H> {
                     helo: self.tx.helo.clone().unwrap_or_default(),
                     mail_from: self.tx.mail_from.clone().unwrap_or_default(),
                     rcpt_to: std::mem::take(&mut self.tx.rcpt_to),
+                    tls: self.tls_info.clone(),
                 };
                 self.handler.deliver(&envelope, message).await
             }
@@ -409,7 +422,7 @@ impl<H: MessageHandler> Session<H> {
         reply.write_to(&mut self.output);
     }
 
-    async fn flush(&mut self) -> std::io::Result<()> {
+    pub(super) async fn flush(&mut self) -> std::io::Result<()> {
         if !self.output.is_empty() {
             let write = self.stream.write_all(&self.output);
             match tokio::time::timeout(self.limits.command_timeout, write).await {
@@ -494,6 +507,7 @@ fn is_junk<T>(request: &Result<Request<T>, ParseError>) -> bool {
                 | Request::Mail { .. }
                 | Request::Rcpt { .. }
                 | Request::Data
+                | Request::StartTls
                 | Request::Quit
         ),
         Err(e) => matches!(e, ParseError::UnknownCommand),

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::target::resolve_target;
 use crate::driver::smtp::run_scenario;
+use crate::driver::smtp::tls::{ClientTls, Trust};
 use crate::driver::{RunOptions, http};
 use crate::records::folder::{Existing, RunFolder};
 use crate::scenario::Start;
@@ -69,6 +70,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// For client groups with `starttls = true`: trust the certificates in this PEM file (the
+    /// buffer's self-signed certificate, or a private CA) instead of the web PKI's roots.
+    #[arg(long, value_name = "FILE", conflicts_with = "tls_insecure")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// For client groups with `starttls = true`: accept any certificate (encrypted, not
+    /// authenticated). For rehearsals against a throwaway certificate only.
+    #[arg(long)]
+    pub tls_insecure: bool,
+
     #[command(flatten)]
     pub volunteer: super::volunteer::VolunteerArgs,
 }
@@ -88,6 +99,27 @@ Volunteers (every machine starts at the scenario's absolute `start`):
 Every transmission becomes a line of OUT/sent.jsonl (docs/contract.md \"Run records\"); OUT/run.json
 sums the run up, including the driver's own lag (how late it was against its schedule).";
 
+/// The STARTTLS client side, when a client group asks for STARTTLS.
+fn tls_client(
+    args: &RunArgs,
+    scenario: &ValidScenario,
+) -> anyhow::Result<Option<std::sync::Arc<ClientTls>>> {
+    if !scenario.clients.iter().any(|group| group.starttls) {
+        return Ok(None);
+    }
+    let trust = match (&args.tls_ca, args.tls_insecure) {
+        (_, true) => Trust::Insecure,
+        (Some(file), false) => Trust::CaFile(file),
+        (None, false) => Trust::WebPki,
+    };
+    let host = args
+        .target
+        .rsplit_once(':')
+        .map_or(&*args.target, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(Some(std::sync::Arc::new(ClientTls::new(trust, host)?)))
+}
+
 /// Runs `landrush run`.
 pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     let scenario = ValidScenario::load(&args.scenario)?;
@@ -100,6 +132,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         return super::volunteer::preflight(&args.volunteer, &scenario, args.shard, target).await;
     }
     let web_target = web_target(&args, &scenario).await?;
+    let tls = tls_client(&args, &scenario)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(format!(
             "{}-{}",
@@ -143,6 +176,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         target_label: Some(args.target.clone()),
         stop,
         web_target,
+        tls,
         ..RunOptions::default()
     };
     let out = folder.path();

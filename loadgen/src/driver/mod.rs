@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub connect_concurrency: usize,
     /// The web intake, for a key-collider whose victims are the `[http]` part's users.
     pub web_target: Option<std::net::SocketAddr>,
+    /// STARTTLS for the client groups with `starttls = true`.
+    pub tls: Option<std::sync::Arc<smtp::tls::ClientTls>>,
 }
 
 impl Default for RunOptions {
@@ -72,6 +74,7 @@ impl Default for RunOptions {
             stop: CancellationToken::new(),
             connect_concurrency: 256,
             web_target: None,
+            tls: None,
         }
     }
 }

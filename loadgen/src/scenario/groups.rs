@@ -165,6 +165,10 @@ pub struct ClientGroup {
     /// Extra connections that connect, say EHLO and then sit idle until the run ends.
     #[serde(default)]
     pub idle: u32,
+    /// Upgrade every connection with STARTTLS right after the first EHLO (landrush's
+    /// `--tls-ca FILE` or `--tls-insecure` say which certificates it trusts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starttls: bool,
     /// The EHLO name.
     #[serde(default = "default_helo")]
     pub helo: String,

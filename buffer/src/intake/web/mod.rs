@@ -75,6 +75,8 @@ pub struct WebLimits {
     /// Per-client limits: `max_connections` bounds POSTs in flight per client,
     /// `connection_rate` POSTs per client per minute (contract: Fair intake).
     pub clients: ClientLimits,
+    /// HTTPS on the listener with this certificate; `None`: plain HTTP.
+    pub tls: Option<Arc<crate::tls::Certificates>>,
 }
 
 impl Default for WebLimits {
@@ -92,6 +94,7 @@ impl Default for WebLimits {
                 message_rate: 0,
                 ..ClientLimits::default()
             },
+            tls: None,
         }
     }
 }

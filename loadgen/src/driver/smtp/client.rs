@@ -51,6 +51,8 @@ pub struct Ctx {
     pub groups: Vec<GroupRun>,
     /// What each adversary group achieved (file order; honest groups' stay empty).
     pub adversaries: Vec<Mutex<super::adversary::Achieved>>,
+    /// STARTTLS for the groups that ask for it (`starttls = true`).
+    pub tls: Option<std::sync::Arc<super::tls::ClientTls>>,
 }
 
 /// A client group as the driver plays it.
@@ -209,6 +211,7 @@ impl Ctx {
             reply_timeout: c.reply_timeout.0,
             deadline: self.deadline,
             trickle: (c.behaviour == Behaviour::Slowloris).then(|| c.bytes_per_second()),
+            tls: self.tls.as_deref().filter(|_| c.starttls),
         })
         .await
     }

@@ -11,6 +11,7 @@
 pub mod adversary;
 pub mod client;
 pub mod collider;
+pub mod tls;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -52,6 +53,11 @@ pub async fn run_scenario(
         shard.count
     );
     let groups = group_runs(scenario, target)?;
+    ensure!(
+        options.tls.is_some() || !groups.iter().any(|g| g.spec.starttls),
+        "a client group has starttls = true but the run has no TLS client: give --tls-ca FILE \
+         (the certificate or CA the buffer serves) or --tls-insecure"
+    );
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let times = RunTimes::resolve(scenario, &options)?;
@@ -78,6 +84,7 @@ pub async fn run_scenario(
         lag_warned: std::sync::atomic::AtomicBool::new(false),
         adversaries: groups.iter().map(|_| Mutex::default()).collect(),
         groups,
+        tls: options.tls.clone(),
     });
     let idle_held_at_end = play_clients(scenario, &ctx, sink, &options).await;
     let finished_at = times.clock.stamp(Instant::now());

@@ -3,7 +3,8 @@
 //!
 //! Replies are parsed by `smtp-proto` (the library the buffer uses), never by hand. Every wait is
 //! bounded by the reply timeout and by the run's deadline. The connection never retries on its
-//! own: the caller decides what a failure means for the request.
+//! own: the caller decides what a failure means for the request. With STARTTLS (a group's
+//! `starttls = true`) the connection upgrades right after the first EHLO and says EHLO again.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,6 +14,9 @@ use smtp_proto::{EXT_PIPELINING, EhloResponse, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_util::either::Either;
+
+use super::tls::{ClientTls, Stream};
 
 /// Longest reply we accept (smtp-proto's own limit is 4 KiB per reply).
 const MAX_READ_BUFFER: usize = 64 * 1024;
@@ -65,7 +69,7 @@ pub fn reply_text(reply: &Reply) -> String {
 
 /// One open SMTP connection, past the greeting and EHLO.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     pos: usize,
     receiver: ResponseReceiver,
@@ -89,6 +93,8 @@ pub struct Dial<'a> {
     pub deadline: Instant,
     /// Trickle every write (EHLO included) at this many bytes a second.
     pub trickle: Option<u64>,
+    /// STARTTLS after the first EHLO, with this client side.
+    pub tls: Option<&'a ClientTls>,
 }
 
 /// Connects to `target`, from `source` when given.
@@ -129,6 +135,7 @@ impl Connection {
             reply_timeout,
             deadline,
             trickle: None,
+            tls: None,
         })
         .await
     }
@@ -143,6 +150,7 @@ impl Connection {
             reply_timeout,
             deadline,
             trickle,
+            tls,
         } = dial;
         let limit = (Instant::now() + connect_timeout).min(deadline);
         let stream = match tokio::time::timeout_at(limit, connect(target, source)).await {
@@ -151,7 +159,7 @@ impl Connection {
         };
         stream.set_nodelay(true)?;
         let mut conn = Connection {
-            stream,
+            stream: Either::Left(stream),
             buf: Vec::with_capacity(1024),
             pos: 0,
             receiver: ResponseReceiver::default(),
@@ -164,24 +172,70 @@ impl Connection {
         if greeting.code != 220 {
             return Ok(Opened::Refused(greeting));
         }
-        conn.write(format!("EHLO {helo}\r\n").as_bytes()).await?;
-        let (reply, raw) = conn.read_reply_raw().await?;
+        if let Err(refused) = conn.greet(helo).await? {
+            return Ok(Opened::Refused(refused));
+        }
+        let Some(tls) = tls else {
+            return Ok(Opened::Ready(conn));
+        };
+        let ready = conn.command("STARTTLS").await?;
+        if ready.code != 220 {
+            return Ok(Opened::Refused(ready));
+        }
+        let mut conn = conn.upgrade(tls).await?;
+        // RFC 3207 §4.2: the server forgot everything; EHLO again, inside TLS.
+        if let Err(refused) = conn.greet(helo).await? {
+            return Ok(Opened::Refused(refused));
+        }
+        Ok(Opened::Ready(conn))
+    }
+
+    /// Says EHLO (HELO if EHLO is refused with a 5xx); `Err(reply)` when the server refused.
+    async fn greet(&mut self, helo: &str) -> Result<Result<(), Reply>, SmtpError> {
+        self.write(format!("EHLO {helo}\r\n").as_bytes()).await?;
+        let (reply, raw) = self.read_reply_raw().await?;
         if reply.code == 250 {
             // A reply smtp-proto cannot read as EHLO keywords just means no extensions.
-            if let Ok(ehlo) = EhloResponse::parse(&mut raw.iter()) {
-                conn.pipelining = ehlo.has_capability(EXT_PIPELINING);
-            }
-            return Ok(Opened::Ready(conn));
+            self.pipelining = EhloResponse::parse(&mut raw.iter())
+                .is_ok_and(|ehlo| ehlo.has_capability(EXT_PIPELINING));
+            return Ok(Ok(()));
         }
         if reply.code / 100 == 5 {
-            conn.write(format!("HELO {helo}\r\n").as_bytes()).await?;
-            let reply = conn.read_reply().await?;
-            if reply.code == 250 {
-                return Ok(Opened::Ready(conn));
-            }
-            return Ok(Opened::Refused(reply));
+            self.pipelining = false;
+            self.write(format!("HELO {helo}\r\n").as_bytes()).await?;
+            let reply = self.read_reply().await?;
+            return Ok(if reply.code == 250 {
+                Ok(())
+            } else {
+                Err(reply)
+            });
         }
-        Ok(Opened::Refused(reply))
+        Ok(Err(reply))
+    }
+
+    /// The TLS handshake after the server's 220 to STARTTLS, within the reply timeout.
+    async fn upgrade(self, tls: &ClientTls) -> Result<Connection, SmtpError> {
+        let Either::Left(tcp) = self.stream else {
+            return Err(SmtpError::Protocol("STARTTLS inside TLS".into()));
+        };
+        if self.pos < self.buf.len() {
+            // Bytes after the 220 came in plain text: they cannot be the server's (CVE-2011-0411).
+            return Err(SmtpError::Protocol("data after the 220 to STARTTLS".into()));
+        }
+        let limit = (Instant::now() + self.reply_timeout).min(self.deadline);
+        let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
+        let stream = match tokio::time::timeout_at(limit, handshake).await {
+            Ok(stream) => stream?,
+            Err(_) => return Err(SmtpError::Timeout),
+        };
+        Ok(Connection {
+            stream: Either::Right(Box::new(stream)),
+            buf: Vec::with_capacity(1024),
+            pos: 0,
+            receiver: ResponseReceiver::default(),
+            pipelining: false,
+            ..self
+        })
     }
 
     /// Writes bytes, bounded by the reply timeout and the deadline (trickled on a slowloris
