@@ -337,6 +337,12 @@ fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
         "New requests refused before their data: the queue was at its bound.",
         j.refused_queue_full,
     );
+    text.metric(
+        "accepted_tls_total",
+        Counter,
+        "Requests accepted over a STARTTLS session.",
+        i.accepted_tls,
+    );
     i.fair.write_metrics(&mut text);
     text
 }
