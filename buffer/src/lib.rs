@@ -17,6 +17,7 @@
 pub mod ack;
 pub mod anvil;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod descriptors;

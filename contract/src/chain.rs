@@ -1,0 +1,157 @@
+//! The journal's hash chain (contract: Provable order): the one definition of `canonical(n)`,
+//! `chain(0)` and the link `chain(n)`, shared by barrage (which writes the chain) and landrush
+//! (which verifies it from the outside).
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// What separates chains of other versions and other purposes from this one.
+pub const GENESIS_PREFIX: &str = "barrage-chain-v1\n";
+
+/// The values of one stored request that the chain covers, as the Handover API serves them.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub seq: u64,
+    /// RFC 3339 UTC with six fractional digits and `Z` (contract: Run records).
+    pub accepted_at: &'a str,
+    pub intake: &'a str,
+    pub message_id: &'a str,
+    pub sender: &'a str,
+    pub domain: &'a str,
+    pub fields: &'a BTreeMap<String, String>,
+    /// Lowercase hex SHA-256 of the raw message as stored.
+    pub raw_sha256: &'a str,
+}
+
+/// `canonical(n)`: the RFC 8785 (JCS) text of the entry's object. Keys are sorted by UTF-16 code
+/// units (nested `fields` too); serde_json escapes strings exactly as JCS does (`"`, `\`, the
+/// controls as `\b \f \n \r \t` or `\u00xx`, nothing else); `seq` is an integer.
+pub fn canonical(entry: &Entry) -> String {
+    let seq = entry.seq.to_string();
+    let fields = jcs_object(
+        entry
+            .fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), jcs_string(v)))
+            .collect(),
+    );
+    jcs_object(vec![
+        ("seq", seq),
+        ("accepted_at", jcs_string(entry.accepted_at)),
+        ("intake", jcs_string(entry.intake)),
+        ("message_id", jcs_string(entry.message_id)),
+        ("sender", jcs_string(entry.sender)),
+        ("domain", jcs_string(entry.domain)),
+        ("fields", fields),
+        ("raw_sha256", jcs_string(entry.raw_sha256)),
+    ])
+}
+
+/// An object from keys and already canonical values, keys sorted as JCS sorts them.
+pub fn jcs_object(mut members: Vec<(&str, String)>) -> String {
+    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    let mut out = String::from("{");
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&jcs_string(key));
+        out.push(':');
+        out.push_str(value);
+    }
+    out.push('}');
+    out
+}
+
+/// A JSON string in JCS form.
+pub fn jcs_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// `chain(0) = SHA-256("barrage-chain-v1\n" ‖ journal_id)`.
+pub fn genesis(journal_id: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(GENESIS_PREFIX.as_bytes());
+    hash.update(journal_id.as_bytes());
+    hash.finalize().into()
+}
+
+/// `chain(n) = SHA-256(chain(n−1) as 32 raw bytes ‖ canonical(n))`.
+pub fn link(previous: &[u8; 32], canonical: &str) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(previous);
+    hash.update(canonical.as_bytes());
+    hash.finalize().into()
+}
+
+/// The lowercase hex SHA-256 of a raw message: its `raw_sha256`.
+pub fn raw_sha256(raw: &[u8]) -> String {
+    hex(&Sha256::digest(raw))
+}
+
+/// Lowercase hex, the encoding of every digest and signature the contract serves.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Parses lowercase or uppercase hex of exactly `N` bytes.
+pub fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_sorts_keys_and_escapes_only_what_json_requires() {
+        let fields = BTreeMap::from([
+            ("registrant".to_string(), "Zoé \"Z\"\n/é".to_string()),
+            ("domain".to_string(), "paris.fr".to_string()),
+        ]);
+        let entry = Entry {
+            seq: 7,
+            accepted_at: "2026-12-01T10:00:00.000001Z",
+            intake: "smtp",
+            message_id: "<a@b>",
+            sender: "a@b.example",
+            domain: "paris.fr",
+            fields: &fields,
+            raw_sha256: "00",
+        };
+        assert_eq!(
+            canonical(&entry),
+            "{\"accepted_at\":\"2026-12-01T10:00:00.000001Z\",\"domain\":\"paris.fr\",\
+             \"fields\":{\"domain\":\"paris.fr\",\"registrant\":\"Zoé \\\"Z\\\"\\n/é\"},\
+             \"intake\":\"smtp\",\"message_id\":\"<a@b>\",\"raw_sha256\":\"00\",\
+             \"sender\":\"a@b.example\",\"seq\":7}"
+        );
+        assert_eq!(jcs_string("\u{1}\u{1f}"), "\"\\u0001\\u001f\"");
+    }
+
+    #[test]
+    fn keys_sort_by_utf16_code_units_not_bytes() {
+        // U+FF61 sorts after U+1F600 in UTF-8 bytes but before it in UTF-16 units.
+        let text = jcs_object(vec![("\u{1F600}", "1".into()), ("\u{FF61}", "2".into())]);
+        assert_eq!(text, "{\"\u{1F600}\":1,\"\u{FF61}\":2}");
+    }
+
+    #[test]
+    fn hex_round_trips() {
+        let digest = genesis("0123456789abcdef");
+        assert_eq!(parse_hex::<32>(&hex(&digest)), Some(digest));
+        assert_eq!(parse_hex::<32>("zz"), None);
+    }
+}
