@@ -28,4 +28,5 @@ pub mod journal;
 pub mod notify;
 pub mod prometheus;
 pub mod server;
+pub mod signing;
 pub mod smtp;

@@ -171,3 +171,45 @@ fn a_raw_message_changed_with_its_digest_is_caught_by_the_chain() {
     let (ok, text) = audit(&edited);
     assert!(!ok && text.contains("seq 6: raw_sha256 is"), "{text}");
 }
+
+#[tokio::test]
+async fn the_checkpoint_is_signed_by_the_served_key_and_commits_to_the_last_chain() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("data");
+    let barrage = Barrage::start(&dir, &[]);
+    let empty: contract::chain::Checkpoint =
+        serde_json::from_value(barrage.get("/v1/checkpoint").await).unwrap();
+    assert_eq!((empty.seq, empty.accepted_at.as_deref()), (0, None));
+    assert_eq!(empty.chain, hex(&genesis(&empty.journal_id)));
+    load(barrage.smtp).await;
+    let key = barrage.get("/v1/public-key").await;
+    let key = contract::chain::parse_hex::<32>(key["public_key"].as_str().unwrap()).unwrap();
+    let checkpoint: contract::chain::Checkpoint =
+        serde_json::from_value(barrage.get("/v1/checkpoint").await).unwrap();
+    let rows = barrage.all_requests().await;
+    let last = rows.last().unwrap();
+    assert_eq!(checkpoint.seq, u64::from(REQUESTS));
+    assert_eq!(checkpoint.chain, last["chain"].as_str().unwrap());
+    assert_eq!(
+        checkpoint.accepted_at.as_deref(),
+        last["accepted_at"].as_str()
+    );
+    let verifier = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, key);
+    let signature = contract::chain::parse_hex::<64>(&checkpoint.signature).unwrap();
+    let text = checkpoint.signed_text();
+    assert!(verifier.verify(text.as_bytes(), &signature).is_ok());
+    let moved = contract::chain::Checkpoint {
+        seq: 49,
+        ..checkpoint
+    };
+    assert!(
+        verifier
+            .verify(moved.signed_text().as_bytes(), &signature)
+            .is_err()
+    );
+    let mode = std::fs::metadata(dir.join(barrage::signing::KEY_FILE)).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
+}

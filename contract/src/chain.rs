@@ -111,6 +111,42 @@ pub fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// A signed checkpoint (`GET /v1/checkpoint`): the buffer's commitment to the whole order up to
+/// `seq`. `signature` is the lowercase hex Ed25519 signature over the UTF-8 bytes of
+/// [`Checkpoint::signed_text`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    pub journal_id: String,
+    /// The newest committed seq (0 for an empty journal).
+    pub seq: u64,
+    /// Its accepted-at; `null` for an empty journal.
+    pub accepted_at: Option<String>,
+    /// `chain(seq)`, lowercase hex.
+    pub chain: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The JCS text of `{"journal_id", "seq", "accepted_at", "chain"}`: what the signature covers.
+    pub fn signed_text(&self) -> String {
+        let at = self
+            .accepted_at
+            .as_deref()
+            .map_or("null".into(), jcs_string);
+        jcs_object(vec![
+            ("journal_id", jcs_string(&self.journal_id)),
+            ("seq", self.seq.to_string()),
+            ("accepted_at", at),
+            ("chain", jcs_string(&self.chain)),
+        ])
+    }
+}
+
+/// The public key's fingerprint as barrage logs it: lowercase hex SHA-256 of the 32 key bytes.
+pub fn fingerprint(public_key: &[u8]) -> String {
+    hex(&Sha256::digest(public_key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
