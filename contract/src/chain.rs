@@ -190,4 +190,54 @@ mod tests {
         assert_eq!(parse_hex::<32>(&hex(&digest)), Some(digest));
         assert_eq!(parse_hex::<32>("zz"), None);
     }
+
+    /// The worked example of docs/contract.md (Provable order), recomputed.
+    fn worked_example() -> Vec<String> {
+        let id = "0123456789abcdef";
+        let mut out = vec![hex(&genesis(id))];
+        let mut previous = genesis(id);
+        let raws = [
+            "Message-ID: <1@a.example>\r\n\r\ndomain: paris.fr\r\n",
+            "Message-ID: <2@b.example>\r\n\r\ndomain: lyon.fr\r\n",
+        ];
+        for (n, raw) in raws.iter().enumerate() {
+            let seq = n as u64 + 1;
+            let domain = if seq == 1 { "paris.fr" } else { "lyon.fr" };
+            let fields = BTreeMap::from([("domain".to_string(), domain.to_string())]);
+            let digest = raw_sha256(raw.as_bytes());
+            let at = format!("2026-12-01T10:00:00.00000{seq}Z");
+            let (id, sender) = (format!("<{seq}@{}.example>", ["a", "b"][n]), "r@x.example");
+            let entry = Entry {
+                seq,
+                accepted_at: &at,
+                intake: "smtp",
+                message_id: &id,
+                sender,
+                domain,
+                fields: &fields,
+                raw_sha256: &digest,
+            };
+            let text = canonical(&entry);
+            previous = link(&previous, &text);
+            out.extend([digest, text, hex(&previous)]);
+        }
+        let checkpoint = Checkpoint {
+            journal_id: id.into(),
+            seq: 2,
+            accepted_at: Some("2026-12-01T10:00:00.000002Z".into()),
+            chain: hex(&previous),
+            signature: String::new(),
+        };
+        out.push(checkpoint.signed_text());
+        out
+    }
+
+    #[test]
+    fn the_contract_shows_the_worked_example_as_the_code_computes_it() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contract.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        for value in worked_example() {
+            assert!(doc.contains(&value), "docs/contract.md lacks {value}");
+        }
+    }
 }
