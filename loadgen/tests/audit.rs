@@ -115,10 +115,10 @@ async fn load(addr: SocketAddr, count: u32) {
     write.write_all(b"EHLO client.example\r\n").await.unwrap();
     assert_eq!(reply(&mut reader).await, 250);
     for n in 0..count {
-        let mail = format!(
-            "MAIL FROM:<a@client.example>\r\nRCPT TO:<requests@registry.example>\r\nDATA\r\n"
-        );
-        write.write_all(mail.as_bytes()).await.unwrap();
+        // Pipelined (barrage offers PIPELINING): three commands, three replies.
+        let envelope =
+            b"MAIL FROM:<a@client.example>\r\nRCPT TO:<requests@registry.example>\r\nDATA\r\n";
+        write.write_all(envelope).await.unwrap();
         assert_eq!(reply(&mut reader).await, 250);
         assert_eq!(reply(&mut reader).await, 250);
         assert_eq!(reply(&mut reader).await, 354);

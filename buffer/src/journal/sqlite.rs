@@ -115,7 +115,7 @@ enum Command {
     /// A request and its content digest (computed by the caller, off the writer thread).
     Append(
         NewRequest,
-        Digests,
+        Box<Digests>,
         oneshot::Sender<Result<Ticket, JournalError>>,
     ),
     Cursor(u64, oneshot::Sender<Result<u64, JournalError>>),
@@ -758,7 +758,7 @@ impl Journal for SqliteJournal {
         } else {
             contract::chain::hex(&content)
         };
-        let digests = Digests { content, raw };
+        let digests = Box::new(Digests { content, raw });
         self.send(|tx| Command::Append(request, digests, tx)).await
     }
 
