@@ -238,11 +238,18 @@ impl Services {
             );
             tokio::spawn(serve)
         });
+        let signer = Arc::new(crate::signing::Signer::load_or_create(&config.data_dir)?);
+        tracing::info!(
+            "checkpoints and receipts are signed with the Ed25519 key of fingerprint {} \
+             (SHA-256 of the public key; GET /v1/public-key)",
+            signer.fingerprint()
+        );
         let acks = crate::ack::start(
             config.ack.as_ref(),
             journal.clone(),
             journal.instance_id(),
             &config.hostname,
+            signer.clone(),
             stop.clone(),
         )?;
         let h = &config.http;
@@ -252,15 +259,9 @@ impl Services {
             request_timeout: std::time::Duration::from_secs(h.request_timeout_secs),
             metrics_require_token: h.metrics_require_token,
         };
-        let signer = crate::signing::Signer::load_or_create(&config.data_dir)?;
-        tracing::info!(
-            "checkpoints are signed with the Ed25519 key of fingerprint {} (SHA-256 of the public \
-             key; GET /v1/public-key)",
-            signer.fingerprint()
-        );
         let state = Arc::new(ApiState {
             journal,
-            signer: Arc::new(signer),
+            signer,
             intake: counters,
             token: h.api_token.clone(),
             extra: vec![acks.stats],

@@ -142,6 +142,39 @@ impl Checkpoint {
     }
 }
 
+/// The name of the ack header that carries a receipt.
+pub const RECEIPT_HEADER: &str = "X-Barrage-Receipt";
+
+/// A receipt (the signed checkpoint of the acknowledged request's seq) as [`RECEIPT_HEADER`]
+/// carries it: `journal_id=ID; seq=N; accepted_at=T; chain=HEX; signature=HEX`.
+pub fn receipt_header(receipt: &Checkpoint) -> String {
+    format!(
+        "journal_id={}; seq={}; accepted_at={}; chain={}; signature={}",
+        receipt.journal_id,
+        receipt.seq,
+        receipt.accepted_at.as_deref().unwrap_or(""),
+        receipt.chain,
+        receipt.signature
+    )
+}
+
+/// Parses [`receipt_header`]'s text (unfolded: any whitespace around `;` and `=` is ignored).
+pub fn parse_receipt_header(value: &str) -> Option<Checkpoint> {
+    let mut pairs = BTreeMap::new();
+    for part in value.split(';') {
+        let (key, value) = part.split_once('=')?;
+        pairs.insert(key.trim(), value.trim());
+    }
+    let accepted_at = pairs.get("accepted_at").filter(|at| !at.is_empty());
+    Some(Checkpoint {
+        journal_id: pairs.get("journal_id")?.to_string(),
+        seq: pairs.get("seq")?.parse().ok()?,
+        accepted_at: accepted_at.map(|at| at.to_string()),
+        chain: pairs.get("chain")?.to_string(),
+        signature: pairs.get("signature")?.to_string(),
+    })
+}
+
 /// The public key's fingerprint as barrage logs it: lowercase hex SHA-256 of the 32 key bytes.
 pub fn fingerprint(public_key: &[u8]) -> String {
     hex(&Sha256::digest(public_key))
@@ -182,6 +215,20 @@ mod tests {
         // U+FF61 sorts after U+1F600 in UTF-8 bytes but before it in UTF-16 units.
         let text = jcs_object(vec![("\u{1F600}", "1".into()), ("\u{FF61}", "2".into())]);
         assert_eq!(text, "{\"\u{1F600}\":1,\"\u{FF61}\":2}");
+    }
+
+    #[test]
+    fn a_receipt_header_round_trips_even_folded() {
+        let receipt = Checkpoint {
+            journal_id: "0123456789abcdef".into(),
+            seq: 6,
+            accepted_at: Some("2026-12-01T10:00:00.000001Z".into()),
+            chain: "ab".repeat(32),
+            signature: "cd".repeat(64),
+        };
+        let folded = receipt_header(&receipt).replace("; ", ";\r\n ");
+        assert_eq!(parse_receipt_header(&folded), Some(receipt));
+        assert_eq!(parse_receipt_header("seq=1; chain=00"), None);
     }
 
     #[test]
