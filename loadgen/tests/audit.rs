@@ -174,6 +174,12 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
     std::fs::write(file("key.json"), buffer.get("/v1/public-key").await).unwrap();
     let checkpoint = buffer.get("/v1/checkpoint").await;
     std::fs::write(file("cp.jsonl"), format!("{checkpoint}\n")).unwrap();
+    // The receipt an ack of seq 50 carries is the signed checkpoint of seq 50, in a header.
+    let receipt: contract::chain::Checkpoint = serde_json::from_str(&checkpoint).unwrap();
+    std::fs::create_dir(file("receipts")).unwrap();
+    let header = contract::chain::receipt_header(&receipt).replace("; ", ";\r\n ");
+    let mail = format!("From: r@registry.test\r\nX-Barrage-Receipt: {header}\r\n\r\nbody\r\n");
+    std::fs::write(file("receipts").join("50.eml"), mail).unwrap();
     let url = buffer.url();
     let (ok, text) = tokio::task::spawn_blocking({
         let (key, cp) = (file("key.json"), file("cp.jsonl"));
@@ -197,7 +203,7 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
     .await
     .unwrap();
     assert!(
-        !ok && text.contains("seq 50: a checkpoint's signature does not verify"),
+        !ok && text.contains("seq 50: a checkpoint's (or receipt's) signature does not verify"),
         "{text}"
     );
     buffer.stop();
@@ -212,19 +218,38 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
     let buffer = Buffer::start(&dir);
     let data = dir.to_str().unwrap().to_string();
     let url = buffer.url();
-    let (inside, without, with) = tokio::task::spawn_blocking({
+    let (inside, without, with, receipts) = tokio::task::spawn_blocking({
         let (key, cp, empty) = (file("key.json"), file("cp.jsonl"), file("none.jsonl"));
+        let receipts = file("receipts");
         std::fs::write(&empty, "").unwrap();
         move || {
+            let args = [key.to_str().unwrap(), receipts.to_str().unwrap()];
             (
                 run(&["buffer", "audit", "--data-dir", &data]),
                 audit(&url, &key, &empty),
                 audit(&url, &key, &cp),
+                run(&[
+                    "audit",
+                    "--handover",
+                    &url,
+                    "--public-key",
+                    args[0],
+                    "--receipts",
+                    args[1],
+                ]),
             )
         }
     })
     .await
     .unwrap();
+    assert!(
+        !receipts.0
+            && receipts
+                .1
+                .contains("seq 50: the signed checkpoint (or receipt)"),
+        "{}",
+        receipts.1
+    );
     assert!(
         inside.0,
         "the chain alone cannot reveal a re-chained tail: {}",
@@ -238,7 +263,7 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
     assert!(!with.0, "{}", with.1);
     assert!(
         with.1
-            .contains("seq 50: the signed checkpoint committed to chain"),
+            .contains("seq 50: the signed checkpoint (or receipt) committed to chain"),
         "{}",
         with.1
     );

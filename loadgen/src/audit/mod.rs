@@ -77,6 +77,20 @@ impl AuditReport {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_receipt_is_read_from_a_folded_header() {
+        let mail = "From: r@x\r\nX-Barrage-Receipt: journal_id=00000000000000aa; seq=3;\r\n \
+                    accepted_at=2026-12-01T10:00:00.000003Z;\r\n chain=ab;\r\n signature=cd\r\n\
+                    Subject: s\r\n\r\nbody\r\n";
+        let receipt = super::receipt_of_mail(mail).unwrap();
+        assert_eq!((receipt.seq, receipt.chain.as_str()), (3, "ab"));
+        assert_eq!(receipt.signature, "cd");
+        assert!(super::receipt_of_mail("From: r@x\r\n\r\nbody").is_none());
+    }
+}
+
 #[derive(Deserialize)]
 struct Page {
     journal_id: String,
@@ -166,6 +180,45 @@ pub fn parse_public_key(text: &str) -> anyhow::Result<[u8; 32]> {
     hex.as_deref()
         .and_then(parse_hex::<32>)
         .context("not an Ed25519 public key: give the JSON of /v1/public-key or 64 hex digits")
+}
+
+/// Receipts: a folder of ack mails (one raw mail per file, its `X-Barrage-Receipt` read), or a
+/// file of receipts as JSON lines (the checkpoint shape). A receipt is the signed checkpoint of
+/// its request's seq, so it is checked as one.
+pub fn read_receipts(path: &Path) -> anyhow::Result<Vec<Checkpoint>> {
+    if !path.is_dir() {
+        return read_checkpoints(path);
+    }
+    let mut receipts = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries.iter().filter(|e| e.path().is_file()) {
+        let raw = std::fs::read(entry.path())?;
+        let receipt = receipt_of_mail(&String::from_utf8_lossy(&raw)).with_context(|| {
+            format!(
+                "{}: no well-formed X-Barrage-Receipt header",
+                entry.path().display()
+            )
+        })?;
+        receipts.push(receipt);
+    }
+    Ok(receipts)
+}
+
+/// The receipt of a raw ack mail: its `X-Barrage-Receipt` header, unfolded.
+pub fn receipt_of_mail(raw: &str) -> Option<Checkpoint> {
+    let head = raw.split("\r\n\r\n").next()?.split("\n\n").next()?;
+    let name = format!("{}:", contract::chain::RECEIPT_HEADER.to_ascii_lowercase());
+    let mut lines = head.lines();
+    let first = lines.find(|l| l.to_ascii_lowercase().starts_with(&name))?;
+    let mut value = first[name.len()..].to_string();
+    for line in lines.take_while(|l| l.starts_with([' ', '\t'])) {
+        value.push(' ');
+        value.push_str(line.trim());
+    }
+    contract::chain::parse_receipt_header(&value)
 }
 
 /// Checkpoints, one JSON object (as `GET /v1/checkpoint` serves it) per line.

@@ -82,11 +82,13 @@ impl fmt::Display for Problem {
             Problem::OtherJournal { checkpoint } => {
                 write!(f, "a checkpoint is of another journal ({checkpoint})")
             }
-            Problem::BadSignature => write!(f, "a checkpoint's signature does not verify"),
+            Problem::BadSignature => {
+                write!(f, "a checkpoint's (or receipt's) signature does not verify")
+            }
             Problem::CheckpointMismatch { checkpoint, served } => write!(
                 f,
-                "the signed checkpoint committed to chain {checkpoint}, the buffer now serves \
-                 {served}: the order up to this seq was rewritten after the checkpoint"
+                "the signed checkpoint (or receipt) committed to chain {checkpoint}, the buffer \
+                 now serves {served}: the order up to this seq was rewritten after it was signed"
             ),
             Problem::CheckpointBeyond { last_seq } => write!(
                 f,

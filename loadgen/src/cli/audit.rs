@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::audit::{AuditInput, audit, parse_public_key, read_checkpoints};
+use crate::audit::{AuditInput, audit, parse_public_key, read_checkpoints, read_receipts};
 
 /// `landrush audit`.
 #[derive(Debug, Args)]
@@ -23,11 +23,15 @@ pub struct AuditArgs {
     /// Checkpoints collected during the day, one JSON object of /v1/checkpoint per line.
     #[arg(long, value_name = "FILE")]
     pub checkpoints: Option<PathBuf>,
+    /// Receipts requesters kept: a folder of ack mails (one raw mail per file), or a file of
+    /// receipts as JSON lines. Each is checked like a checkpoint at its request's seq.
+    #[arg(long, value_name = "DIR|FILE")]
+    pub receipts: Option<PathBuf>,
 }
 
 const AUDIT_HELP: &str = "\
 Pulls every row of GET /v1/requests (raw=true), recomputes raw_sha256 and the hash chain
-(docs/contract.md, Provable order), and checks every checkpoint given: its signature with the
+(docs/contract.md, Provable order), and checks every checkpoint and receipt given: its signature with the
 public key, and its chain against the chain recomputed at its seq. A tail rewritten and
 re-chained after a checkpoint was taken fails here.
 Exit status: 0 pass, 1 a finding (named by its seq), 2 error.
@@ -41,10 +45,13 @@ pub async fn audit_command(args: AuditArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(parse_public_key(&std::fs::read_to_string(path)?)?),
         None => None,
     };
-    let checkpoints = match &args.checkpoints {
+    let mut checkpoints = match &args.checkpoints {
         Some(path) => read_checkpoints(path)?,
         None => Vec::new(),
     };
+    if let Some(path) = &args.receipts {
+        checkpoints.extend(read_receipts(path)?);
+    }
     let report = audit(AuditInput {
         handover: &args.handover,
         token: args.api_token.as_deref(),
