@@ -108,6 +108,8 @@ struct Digests {
     content: [u8; 32],
     /// `raw_sha256`, lowercase hex, for the chain.
     raw: String,
+    /// The request's part of `canonical(n)`: the writer adds only the seq and the time.
+    middle: contract::chain::Middle,
 }
 
 /// What the writer thread is asked to do.
@@ -683,19 +685,8 @@ impl WriterState {
         let accepted_at = now.max(self.last_at);
         let position = seq.saturating_sub(self.cursor);
         let fields = serde_json::to_string(&request.fields).expect("a string map serializes");
-        let link = chain::next(
-            &self.last_chain,
-            &chain::Row {
-                seq,
-                accepted_at,
-                intake: request.intake,
-                message_id: &request.message_id,
-                sender: &request.sender,
-                domain: &request.domain,
-                fields: &request.fields,
-                raw_sha256: &digests.raw,
-            },
-        );
+        let canonical = digests.middle.canonical(seq, &format_micros(accepted_at));
+        let link = contract::chain::link(&self.last_chain, &canonical);
         self.conn
             .prepare_cached(
                 "INSERT INTO requests (seq, accepted_at, intake, message_id, dedup_key, sender,
@@ -758,7 +749,21 @@ impl Journal for SqliteJournal {
         } else {
             contract::chain::hex(&content)
         };
-        let digests = Box::new(Digests { content, raw });
+        let middle = contract::chain::Middle::of(&contract::chain::Entry {
+            seq: 0,
+            accepted_at: "",
+            intake: request.intake,
+            message_id: &request.message_id,
+            sender: &request.sender,
+            domain: &request.domain,
+            fields: &request.fields,
+            raw_sha256: &raw,
+        });
+        let digests = Box::new(Digests {
+            content,
+            raw,
+            middle,
+        });
         self.send(|tx| Command::Append(request, digests, tx)).await
     }
 
