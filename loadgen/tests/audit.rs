@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -146,17 +146,20 @@ fn run(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn audit(url: &str, key: &Path, checkpoints: &Path) -> (bool, String) {
-    let (key, checkpoints) = (key.to_str().unwrap(), checkpoints.to_str().unwrap());
-    run(&[
-        "audit",
-        "--handover",
-        url,
-        "--public-key",
-        key,
-        "--checkpoints",
-        checkpoints,
-    ])
+/// `landrush ARGS…` on a blocking thread (the buffer it audits runs beside it).
+async fn landrush(args: Vec<String>) -> (bool, String) {
+    tokio::task::spawn_blocking(move || run(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
+}
+
+/// `landrush audit --handover URL --public-key KEY` and `--checkpoints` or `--receipts FILE`.
+async fn audit(url: &str, key: &Path, flag: &str, file: &Path) -> (bool, String) {
+    let args = ["audit", "--handover", url, "--public-key"];
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.push(key.display().to_string());
+    args.extend([flag.to_string(), file.display().to_string()]);
+    landrush(args).await
 }
 
 fn sql(dir: &Path, statements: &str) {
@@ -164,48 +167,53 @@ fn sql(dir: &Path, statements: &str) {
     conn.execute_batch(statements).unwrap();
 }
 
+/// Writes the key, the checkpoint, a forged copy of it, and an ack mail carrying it as the
+/// receipt of seq 50 (a receipt is the signed checkpoint of its seq).
+async fn collect(buffer: &Buffer, root: &Path) {
+    std::fs::write(root.join("key.json"), buffer.get("/v1/public-key").await).unwrap();
+    let checkpoint = buffer.get("/v1/checkpoint").await;
+    std::fs::write(root.join("cp.jsonl"), format!("{checkpoint}\n")).unwrap();
+    std::fs::write(root.join("none.jsonl"), "").unwrap();
+    let receipt: contract::chain::Checkpoint = serde_json::from_str(&checkpoint).unwrap();
+    std::fs::create_dir(root.join("receipts")).unwrap();
+    let header = contract::chain::receipt_header(&receipt).replace("; ", ";\r\n ");
+    let mail = format!("From: r@registry.test\r\nX-Barrage-Receipt: {header}\r\n\r\nbody\r\n");
+    std::fs::write(root.join("receipts").join("50.eml"), mail).unwrap();
+    let flipped = if receipt.signature.starts_with('0') {
+        "1"
+    } else {
+        "0"
+    };
+    let forged = contract::chain::Checkpoint {
+        signature: format!("{flipped}{}", &receipt.signature[1..]),
+        ..receipt
+    };
+    let forged = serde_json::to_string(&forged).unwrap();
+    std::fs::write(root.join("forged.jsonl"), format!("{forged}\n")).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("data");
-    let file = |name: &str| -> PathBuf { root.path().join(name) };
+    let (root, dir) = (root.path(), root.path().join("data"));
+    let key = root.join("key.json");
     let buffer = Buffer::start(&dir);
     load(buffer.smtp, 50).await;
-    std::fs::write(file("key.json"), buffer.get("/v1/public-key").await).unwrap();
-    let checkpoint = buffer.get("/v1/checkpoint").await;
-    std::fs::write(file("cp.jsonl"), format!("{checkpoint}\n")).unwrap();
-    // The receipt an ack of seq 50 carries is the signed checkpoint of seq 50, in a header.
-    let receipt: contract::chain::Checkpoint = serde_json::from_str(&checkpoint).unwrap();
-    std::fs::create_dir(file("receipts")).unwrap();
-    let header = contract::chain::receipt_header(&receipt).replace("; ", ";\r\n ");
-    let mail = format!("From: r@registry.test\r\nX-Barrage-Receipt: {header}\r\n\r\nbody\r\n");
-    std::fs::write(file("receipts").join("50.eml"), mail).unwrap();
-    let url = buffer.url();
-    let (ok, text) = tokio::task::spawn_blocking({
-        let (key, cp) = (file("key.json"), file("cp.jsonl"));
-        move || audit(&url, &key, &cp)
-    })
-    .await
-    .unwrap();
+    collect(&buffer, root).await;
+    let (ok, text) = audit(&buffer.url(), &key, "--checkpoints", &root.join("cp.jsonl")).await;
     assert!(ok && text.contains("checkpoints verified: 1"), "{text}");
     assert!(text.contains("50 rows"), "{text}");
-
-    let mut forged: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
-    let signature = forged["signature"].as_str().unwrap().to_string();
-    let flipped = if signature.starts_with('0') { "1" } else { "0" };
-    forged["signature"] = format!("{flipped}{}", &signature[1..]).into();
-    std::fs::write(file("forged.jsonl"), format!("{forged}\n")).unwrap();
-    let url = buffer.url();
-    let (ok, text) = tokio::task::spawn_blocking({
-        let (key, cp) = (file("key.json"), file("forged.jsonl"));
-        move || audit(&url, &key, &cp)
-    })
-    .await
-    .unwrap();
-    assert!(
-        !ok && text.contains("seq 50: a checkpoint's (or receipt's) signature does not verify"),
-        "{text}"
-    );
+    let (ok, text) = audit(&buffer.url(), &key, "--receipts", &root.join("receipts")).await;
+    assert!(ok && text.contains("checkpoints verified: 1"), "{text}");
+    let (ok, text) = audit(
+        &buffer.url(),
+        &key,
+        "--checkpoints",
+        &root.join("forged.jsonl"),
+    )
+    .await;
+    let refused = "seq 50: a checkpoint's (or receipt's) signature does not verify";
+    assert!(!ok && text.contains(refused), "{text}");
     buffer.stop();
 
     // The operator rewrites the tail and re-chains it: barrage's own migration chains every
@@ -216,57 +224,25 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
          UPDATE requests SET chain = NULL WHERE seq >= 45;",
     );
     let buffer = Buffer::start(&dir);
-    let data = dir.to_str().unwrap().to_string();
-    let url = buffer.url();
-    let (inside, without, with, receipts) = tokio::task::spawn_blocking({
-        let (key, cp, empty) = (file("key.json"), file("cp.jsonl"), file("none.jsonl"));
-        let receipts = file("receipts");
-        std::fs::write(&empty, "").unwrap();
-        move || {
-            let args = [key.to_str().unwrap(), receipts.to_str().unwrap()];
-            (
-                run(&["buffer", "audit", "--data-dir", &data]),
-                audit(&url, &key, &empty),
-                audit(&url, &key, &cp),
-                run(&[
-                    "audit",
-                    "--handover",
-                    &url,
-                    "--public-key",
-                    args[0],
-                    "--receipts",
-                    args[1],
-                ]),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let inside = ["buffer", "audit", "--data-dir", dir.to_str().unwrap()];
+    let (ok, text) = landrush(inside.iter().map(|a| a.to_string()).collect()).await;
     assert!(
-        !receipts.0
-            && receipts
-                .1
-                .contains("seq 50: the signed checkpoint (or receipt)"),
-        "{}",
-        receipts.1
+        ok,
+        "the chain alone cannot reveal a re-chained tail: {text}"
     );
-    assert!(
-        inside.0,
-        "the chain alone cannot reveal a re-chained tail: {}",
-        inside.1
-    );
-    assert!(
-        without.0,
-        "nor can the outside audit without a checkpoint: {}",
-        without.1
-    );
-    assert!(!with.0, "{}", with.1);
-    assert!(
-        with.1
-            .contains("seq 50: the signed checkpoint (or receipt) committed to chain"),
-        "{}",
-        with.1
-    );
+    let (ok, text) = audit(
+        &buffer.url(),
+        &key,
+        "--checkpoints",
+        &root.join("none.jsonl"),
+    )
+    .await;
+    assert!(ok, "nor can the outside audit without a checkpoint: {text}");
+    let rewritten = "seq 50: the signed checkpoint (or receipt) committed to chain";
+    for (flag, file) in [("--checkpoints", "cp.jsonl"), ("--receipts", "receipts")] {
+        let (ok, text) = audit(&buffer.url(), &key, flag, &root.join(file)).await;
+        assert!(!ok && text.contains(rewritten), "{flag}: {text}");
+    }
     buffer.stop();
 
     // An edit without re-chaining is named by its seq.
@@ -275,13 +251,13 @@ async fn checkpoints_catch_a_rewritten_tail_and_forged_signatures() {
         "UPDATE requests SET domain = 'lyon.fr' WHERE seq = 20",
     );
     let buffer = Buffer::start(&dir);
-    let url = buffer.url();
-    let (ok, text) = tokio::task::spawn_blocking({
-        let (key, empty) = (file("key.json"), file("none.jsonl"));
-        move || audit(&url, &key, &empty)
-    })
-    .await
-    .unwrap();
+    let (ok, text) = audit(
+        &buffer.url(),
+        &key,
+        "--checkpoints",
+        &root.join("none.jsonl"),
+    )
+    .await;
     assert!(
         !ok && text.contains("seq 20: the served chain does not verify"),
         "{text}"

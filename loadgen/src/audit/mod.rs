@@ -113,11 +113,7 @@ pub async fn audit(input: AuditInput<'_>) -> anyhow::Result<AuditReport> {
     };
     let (public_key, key_from_buffer) = match input.public_key {
         Some(key) => (key, false),
-        None => {
-            let served: serde_json::Value =
-                get("/v1/public-key".into()).send().await?.json().await?;
-            (parse_public_key(&served.to_string())?, true)
-        }
+        None => (served_public_key(get("/v1/public-key".into())).await?, true),
     };
     let mut after = 0;
     let mut verifier: Option<Verifier> = None;
@@ -169,6 +165,12 @@ pub async fn audit(input: AuditInput<'_>) -> anyhow::Result<AuditReport> {
     report.checkpoints_verified = v.checkpoints_verified;
     report.unverifiable_raw = v.unverifiable_raw;
     Ok(report)
+}
+
+/// The public key the buffer serves now.
+async fn served_public_key(request: reqwest::RequestBuilder) -> anyhow::Result<[u8; 32]> {
+    let served: serde_json::Value = request.send().await?.json().await?;
+    parse_public_key(&served.to_string())
 }
 
 /// A public key as `GET /v1/public-key` serves it (JSON with `public_key`) or as 64 hex digits.
