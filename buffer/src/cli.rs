@@ -40,6 +40,14 @@ enum Command {
         #[arg(value_name = "OUT")]
         out: PathBuf,
     },
+    /// Check a journal from the inside (contract: Provable order): seqs gap-free, accepted-at
+    /// never decreasing, every chain link, one outbox row per request with an ack address, the
+    /// cursor at or below the last seq. Exits 0 with a summary, or 1 naming the first bad seq.
+    Audit {
+        /// The data dir of the journal to check (barrage may be serving it).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -152,6 +160,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit { data_dir } => match crate::audit::audit(&data_dir)? {
+            Ok(summary) => {
+                println!("{summary}");
+                Ok(())
+            }
+            Err(finding) => Err(anyhow::Error::new(finding).context(format!(
+                "the journal of {} does not verify; keep a copy of the data dir as evidence",
+                data_dir.display()
+            ))),
+        },
         Command::Ack(AckCommand::Preview { config }) => {
             let config = Config::load(&config)?;
             let Some(ack) = &config.ack else {

@@ -12,11 +12,13 @@
 //! `smtp`, `form`, `journal` (which holds the ack outbox types, in `journal::outbox`); `anvil`
 //! (per-client limits, shared by the SMTP server and the web intake) sits below `smtp`;
 //! `endpoints`, `prometheus` and `descriptors` (file-descriptor limits, accept failures) sit
-//! below them all.
+//! below them all. [`signing`] (the key that signs checkpoints and receipts) sits below `ack` and
+//! `api`; [`audit`] (`barrage audit`, reading a journal's file) is used by `cli` only.
 
 pub mod ack;
 pub mod anvil;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod descriptors;
@@ -27,5 +29,6 @@ pub mod journal;
 pub mod notify;
 pub mod prometheus;
 pub mod server;
+pub mod signing;
 pub mod smtp;
 pub mod tls;

@@ -245,11 +245,18 @@ impl Services {
             );
             tokio::spawn(serve)
         });
+        let signer = Arc::new(crate::signing::Signer::load_or_create(&config.data_dir)?);
+        tracing::info!(
+            "checkpoints and receipts are signed with the Ed25519 key of fingerprint {} \
+             (SHA-256 of the public key; GET /v1/public-key)",
+            signer.fingerprint()
+        );
         let acks = crate::ack::start(
             config.ack.as_ref(),
             journal.clone(),
             journal.instance_id(),
             &config.hostname,
+            signer.clone(),
             stop.clone(),
         )?;
         let h = &config.http;
@@ -261,6 +268,7 @@ impl Services {
         };
         let state = Arc::new(ApiState {
             journal,
+            signer,
             intake: counters,
             token: h.api_token.clone(),
             extra: vec![acks.stats],

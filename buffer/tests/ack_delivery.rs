@@ -193,9 +193,23 @@ fn snapshot_the_reply_to_ack(
     let raw = String::from_utf8(ack.raw.clone()).unwrap();
     let head = raw.split("\r\n\r\n").next().unwrap();
     let accepted_at = &expected[&reply_to_ticket].accepted_at;
+    // The receipt's chain and signature differ with every instance id and key.
+    let receipt = ack.header("X-Barrage-Receipt").expect("X-Barrage-Receipt");
+    let value_of = |key: &str| {
+        let start = receipt.find(&format!("{key}=")).unwrap() + key.len() + 1;
+        receipt[start..]
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (chain, signature) = (value_of("chain"), value_of("signature"));
     let redact = |text: &str| {
         text.replace(instance, "[instance]")
             .replace(accepted_at.as_str(), "[accepted-at]")
+            .replace(&chain, "[chain]")
+            .replace(&signature, "[signature]")
     };
     let headers: Vec<String> = head
         .split("\r\n")

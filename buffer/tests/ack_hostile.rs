@@ -40,6 +40,7 @@ fn assert_well_formed(raw: &[u8]) {
         "X-Barrage-Ticket",
         "X-Barrage-Accepted-At",
         "Auto-Submitted",
+        "X-Barrage-Receipt",
         "In-Reply-To",
         "References",
         "MIME-Version",

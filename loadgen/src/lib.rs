@@ -16,7 +16,8 @@
 //!    the SMTP and Maildir handover observers.
 //! 5. [`records`]: a run folder as a whole — claiming it for one run (a lock, no silent
 //!    overwrite), merging shards.
-//! 6. [`check`]: the checkers of the contract over a run folder's records.
+//! 6. [`check`]: the checkers of the contract over a run folder's records; [`audit`]: the
+//!    verification of a buffer's hash chain and signed checkpoints from the outside.
 //! 7. [`rehearse`] and [`fsync_audit`]: whole rehearsals (the buffer as a child process, faults,
 //!    the drain, checks and reports) and the fsync audit under strace.
 //! 8. [`gate`]: the CI gate's thresholds and their judgement.
@@ -30,6 +31,7 @@ pub mod driver;
 pub mod observe;
 pub mod records;
 
+pub mod audit;
 pub mod check;
 
 pub mod fsync_audit;

@@ -43,6 +43,9 @@ enum Command {
     /// Run barrage under strace during a burst and check that every 250 follows the fsync of the
     /// journal write that holds its request. Exit 1 when one came first.
     FsyncAudit(landrush::cli::fsync_audit::FsyncAuditArgs),
+    /// Verify a buffer's order from the outside: recompute its hash chain from the handover API
+    /// and check signed checkpoints against it. Exit 1 naming the first bad seq.
+    Audit(landrush::cli::audit::AuditArgs),
     /// Run the barrage buffer built into landrush (`landrush buffer serve …`, same arguments
     /// as `barrage`): what `rehearse` starts as its child process.
     #[command(hide = true, disable_help_flag = true, disable_version_flag = true)]
@@ -85,6 +88,9 @@ fn main() -> ExitCode {
         }
         Command::FsyncAudit(args) => runtime()
             .and_then(|rt| rt.block_on(landrush::cli::fsync_audit::fsync_audit_command(args))),
+        Command::Audit(args) => {
+            runtime().and_then(|rt| rt.block_on(landrush::cli::audit::audit_command(args)))
+        }
         Command::Check(args) => landrush::cli::check::check_command(args),
         Command::Report(args) => landrush::cli::check::report_command(args),
         Command::Compare(args) => landrush::cli::check::compare_command(args),

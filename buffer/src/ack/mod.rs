@@ -243,6 +243,7 @@ pub fn start<O: AckOutbox>(
     outbox: Arc<O>,
     instance_id: &str,
     hostname: &str,
+    signer: Arc<crate::signing::Signer>,
     stop: CancellationToken,
 ) -> anyhow::Result<Acks> {
     let relay_up = Arc::new(AtomicBool::new(true));
@@ -258,7 +259,7 @@ pub fn start<O: AckOutbox>(
         });
     };
     config.validate()?;
-    let composer = Arc::new(Composer::new(config, instance_id, hostname)?);
+    let composer = Arc::new(Composer::new(config, instance_id, hostname)?.with_signer(signer));
     let sender = sender::AckSender::new(outbox, composer, config.clone(), relay_up, hostname)?;
     tracing::info!("acks go through {} from {}", config.relay, config.from);
     Ok(Acks {

@@ -9,8 +9,10 @@
 //! `In-Reply-To`/`References` only when it is a well-formed `<…>` of printable ASCII.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
+use contract::chain::Checkpoint;
 use lettre::Message;
 use lettre::message::header::{
     ContentTransferEncoding, ContentType, Header, HeaderName, HeaderValue,
@@ -22,6 +24,7 @@ use serde::Serialize;
 use super::AckConfig;
 use super::outbox::PendingAck;
 use crate::journal::format_micros;
+use crate::signing::Signer;
 
 /// The default body: French then English, plain text.
 pub const DEFAULT_TEMPLATE: &str = include_str!("default_ack.txt.j2");
@@ -120,6 +123,29 @@ impl Header for AcceptedAtHeader {
     }
 }
 
+/// `X-Barrage-Receipt: journal_id=ID; seq=N; accepted_at=T; chain=HEX; signature=HEX`
+/// (contract: Provable order): the request's signed checkpoint, proof of its place.
+#[derive(Debug, Clone)]
+struct ReceiptHeader(String);
+
+impl Header for ReceiptHeader {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str(contract::chain::RECEIPT_HEADER)
+    }
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ReceiptHeader(s.into()))
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The receipt of an ack: the checkpoint of its request's seq, signed by the buffer's key.
+fn receipt(signer: &Signer, instance_id: &str, ack: &PendingAck) -> Checkpoint {
+    let at = format_micros(ack.accepted_at);
+    signer.checkpoint(instance_id, ack.seq, Some(at), ack.chain.clone())
+}
+
 /// `Auto-Submitted: auto-replied` (RFC 3834), so autoresponders do not answer the ack.
 #[derive(Debug, Clone)]
 struct AutoSubmitted;
@@ -153,9 +179,17 @@ pub struct Composer {
     from: Mailbox,
     instance_id: String,
     hostname: String,
+    /// Signs the receipts; `None`: acks carry none (the preview).
+    signer: Option<Arc<Signer>>,
 }
 
 impl Composer {
+    /// Acks signed with `signer` carry a receipt (header and body).
+    pub fn with_signer(mut self, signer: Arc<Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
     /// Loads the templates of `config` and checks that they render a sample ack.
     pub fn new(config: &AckConfig, instance_id: &str, hostname: &str) -> anyhow::Result<Self> {
         let body = match &config.template {
@@ -184,6 +218,7 @@ impl Composer {
             from,
             instance_id: instance_id.to_string(),
             hostname: hostname.to_string(),
+            signer: None,
         };
         composer
             .compose(&sample_ack())
@@ -243,7 +278,15 @@ impl Composer {
             .ack_to
             .parse()
             .map_err(|_| ComposeError::BadAddress(clean(&ack.ack_to, MAX_VALUE_CHARS)))?;
-        let (subject, body) = self.render(ack)?;
+        let (subject, mut body) = self.render(ack)?;
+        let receipt = self
+            .signer
+            .as_ref()
+            .map(|signer| receipt(signer, &self.instance_id, ack));
+        if let Some(receipt) = &receipt {
+            let json = serde_json::to_string(receipt).expect("a checkpoint serializes");
+            body.push_str(&format!("\nReceipt: {json}\n"));
+        }
         let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -256,6 +299,9 @@ impl Composer {
             .header(TicketHeader(ack.seq.to_string()))
             .header(AcceptedAtHeader(format_micros(ack.accepted_at)))
             .header(AutoSubmitted);
+        if let Some(receipt) = &receipt {
+            builder = builder.header(ReceiptHeader(contract::chain::receipt_header(receipt)));
+        }
         if let Some(id) = safe_msg_id(&ack.message_id) {
             builder = builder
                 .in_reply_to(id.to_string())
@@ -315,6 +361,7 @@ pub fn sample_ack() -> PendingAck {
         ack_to: "jeanne@exemple.org".into(),
         domain: "exemple.fr".into(),
         fields,
+        chain: "00".repeat(32),
         attempts: 0,
     }
 }

@@ -4,6 +4,8 @@
 //! - `GET /v1/requests?after=SEQ&limit=N[&raw=true]` — requests in seq order, in pages bounded
 //!   by rows and bytes, streamed; `409` when `after` is beyond the last seq
 //! - `POST /v1/cursor` `{"through": SEQ}` — what the registration system has taken
+//! - `GET /v1/public-key`, `GET /v1/checkpoint` — the signing key and a signed checkpoint of
+//!   the newest committed request (contract: Provable order)
 //! - `GET /v1/stats` — JSON counters; `GET /metrics` — Prometheus text
 //! - `GET /healthz` (`/healthz/live`): the process answers; `GET /healthz/ready`: it can take
 //!   requests (`503` with the reason when not)
@@ -49,6 +51,8 @@ pub trait ExtraStats: Send + Sync + 'static {
 
 pub struct ApiState<J> {
     pub journal: Arc<J>,
+    /// Signs checkpoints.
+    pub signer: Arc<crate::signing::Signer>,
     pub intake: Arc<IntakeCounters>,
     pub token: Option<String>,
     pub extra: Vec<Arc<dyn ExtraStats>>,
@@ -61,6 +65,8 @@ pub fn router<J: Journal>(state: Arc<ApiState<J>>) -> Router {
         .route("/requests", get(list_requests::<J>))
         .route("/cursor", post(commit_cursor::<J>))
         .route("/stats", get(stats::<J>))
+        .route("/public-key", get(public_key::<J>))
+        .route("/checkpoint", get(checkpoint::<J>))
         .layer(guard());
     let mut metrics = Router::new().route("/metrics", get(metrics::<J>));
     if state.token.is_none() || state.limits.metrics_require_token {
@@ -158,6 +164,36 @@ async fn list_requests<J: Journal>(
         Ok(rows) => page(&journal_id, last, rows),
         Err(e) => journal_problem(e),
     }
+}
+
+async fn public_key<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response {
+    Json(state.signer.public_key_json()).into_response()
+}
+
+/// A signed checkpoint of the newest committed request (`chain(0)` and seq 0 when empty).
+async fn checkpoint<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response {
+    let journal_id = state.journal.journal_id().to_string();
+    let last = state.journal.stats().accepted;
+    let (accepted_at, chain) = if last == 0 {
+        let genesis = contract::chain::genesis(&journal_id);
+        (None, contract::chain::hex(&genesis))
+    } else {
+        match state.journal.fetch(last - 1, 1, false).await {
+            Ok(rows) if rows.len() == 1 && rows[0].seq == last => {
+                let row = rows.into_iter().next().expect("one row");
+                (Some(row.accepted_at), row.chain)
+            }
+            Ok(_) => {
+                let message = format!("seq {last} is committed but cannot be read");
+                return problem(StatusCode::SERVICE_UNAVAILABLE, &message);
+            }
+            Err(e) => return journal_problem(e),
+        }
+    };
+    let signed = state
+        .signer
+        .checkpoint(&journal_id, last, accepted_at, chain);
+    Json(signed).into_response()
 }
 
 /// `{"journal_id", "last_seq", "requests": [...]}`, each row serialized only when the body

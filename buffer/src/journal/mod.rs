@@ -61,6 +61,10 @@ pub struct StoredRequest {
     /// The raw message, only when asked for (lossy UTF-8: request mails are text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// Lowercase hex SHA-256 of the raw message as stored (contract: Provable order).
+    pub raw_sha256: String,
+    /// `chain(seq)`, lowercase hex (contract: Provable order).
+    pub chain: String,
 }
 
 /// Counters the operations API exposes.

@@ -24,6 +24,8 @@ pub struct PendingAck {
     pub ack_to: String,
     pub domain: String,
     pub fields: BTreeMap<String, String>,
+    /// The request's `chain`, lowercase hex (contract: Provable order), for its receipt.
+    pub chain: String,
     /// Deliveries tried so far that the relay refused for this message.
     pub attempts: u32,
 }

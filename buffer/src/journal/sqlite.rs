@@ -24,6 +24,7 @@ use storage::{Admission, StorageOptions};
 
 mod acks;
 mod backup;
+mod chain;
 mod dedup;
 mod identity;
 pub mod storage;
@@ -51,7 +52,10 @@ CREATE TABLE IF NOT EXISTS requests (
     domain       TEXT NOT NULL,
     fields       TEXT NOT NULL,         -- JSON object of the request form
     position     INTEGER NOT NULL,      -- queue depth at acceptance, this request included
-    raw          BLOB NOT NULL
+    raw          BLOB NOT NULL,
+    content_sha256 BLOB,                -- dedup digest (see dedup.rs)
+    raw_sha256   BLOB,                  -- lowercase hex SHA-256 of raw (contract: Provable order)
+    chain        BLOB                   -- chain(seq), 32 bytes (contract: Provable order)
 );
 CREATE INDEX IF NOT EXISTS requests_by_dedup_key ON requests(dedup_key, seq)
     WHERE dedup_key IS NOT NULL;
@@ -98,12 +102,22 @@ impl Default for SqliteOptions {
     }
 }
 
+/// A request's digests, computed by the caller off the writer thread.
+struct Digests {
+    /// For dedup (see [`content_digest`]).
+    content: [u8; 32],
+    /// `raw_sha256`, lowercase hex, for the chain.
+    raw: String,
+    /// The request's part of `canonical(n)`: the writer adds only the seq and the time.
+    middle: contract::chain::Middle,
+}
+
 /// What the writer thread is asked to do.
 enum Command {
     /// A request and its content digest (computed by the caller, off the writer thread).
     Append(
         NewRequest,
-        [u8; 32],
+        Box<Digests>,
         oneshot::Sender<Result<Ticket, JournalError>>,
     ),
     Cursor(u64, oneshot::Sender<Result<u64, JournalError>>),
@@ -150,12 +164,13 @@ impl SqliteJournal {
         let path = dir.join("barrage.db");
         let mark = HighWaterMark::read(dir)?;
         // SQLite cannot read the file: with a mark, say what it held (a gap explains itself).
-        let (writer, found, last_at) = read_journal(&path).map_err(|e| match &mark {
-            Some(mark) if e.downcast_ref::<rusqlite::Error>().is_some() => {
-                e.context(mark.unreadable(dir))
-            }
-            _ => e,
-        })?;
+        let (writer, found, last_at, last_chain) =
+            read_journal(&path).map_err(|e| match &mark {
+                Some(mark) if e.downcast_ref::<rusqlite::Error>().is_some() => {
+                    e.context(mark.unreadable(dir))
+                }
+                _ => e,
+            })?;
         let (instance_id, last_seq, cursor) = (found.journal_id.clone(), found.seq, found.cursor);
         let counters = Arc::new(Counters::default());
         counters.accepted.store(last_seq, Ordering::Relaxed);
@@ -185,6 +200,7 @@ impl SqliteJournal {
             conn: writer,
             last_seq,
             last_at,
+            last_chain,
             cursor,
             options,
             counters: counters.clone(),
@@ -266,13 +282,14 @@ impl SqliteJournal {
 }
 
 /// Opens the journal's file and reads what it holds: its id, last seq and cursor (as a mark to
-/// compare with the high-water mark), and the last accepted-at.
-fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64)> {
+/// compare with the high-water mark), the last accepted-at and the last chain value.
+fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64, [u8; 32])> {
     let writer = open_connection(path)?;
     writer.execute_batch(SCHEMA)?;
     dedup::add_content_digests(&writer)?;
     let journal_id = load_instance_id(&writer)?;
     let seq = check_gap_free(&writer, path)?;
+    let last_chain = chain::add_chains(&writer, &journal_id)?;
     let last_at: i64 = writer.query_row(
         "SELECT COALESCE(MAX(accepted_at), 0) FROM requests",
         [],
@@ -291,7 +308,7 @@ fn read_journal(path: &Path) -> anyhow::Result<(Connection, HighWaterMark, i64)>
         seq,
         cursor,
     };
-    Ok((writer, found, last_at))
+    Ok((writer, found, last_at, last_chain))
 }
 
 fn open_connection(path: &Path) -> anyhow::Result<Connection> {
@@ -415,6 +432,8 @@ struct WriterState {
     conn: Connection,
     last_seq: u64,
     last_at: i64,
+    /// `chain(last_seq)` (contract: Provable order).
+    last_chain: [u8; 32],
     cursor: u64,
     options: SqliteOptions,
     counters: Arc<Counters>,
@@ -490,6 +509,7 @@ impl WriterState {
 
     fn write_batch(&mut self, batch: &mut Vec<Command>) {
         let (seq_before, at_before, cursor_before) = (self.last_seq, self.last_at, self.cursor);
+        let chain_before = self.last_chain;
         self.ack_delta = AckDelta::default();
         let mut answers = Vec::with_capacity(batch.len());
         let result = self.apply(batch.drain(..), &mut answers);
@@ -536,6 +556,7 @@ impl WriterState {
                 tracing::error!("journal write failed, batch refused: {e}");
                 let _ = self.conn.execute_batch("ROLLBACK");
                 (self.last_seq, self.last_at, self.cursor) = (seq_before, at_before, cursor_before);
+                self.last_chain = chain_before;
                 self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
                 self.counters.failing.store(true, Ordering::Relaxed);
                 let message = e.to_string();
@@ -587,7 +608,7 @@ impl WriterState {
                 }
             }
             match command {
-                Command::Append(request, digest, tx) => {
+                Command::Append(request, digests, tx) => {
                     let mut answer = Ok(Ticket {
                         seq: 0,
                         accepted_at: 0,
@@ -595,7 +616,7 @@ impl WriterState {
                         retransmission: false,
                     });
                     if failure.is_none() {
-                        match self.append(&request, &digest) {
+                        match self.append(&request, &digests) {
                             Ok(result) => answer = result,
                             Err(e) => failure = Some(e),
                         }
@@ -641,8 +662,9 @@ impl WriterState {
     fn append(
         &mut self,
         request: &NewRequest,
-        digest: &[u8; 32],
+        digests: &Digests,
     ) -> rusqlite::Result<Result<Ticket, JournalError>> {
+        let digest = &digests.content;
         let now = now_micros();
         if let Some(key) = &request.dedup_key {
             let since = now - self.options.dedup_window_us;
@@ -663,11 +685,14 @@ impl WriterState {
         let accepted_at = now.max(self.last_at);
         let position = seq.saturating_sub(self.cursor);
         let fields = serde_json::to_string(&request.fields).expect("a string map serializes");
+        let canonical = digests.middle.canonical(seq, &format_micros(accepted_at));
+        let link = contract::chain::link(&self.last_chain, &canonical);
         self.conn
             .prepare_cached(
                 "INSERT INTO requests (seq, accepted_at, intake, message_id, dedup_key, sender,
-                                       ack_to, domain, fields, position, raw, content_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                       ack_to, domain, fields, position, raw, content_sha256,
+                                       raw_sha256, chain)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?
             .execute(params![
                 seq,
@@ -682,12 +707,15 @@ impl WriterState {
                 position,
                 request.raw,
                 &digest[..],
+                digests.raw,
+                &link[..],
             ])?;
         if self.options.acks && request.ack_to.is_some() {
             self.queue_ack(seq, accepted_at)?;
         }
         self.last_seq = seq;
         self.last_at = accepted_at;
+        self.last_chain = link;
         Ok(Ok(Ticket {
             seq,
             accepted_at,
@@ -715,8 +743,28 @@ impl WriterState {
 
 impl Journal for SqliteJournal {
     async fn append(&self, request: NewRequest) -> Result<Ticket, JournalError> {
-        let digest = content_digest(&request);
-        self.send(|tx| Command::Append(request, digest, tx)).await
+        let content = content_digest(&request);
+        let raw = if request.intake == "http" {
+            contract::chain::raw_sha256(&request.raw)
+        } else {
+            contract::chain::hex(&content)
+        };
+        let middle = contract::chain::Middle::of(&contract::chain::Entry {
+            seq: 0,
+            accepted_at: "",
+            intake: request.intake,
+            message_id: &request.message_id,
+            sender: &request.sender,
+            domain: &request.domain,
+            fields: &request.fields,
+            raw_sha256: &raw,
+        });
+        let digests = Box::new(Digests {
+            content,
+            raw,
+            middle,
+        });
+        self.send(|tx| Command::Append(request, digests, tx)).await
     }
 
     async fn fetch(
@@ -738,12 +786,13 @@ impl Journal for SqliteJournal {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let mut statement = conn.prepare_cached(
                 "SELECT seq, accepted_at, intake, message_id, sender, ack_to, domain, fields,
-                        CASE WHEN ?3 THEN raw END
+                        CASE WHEN ?3 THEN raw END, raw_sha256, chain
                  FROM requests WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let mut rows = statement.query_map(params![after, limit as i64, with_raw], |r| {
                 let fields: String = r.get(7)?;
                 let raw: Option<Vec<u8>> = r.get(8)?;
+                let chain: Option<Vec<u8>> = r.get(10)?;
                 Ok(StoredRequest {
                     seq: r.get(0)?,
                     accepted_at: format_micros(r.get(1)?),
@@ -754,6 +803,8 @@ impl Journal for SqliteJournal {
                     domain: r.get(6)?,
                     fields: serde_json::from_str(&fields).unwrap_or_else(|_| BTreeMap::new()),
                     raw: raw.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                    raw_sha256: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                    chain: chain.map_or_else(String::new, |c| contract::chain::hex(&c)),
                 })
             })?;
             // Bounded by bytes as well as rows, so a page of large raw messages stays small;

@@ -5,6 +5,7 @@
 //! subcommands; [`rehearse::RehearsalFlags`] is the one mapping from rehearsal flags to
 //! rehearsal options, for `rehearse` and for the gate's runs.
 
+pub mod audit;
 pub mod check;
 pub mod fsync_audit;
 pub mod gate;

@@ -135,7 +135,7 @@ impl AckOutbox for SqliteJournal {
             let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
             let mut statement = conn.prepare_cached(
                 "SELECT a.seq, r.accepted_at, r.position, r.message_id, r.ack_to, r.domain,
-                        r.fields, a.attempts
+                        r.fields, a.attempts, r.chain
                  FROM acks a JOIN requests r ON r.seq = a.seq
                  WHERE a.state = 'pending' AND a.seq > ?1 AND a.next_attempt <= ?2
                  ORDER BY a.seq LIMIT ?3",
@@ -151,6 +151,9 @@ impl AckOutbox for SqliteJournal {
                     domain: r.get(5)?,
                     fields: serde_json::from_str(&fields).unwrap_or_else(|_| BTreeMap::new()),
                     attempts: r.get(7)?,
+                    chain: r
+                        .get::<_, Option<Vec<u8>>>(8)?
+                        .map_or_else(String::new, |c| contract::chain::hex(&c)),
                 })
             })?;
             rows.collect()
