@@ -264,9 +264,16 @@ fn rehearsing_the_real_barrage_passes() {
         "content",
         "acks",
         "completeness",
+        "audit",
     ] {
         assert_eq!(report.checks[name].ok, Some(true), "{name}: {stdout}");
     }
+    // The audit recomputed the chain of every stored request from the handover API alone (that
+    // it fails on a chain that does not verify is shown in tests/audit.rs).
+    assert_eq!(
+        report.checks["audit"].counts["rows"], report.counts.accepted,
+        "{stdout}"
+    );
     // barrage hands over the very bytes it was sent, and its acks name ticket and accepted-at.
     assert!(
         report.checks["content"].counts["raw_compared"] > 250,

@@ -22,6 +22,7 @@
 //! overlap in time may be ordered either way, redeliveries and ack resends are counted, not failed.
 
 mod acks;
+pub mod audit;
 pub mod clocks;
 mod completeness;
 mod content;
@@ -68,7 +69,11 @@ pub fn check_run(run_dir: &Path, options: &CheckOptions) -> anyhow::Result<Check
         machines,
         ..options.clone()
     };
-    Ok(check_records(&sent, &handed, &acks, options))
+    let mut checks = check_records(&sent, &handed, &acks, options);
+    if let Some(audit) = audit::load(run_dir)? {
+        checks.insert("audit".into(), audit);
+    }
+    Ok(checks)
 }
 
 /// Runs every checker over the records of one run. Pure: same records, same verdicts.

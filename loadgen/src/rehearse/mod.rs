@@ -13,6 +13,7 @@
 //! buffer child process), [`sampler`] (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing
 //! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json).
 
+pub mod audit;
 pub mod buffer;
 pub mod child;
 pub mod drain;
@@ -85,6 +86,13 @@ pub async fn rehearse_with(
         }
     };
     let target = rig.target;
+    if let Some(url) = rig.api_url.clone() {
+        let check = audit::audit_check(&url, rig.options.api_token.as_deref()).await;
+        crate::check::audit::save(out_dir, &check)?;
+    } else {
+        // A result left by an earlier run into this folder is not this run's.
+        let _ = std::fs::remove_file(out_dir.join(crate::check::audit::AUDIT_JSON));
+    }
     let torn = rig.teardown().await?;
     let (options, mut notes) = (torn.options, torn.notes);
     // Host, clock (from the buffer's replies) and scenario digest, as `landrush run` records them
