@@ -5,11 +5,14 @@
 //! one, keeps a reserve for the journal, the ack relay and the log, and clamps the connection
 //! limits into what is left, with a warning that says what to raise.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
 
 /// How long a listener pauses after a failed accept (EMFILE and the like): the failure repeats
 /// at once otherwise, and a pause lets descriptors come back.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
 /// At most one accept-failure warning per listener this often.
 const LOG_EVERY: Duration = Duration::from_secs(5);
 
@@ -22,8 +25,23 @@ pub struct AcceptFailures {
 }
 
 impl AcceptFailures {
+    /// The next connection of `listener` (named `name` in the log). A failed accept (out of
+    /// descriptors, a connection reset before accept) is counted and followed by a pause rather
+    /// than returned, so every listener keeps serving. Cancel-safe, as `TcpListener::accept` is.
+    pub async fn accept(&mut self, listener: &TcpListener, name: &str) -> (TcpStream, SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(accepted) => return accepted,
+                Err(e) => {
+                    self.record(name, &e);
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            }
+        }
+    }
+
     /// Counts one failure of `listener`, and logs it unless one was logged lately.
-    pub fn record(&mut self, listener: &str, error: &std::io::Error) {
+    fn record(&mut self, listener: &str, error: &std::io::Error) {
         self.unlogged += 1;
         if self.last_log.is_some_and(|at| at.elapsed() < LOG_EVERY) {
             return;

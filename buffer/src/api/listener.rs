@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::descriptors::{ACCEPT_PAUSE, AcceptFailures};
+use crate::descriptors::AcceptFailures;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -52,14 +52,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    failures.record("handover API", &e);
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                    continue;
-                }
-            },
+            (stream, _) = failures.accept(&listener, "handover API") => stream,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tokio::spawn(refuse_connection(stream));

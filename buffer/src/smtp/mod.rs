@@ -140,15 +140,7 @@ pub async fn serve<H: MessageHandler>(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors or a connection reset before accept: keep serving.
-                    failures.record("SMTP", &e);
-                    tokio::time::sleep(crate::descriptors::ACCEPT_PAUSE).await;
-                    continue;
-                }
-            },
+            accepted = failures.accept(&listener, "SMTP") => accepted,
         };
         let _ = stream.set_nodelay(true);
         let lease = match anvil.connect(peer.ip()) {

@@ -37,15 +37,7 @@ pub async fn serve<J: Journal>(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a moment rather than spin.
-                    failures.record("web intake", &e);
-                    tokio::time::sleep(crate::descriptors::ACCEPT_PAUSE).await;
-                    continue;
-                }
-            },
+            accepted = failures.accept(&listener, "web intake") => accepted,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
             tokio::spawn(refuse_connection(stream, limits.retry_after_secs));
