@@ -10,6 +10,16 @@
 //! random = 2                 # and this many more at instants drawn (from the seed) in `window`
 //! window = ["1s", "15s"]
 //! restart_after = "300ms"
+//! node = 2                   # which intake node (1..=buffer.nodes; default 1)
+//!
+//! [[faults]]                 # the PostgreSQL journal's database (a [buffer] on postgres)
+//! kind = "postgres"
+//! at = "6s"
+//! action = "failover"        # "restart" (fast shutdown, started again), "kill" (SIGKILL of the
+//!                            # primary, started again) or "failover" (SIGKILL of the primary,
+//!                            # the standby promoted)
+//! for = "500ms"              # down this long before it is started again (restart: 0s, kill:
+//!                            # 1s) or before the standby is promoted (failover: 0s)
 //!
 //! [[faults]]                 # the registration system slows down, or stops, then comes back
 //! kind = "registry"
@@ -65,6 +75,19 @@ pub enum FaultSpec {
         window: Option<[Dur; 2]>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restart_after: Option<Dur>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<u32>,
+    },
+    Postgres {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<OneOrMany>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        random: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<[Dur; 2]>,
+        action: PostgresAction,
+        #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+        duration: Option<Dur>,
     },
     Registry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,11 +174,48 @@ pub enum RegistryAction {
     Stop,
 }
 
+/// What a `postgres` fault does to the journal's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresAction {
+    /// A fast shutdown (every session cut, a checkpoint), then started again.
+    Restart,
+    /// SIGKILL of the primary's postmaster (crash recovery at the next start), started again.
+    Kill,
+    /// SIGKILL of the primary, and the synchronous standby promoted in its place.
+    Failover,
+}
+
+impl PostgresAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            PostgresAction::Restart => "restart",
+            PostgresAction::Kill => "kill",
+            PostgresAction::Failover => "failover",
+        }
+    }
+
+    /// How long the database stays down when the file does not say (`for`).
+    fn default_down(self) -> Duration {
+        match self {
+            PostgresAction::Kill => Duration::from_secs(1),
+            PostgresAction::Restart | PostgresAction::Failover => Duration::ZERO,
+        }
+    }
+}
+
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
+    /// SIGKILL of intake node `node` (1-based), restarted after `restart_after`.
     Kill {
+        node: u32,
         restart_after: Duration,
+    },
+    /// The database down for `down` (restarted, or the standby promoted, after it).
+    Postgres {
+        action: PostgresAction,
+        down: Duration,
     },
     RegistrySlow {
         rate: f64,
@@ -182,6 +242,7 @@ impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Kill { .. } => "kill",
+            FaultKind::Postgres { .. } => "postgres",
             FaultKind::RegistrySlow { .. } | FaultKind::RegistryStop { .. } => "registry",
             FaultKind::AckRelayDown { .. } => "ack-relay",
             FaultKind::DiskFull { .. } => "disk-full",
@@ -192,7 +253,8 @@ impl FaultKind {
     /// How long after its beginning the fault ends (`None`: when every request is sent).
     pub fn lasts(&self) -> Option<Duration> {
         match self {
-            FaultKind::Kill { restart_after } => Some(*restart_after),
+            FaultKind::Kill { restart_after, .. } => Some(*restart_after),
+            FaultKind::Postgres { down, .. } => Some(*down),
             FaultKind::RegistrySlow { duration, .. }
             | FaultKind::RegistryStop { duration }
             | FaultKind::AckRelayDown { duration }
@@ -213,6 +275,7 @@ impl FaultSpec {
     fn name(&self) -> &'static str {
         match self {
             FaultSpec::Kill { .. } => "kill",
+            FaultSpec::Postgres { .. } => "postgres",
             FaultSpec::Registry { .. } => "registry",
             FaultSpec::AckRelay { .. } => "ack-relay",
             FaultSpec::DiskFull { .. } => "disk-full",
@@ -224,6 +287,9 @@ impl FaultSpec {
     fn when(&self) -> When<'_> {
         match self {
             FaultSpec::Kill {
+                at, random, window, ..
+            }
+            | FaultSpec::Postgres {
                 at, random, window, ..
             }
             | FaultSpec::Registry {
@@ -249,8 +315,26 @@ impl FaultSpec {
     /// What the fault does, checked.
     fn kind(&self) -> anyhow::Result<FaultKind> {
         Ok(match self {
-            FaultSpec::Kill { restart_after, .. } => FaultKind::Kill {
-                restart_after: restart_after.map_or(Duration::from_millis(500), |d| d.0),
+            FaultSpec::Kill {
+                restart_after,
+                node,
+                ..
+            } => {
+                let node = node.unwrap_or(1);
+                ensure!(
+                    node >= 1,
+                    "`node`: intake nodes are numbered from 1 (1..=buffer.nodes)"
+                );
+                FaultKind::Kill {
+                    node,
+                    restart_after: restart_after.map_or(Duration::from_millis(500), |d| d.0),
+                }
+            }
+            FaultSpec::Postgres {
+                action, duration, ..
+            } => FaultKind::Postgres {
+                action: *action,
+                down: duration.map_or(action.default_down(), |d| d.0),
             },
             FaultSpec::Registry {
                 action: RegistryAction::Slow,
