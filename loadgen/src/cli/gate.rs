@@ -278,5 +278,7 @@ fn run_flags(run: &RunSpec) -> RehearsalFlags {
         progress: false,
         // A gate's run folder holds only this run.
         existing: Existing::Overwrite,
+        // The scenario's own [buffer], if any.
+        buffer: Default::default(),
     }
 }

@@ -19,6 +19,7 @@ use crate::rehearse::buffer::BufferProgram;
 use crate::rehearse::options::{Handover, RehearseOptions, Target};
 use crate::rehearse::{Rehearsal, rehearse};
 use crate::scenario::Start;
+use crate::scenario::buffer::{BufferSection, JournalKind};
 use crate::schedule::ValidScenario;
 
 /// `landrush rehearse`: the whole rehearsal in one command.
@@ -115,6 +116,23 @@ pub struct RehearseArgs {
     #[arg(long)]
     pub keep_data: bool,
 
+    /// Start this many intake nodes sharing one journal (needs --journal postgres), the
+    /// clients spread over them as over equal-preference MX records [default: the scenario's
+    /// [buffer] nodes, or 1].
+    #[arg(long, value_name = "N", conflicts_with = "target")]
+    pub nodes: Option<u32>,
+
+    /// The journal of the buffer landrush starts: `sqlite` (one file, one node) or `postgres`
+    /// (a throwaway PostgreSQL cluster in OUT/postgres) [default: the scenario's [buffer]
+    /// journal, or sqlite].
+    #[arg(long, value_name = "KIND", conflicts_with = "target")]
+    pub journal: Option<JournalKind>,
+
+    /// Give the PostgreSQL primary a synchronous standby (needs --journal postgres), which a
+    /// `postgres` fault with action = "failover" promotes.
+    #[arg(long, conflicts_with = "target")]
+    pub standby: bool,
+
     /// No live progress line and no driver summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -129,6 +147,10 @@ What happens:
   3. the fake registration system pulls the handover API into OUT/handed.jsonl, and /v1/stats is
      sampled every 250 ms into OUT/stats.jsonl;
   4. the scenario is played (OUT/sent.jsonl, run.json, histograms);
+  With --journal postgres (or a [buffer] section) a throwaway PostgreSQL cluster starts first in
+     OUT/postgres (and a synchronous standby with --standby), and --nodes N nodes start on it,
+     each with OUT/barrage-K.toml and OUT/buffer-K.log; the clients are spread over the nodes
+     from the seed, and a client whose node is down connects to the next one;
   5. landrush waits until every accepted request is handed over and acked, or until nothing moved
      for --quiet-period, and says what is missing;
   6. the buffer gets SIGTERM; the checkers run; OUT/report.json, report.md and report.html are
@@ -147,6 +169,8 @@ Examples:
   landrush rehearse scenarios/landrush-2004.toml
   landrush rehearse scenarios/ci-smoke.toml --out runs/smoke --registry-rate 200
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
+  landrush rehearse scenarios/ci-smoke.toml --nodes 2 --journal postgres --standby
+  landrush rehearse scenarios/ha-failover.toml
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:2525 \\
       --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526
@@ -178,6 +202,8 @@ pub struct RehearsalFlags {
     pub keep_data: bool,
     pub progress: bool,
     pub existing: Existing,
+    /// `--nodes`, `--journal`, `--standby`: over the scenario's [buffer], key by key.
+    pub buffer: BufferSection,
 }
 
 impl RehearsalFlags {
@@ -224,6 +250,7 @@ impl RehearsalFlags {
             scenario_file: Some(scenario_file.to_path_buf()),
             progress: self.progress,
             keep_data: self.keep_data,
+            buffer: self.buffer,
             check: CheckOptions {
                 clock_tolerance_us: self.clock_tolerance.as_micros() as u64,
                 ..CheckOptions::default()
@@ -254,6 +281,11 @@ impl RehearseArgs {
             keep_data: self.keep_data,
             progress: !self.quiet,
             existing: Existing::overwrite_if(self.overwrite),
+            buffer: BufferSection {
+                nodes: self.nodes,
+                journal: self.journal,
+                standby: self.standby.then_some(true),
+            },
         }
     }
 }
@@ -370,6 +402,7 @@ mod tests {
             keep_data: false,
             progress: false,
             existing: Existing::Refuse,
+            buffer: BufferSection::default(),
         }
     }
 

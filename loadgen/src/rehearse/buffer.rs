@@ -19,9 +19,30 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-/// The buffer's log and config within the run folder.
+/// The buffer's log and config within the run folder (one node; node K of several has
+/// `buffer-K.log` and `barrage-K.toml`, see [`node_files`]).
 pub const BUFFER_LOG: &str = "buffer.log";
 pub const BUFFER_CONFIG: &str = "barrage.toml";
+
+/// Where node `node` (1-based) of `nodes` keeps its config and log in the run folder.
+pub struct NodeFiles {
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The config and log of node `node` of `nodes` in `out_dir`.
+pub fn node_files(out_dir: &Path, node: u32, nodes: u32) -> NodeFiles {
+    match nodes {
+        1 => NodeFiles {
+            config: out_dir.join(BUFFER_CONFIG),
+            log: out_dir.join(BUFFER_LOG),
+        },
+        _ => NodeFiles {
+            config: out_dir.join(format!("barrage-{node}.toml")),
+            log: out_dir.join(format!("buffer-{node}.log")),
+        },
+    }
+}
 
 /// How long a starting buffer may take to write its endpoints.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

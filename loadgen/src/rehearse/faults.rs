@@ -1,4 +1,5 @@
-//! Playing a scenario's faults into a rehearsal against the rig's parts, each recorded in
+//! Playing a scenario's faults into a rehearsal against the rig's parts (a node, the database the
+//! nodes share, the registry, the ack sink…), each recorded in
 //! `faults.jsonl` (kind, when it began, when it ended, details) so the report lists them and draws
 //! them on its time plots. What the faults are is `crate::scenario::faults`; times are after the
 //! scenario's time zero (`start`).
@@ -14,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::Rig;
-use crate::scenario::faults::{Fault, FaultKind};
+use crate::scenario::faults::{Fault, FaultKind, PostgresAction};
 
 /// A step of the fault timeline.
 #[derive(Debug)]
@@ -123,10 +124,14 @@ impl Playing<'_> {
     async fn end(&mut self, rig: &mut Rig, i: usize) -> anyhow::Result<()> {
         let fault = &self.faults[i];
         let mut detail = self.began[i].take();
-        // Until the fault is lifted; a kill lasts until the restarted buffer listens.
+        // Until the fault is lifted; a kill lasts until the restarted buffer listens, a database
+        // fault until the database takes writes again.
         let mut ended = Stamp::now();
         let result = end(rig, &fault.kind, self.registry_rate, &mut self.held[i]).await;
-        if matches!(fault.kind, FaultKind::Kill { .. }) {
+        if matches!(
+            fault.kind,
+            FaultKind::Kill { .. } | FaultKind::Postgres { .. }
+        ) {
             ended = Stamp::now();
         }
         if let Err(e) = result {
@@ -158,15 +163,29 @@ async fn begin(
     held: &mut Vec<TcpStream>,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(match kind {
-        FaultKind::Kill { restart_after } => {
-            let buffer = rig
-                .buffer
-                .as_mut()
-                .context("kill needs a buffer started by the rehearsal")?;
+        FaultKind::Kill {
+            node,
+            restart_after,
+        } => {
+            let buffer = rig.node(*node).context("kill")?;
             let pid = buffer.endpoints().pid;
             buffer.kill().await?;
-            json!({"signal": "SIGKILL", "pid": pid,
+            json!({"signal": "SIGKILL", "pid": pid, "node": node,
                    "restart_after_ms": restart_after.as_millis() as u64})
+        }
+        FaultKind::Postgres { action, down } => {
+            let database = rig
+                .database
+                .as_ref()
+                .context("a postgres fault needs the buffer on PostgreSQL ([buffer] journal)")?;
+            let mut detail = database.describe_current();
+            match action {
+                PostgresAction::Restart => database.stop().await?,
+                PostgresAction::Kill | PostgresAction::Failover => database.kill().await?,
+            }
+            detail["action"] = json!(action.name());
+            detail["down_ms"] = json!(down.as_millis() as u64);
+            detail
         }
         FaultKind::RegistrySlow { rate, .. } => {
             let registry = rig
@@ -192,17 +211,17 @@ async fn begin(
         }
         FaultKind::DiskFull { limit_bytes, .. } => {
             let buffer = rig
-                .buffer
-                .as_ref()
+                .nodes
+                .first()
                 .context("disk-full needs a buffer started by the rehearsal")?;
             let pid = buffer.endpoints().pid;
             set_fsize(pid, &limit_bytes.to_string()).await?;
             json!({"method": "RLIMIT_FSIZE", "limit_bytes": limit_bytes, "pid": pid})
         }
         FaultKind::Connections { count, .. } => {
-            let before = rig.buffer.as_ref().and_then(|b| rss_kib(b.endpoints().pid));
-            let (opened, failed) = open_idle(rig.target, *count, held).await;
-            let after = rig.buffer.as_ref().and_then(|b| rss_kib(b.endpoints().pid));
+            let before = rig.nodes.first().and_then(|b| rss_kib(b.endpoints().pid));
+            let (opened, failed) = open_idle(rig.targets.first(), *count, held).await;
+            let after = rig.nodes.first().and_then(|b| rss_kib(b.endpoints().pid));
             json!({"requested": count, "opened": opened, "failed": failed,
                    "buffer_rss_kib_before": before, "buffer_rss_kib_held": after})
         }
@@ -216,9 +235,15 @@ async fn end(
     held: &mut Vec<TcpStream>,
 ) -> anyhow::Result<()> {
     match kind {
-        FaultKind::Kill { .. } => {
-            if let Some(buffer) = rig.buffer.as_mut() {
-                buffer.restart().await?;
+        FaultKind::Kill { node, .. } => rig.node(*node)?.restart().await?,
+        FaultKind::Postgres { action, .. } => {
+            if let Some(database) = rig.database.as_mut() {
+                match action {
+                    PostgresAction::Restart | PostgresAction::Kill => {
+                        database.start_again().await?
+                    }
+                    PostgresAction::Failover => database.promote().await?,
+                }
             }
         }
         FaultKind::RegistrySlow { .. } => {
@@ -237,7 +262,7 @@ async fn end(
             }
         }
         FaultKind::DiskFull { .. } => {
-            if let Some(buffer) = rig.buffer.as_ref() {
+            if let Some(buffer) = rig.nodes.first() {
                 set_fsize(buffer.endpoints().pid, "unlimited").await?;
             }
         }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::drain::Drain;
 use super::options::{Handover, RehearseOptions, Target};
+use crate::scenario::buffer::BufferLayout;
 
 /// What the rehearsal itself did (buffer, drain, observers): also merged into run.json.
 pub const REHEARSE_JSON: &str = "rehearse.json";
@@ -16,6 +17,7 @@ pub const REHEARSE_JSON: &str = "rehearse.json";
 pub fn write_rehearse_info(
     out_dir: &Path,
     options: &RehearseOptions,
+    layout: BufferLayout,
     drain: &Drain,
     notes: &[String],
 ) -> anyhow::Result<()> {
@@ -30,6 +32,7 @@ pub fn write_rehearse_info(
     };
     let info = json!({
         "buffer": target,
+        "layout": layout,
         "handover": handover,
         "acks": options.acks,
         "registry": {

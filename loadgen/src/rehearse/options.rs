@@ -12,6 +12,7 @@ use super::buffer::BufferProgram;
 use crate::check::CheckOptions;
 use crate::records::folder::Existing;
 use crate::scenario::Start;
+use crate::scenario::buffer::BufferSection;
 
 /// Which buffer is rehearsed.
 #[derive(Debug, Clone)]
@@ -68,6 +69,9 @@ pub struct RehearseOptions {
     /// How the checkers read the run (clock tolerance, examples…); `acks_expected` and
     /// `first_seq` are set by the rehearsal.
     pub check: CheckOptions,
+    /// The spawned buffer's layout as the command line says it (`--nodes`, `--journal`,
+    /// `--standby`), over the scenario's `[buffer]` key by key.
+    pub buffer: BufferSection,
 }
 
 impl Default for RehearseOptions {
@@ -90,6 +94,7 @@ impl Default for RehearseOptions {
             progress: true,
             keep_data: false,
             check: CheckOptions::default(),
+            buffer: BufferSection::default(),
         }
     }
 }

@@ -223,8 +223,14 @@ mod tests {
                 standby: true
             }
         );
-        assert_eq!(BufferSection::default().layout().unwrap(), BufferLayout::default());
-        assert_eq!(layout.describe(), "3 nodes on postgres + synchronous standby");
+        assert_eq!(
+            BufferSection::default().layout().unwrap(),
+            BufferLayout::default()
+        );
+        assert_eq!(
+            layout.describe(),
+            "3 nodes on postgres + synchronous standby"
+        );
     }
 
     #[test]
@@ -245,5 +251,50 @@ mod tests {
         assert!(err.contains("replicas"), "{err}");
         assert!("postgres".parse::<JournalKind>().is_ok());
         assert!("mysql".parse::<JournalKind>().is_err());
+    }
+
+    fn faults(text: &str) -> Vec<Fault> {
+        #[derive(Deserialize)]
+        struct F {
+            faults: Vec<super::super::faults::FaultSpec>,
+        }
+        let specs = toml::from_str::<F>(text).unwrap().faults;
+        super::super::faults::resolve(&specs, 1).unwrap()
+    }
+
+    #[test]
+    fn faults_must_fit_the_layout_they_are_played_against() {
+        let kill2 = faults("[[faults]]\nkind = \"kill\"\nat = \"1s\"\nnode = 2");
+        assert_eq!(
+            kill2[0].kind,
+            FaultKind::Kill {
+                node: 2,
+                restart_after: std::time::Duration::from_millis(500)
+            }
+        );
+        let failover =
+            faults("[[faults]]\nkind = \"postgres\"\naction = \"failover\"\nat = \"6s\"");
+        let restart = faults("[[faults]]\nkind = \"postgres\"\naction = \"restart\"\nat = \"2s\"");
+        let one = BufferLayout::default();
+        let two = BufferLayout {
+            nodes: 2,
+            journal: JournalKind::Postgres,
+            standby: false,
+        };
+        let ha = BufferLayout {
+            standby: true,
+            ..two
+        };
+        let says = |layout: BufferLayout, f: &[Fault]| {
+            format!("{:#}", layout.check_faults(f).unwrap_err())
+        };
+        assert!(says(one, &kill2).contains("node = 2"));
+        assert!(two.check_faults(&kill2).is_ok());
+        assert!(says(one, &restart).contains("journal is SQLite"));
+        assert!(two.check_faults(&restart).is_ok());
+        assert!(says(two, &failover).contains("no standby"));
+        assert!(ha.check_faults(&failover).is_ok());
+        let twice = [failover.clone(), failover].concat();
+        assert!(says(ha, &twice).contains("only once"));
     }
 }

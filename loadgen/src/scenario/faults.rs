@@ -516,6 +516,33 @@ mod tests {
     }
 
     #[test]
+    fn postgres_faults_are_down_for_their_default_or_for() {
+        let f = parse(
+            "[[faults]]\nkind = \"postgres\"\naction = \"kill\"\nat = \"2s\"\n\
+             [[faults]]\nkind = \"postgres\"\naction = \"restart\"\nat = \"1s\"\n\
+             [[faults]]\nkind = \"postgres\"\naction = \"failover\"\nat = \"3s\"\nfor = \"200ms\"",
+            1,
+        )
+        .unwrap();
+        let down: Vec<(PostgresAction, Duration)> = f
+            .iter()
+            .map(|f| match f.kind {
+                FaultKind::Postgres { action, down } => (action, down),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            down,
+            [
+                (PostgresAction::Restart, Duration::ZERO),
+                (PostgresAction::Kill, Duration::from_secs(1)),
+                (PostgresAction::Failover, Duration::from_millis(200)),
+            ]
+        );
+        assert!(f.iter().all(|f| f.kind.name() == "postgres"));
+    }
+
+    #[test]
     fn bad_faults_are_refused_naming_the_fault() {
         for (bad, says) in [
             ("[[faults]]\nkind = \"meteor\"\nat = \"1s\"", "meteor"),
@@ -537,6 +564,15 @@ mod tests {
             (
                 "[[faults]]\nkind = \"kill\"\nat = \"1s\"\nfor = \"1s\"",
                 "for",
+            ),
+            (
+                "[[faults]]\nkind = \"kill\"\nat = \"1s\"\nnode = 0",
+                "numbered from 1",
+            ),
+            ("[[faults]]\nkind = \"postgres\"\nat = \"1s\"", "action"),
+            (
+                "[[faults]]\nkind = \"postgres\"\nat = \"1s\"\naction = \"drop\"",
+                "drop",
             ),
         ] {
             let err = format!("{:#}", parse(bad, 1).unwrap_err());

@@ -130,7 +130,10 @@ mod tests {
         let moved = (0..2000)
             .filter(|&c| targets.preferred(7, c) != targets.preferred(8, c))
             .count();
-        assert!(moved > 500, "another seed spreads another way ({moved} moved)");
+        assert!(
+            moved > 500,
+            "another seed spreads another way ({moved} moved)"
+        );
     }
 
     #[test]
@@ -145,7 +148,10 @@ mod tests {
             assert_eq!(order, targets.all(), "client {c}");
         }
         assert!(firsts.iter().all(|&n| n > 50), "{firsts:?}");
-        assert_eq!(Targets::from(targets.first()).order(3, 9), vec![targets.first()]);
+        assert_eq!(
+            Targets::from(targets.first()).order(3, 9),
+            vec![targets.first()]
+        );
     }
 
     #[test]
