@@ -754,7 +754,10 @@ async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() 
         "model = \"constant\"\nrate = 200\nduration = \"600ms\"",
         "",
     );
-    let (a, b) = (server(Handler::default()).await, server(Handler::default()).await);
+    let (a, b) = (
+        server(Handler::default()).await,
+        server(Handler::default()).await,
+    );
     let targets = Targets::new(vec![a.addr, b.addr]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spread = tokio::time::timeout(
@@ -765,7 +768,11 @@ async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() 
     .unwrap()
     .unwrap();
     let sent = records(dir.path());
-    assert_eq!(spread.info.accepted, sent.len() as u64, "every request accepted");
+    assert_eq!(
+        spread.info.accepted,
+        sent.len() as u64,
+        "every request accepted"
+    );
     // Each request arrived at its client's own node, as the seed picked it.
     let at: HashMap<String, usize> = [&a, &b]
         .iter()
@@ -795,7 +802,10 @@ async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() 
     .unwrap()
     .unwrap();
     let sent = records(dir.path());
-    assert!(sent.iter().all(|r| r.outcome == Outcome::Accepted), "{sent:?}");
+    assert!(
+        sent.iter().all(|r| r.outcome == Outcome::Accepted),
+        "{sent:?}"
+    );
     assert_eq!(c.handler.got.lock().unwrap().len(), sent.len());
     // Each client opens one connection and keeps it: one move to the next node per client.
     let rescued = sent

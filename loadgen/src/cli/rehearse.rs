@@ -144,13 +144,13 @@ What happens:
   2. barrage starts as a child process (landrush's own executable, `landrush buffer serve`) on
      free loopback ports in a temporary data dir, its [ack] relay pointed at the sink
      (OUT/barrage.toml, its log in OUT/buffer.log);
+     With --journal postgres (or a [buffer] section) a throwaway PostgreSQL cluster starts
+     first in OUT/postgres (and a synchronous standby with --standby), and --nodes N nodes start
+     on it, each with OUT/barrage-K.toml and OUT/buffer-K.log; the clients are spread over the
+     nodes from the seed, and a client whose node is down connects to the next one;
   3. the fake registration system pulls the handover API into OUT/handed.jsonl, and /v1/stats is
      sampled every 250 ms into OUT/stats.jsonl;
   4. the scenario is played (OUT/sent.jsonl, run.json, histograms);
-  With --journal postgres (or a [buffer] section) a throwaway PostgreSQL cluster starts first in
-     OUT/postgres (and a synchronous standby with --standby), and --nodes N nodes start on it,
-     each with OUT/barrage-K.toml and OUT/buffer-K.log; the clients are spread over the nodes
-     from the seed, and a client whose node is down connects to the next one;
   5. landrush waits until every accepted request is handed over and acked, or until nothing moved
      for --quiet-period, and says what is missing;
   6. the buffer gets SIGTERM; the checkers run; OUT/report.json, report.md and report.html are
