@@ -253,3 +253,45 @@ fn scenario_text_with_nodes(nodes: u32, faults: &str) -> String {
          2\n[schedule]\nmodel = \"instant\"\ncount = 10\n{faults}\n"
     )
 }
+
+/// Asks the database behind `url` (as the nodes are given it) whether it is a standby, with
+/// `psql`, which reads multi-host URLs and `target_session_attrs` as tokio-postgres does.
+fn in_recovery(url: &str) -> String {
+    let psql = pgcluster::bindir().unwrap().join("psql");
+    let out = std::process::Command::new(psql)
+        .args(["-X", "-A", "-t", "-c", "SELECT pg_is_in_recovery()", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nodes_url_reaches_the_primary_and_after_a_failover_the_promoted_standby() {
+    use landrush::rehearse::database::Database;
+    let dir = tempfile::tempdir().unwrap();
+    let mut database = tokio::time::timeout(TEST_LIMIT, Database::start(dir.path(), true))
+        .await
+        .expect("started in time")
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let url = database.url();
+    assert!(url.contains("target_session_attrs=read-write"), "{url}");
+    assert_eq!(url.matches("127.0.0.1:").count(), 2, "{url}");
+    assert_eq!(in_recovery(&url), "f", "the URL reaches the primary");
+    let primary_pid = database.describe_current()["pid"].clone();
+    // What the failover fault does: SIGKILL of the primary, then the standby promoted.
+    database.kill().await.unwrap();
+    database.promote().await.unwrap();
+    assert_eq!(in_recovery(&url), "f", "the same URL reaches the promoted standby");
+    assert_ne!(database.describe_current()["pid"], primary_pid);
+    assert!(database.promote().await.is_err(), "one standby, one failover");
+    // A restart fault on the database that now takes the writes.
+    database.stop().await.unwrap();
+    database.start_again().await.unwrap();
+    assert_eq!(in_recovery(&url), "f");
+    database.shut_down().await;
+}
