@@ -17,7 +17,7 @@ use crate::scenario::seeded::mix;
 pub const MAX_TARGETS: usize = 64;
 
 /// The seeded stream of the node orders (distinct from every other draw of the scenario).
-const ORDER_STREAM: u64 = 0x4d58_4f52_4445_52; // "MXORDER"
+const ORDER_STREAM: u64 = 0x004d_584f_5244_4552; // "MXORDER"
 
 /// The intake addresses of a run, in the order given (the first one names the run).
 #[derive(Debug, Clone, PartialEq, Eq)]
