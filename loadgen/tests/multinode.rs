@@ -286,9 +286,16 @@ async fn the_nodes_url_reaches_the_primary_and_after_a_failover_the_promoted_sta
     // What the failover fault does: SIGKILL of the primary, then the standby promoted.
     database.kill().await.unwrap();
     database.promote().await.unwrap();
-    assert_eq!(in_recovery(&url), "f", "the same URL reaches the promoted standby");
+    assert_eq!(
+        in_recovery(&url),
+        "f",
+        "the same URL reaches the promoted standby"
+    );
     assert_ne!(database.describe_current()["pid"], primary_pid);
-    assert!(database.promote().await.is_err(), "one standby, one failover");
+    assert!(
+        database.promote().await.is_err(),
+        "one standby, one failover"
+    );
     // A restart fault on the database that now takes the writes.
     database.stop().await.unwrap();
     database.start_again().await.unwrap();

@@ -362,6 +362,17 @@ pub fn summary(r: &Rehearsal) -> String {
             }
         );
     }
+    let (commits, requests) = r.commits.iter().fold((0, 0), |(c, q), n| {
+        (c + n.commits, q + n.committed_requests)
+    });
+    if commits > 0 {
+        let _ = writeln!(
+            out,
+            "journal    {}: {commits} commits, mean batch {:.1} requests per commit",
+            r.layout.describe(),
+            requests as f64 / commits as f64
+        );
+    }
     for w in &r.run.info.warnings {
         let _ = writeln!(out, "  !! {w}");
     }

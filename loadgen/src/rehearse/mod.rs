@@ -36,6 +36,7 @@ use crate::check::{CheckOptions, check_run, load_check_inputs, save_check_inputs
 use crate::driver::RunSummary;
 use crate::records::folder::RunFolder;
 use crate::records::provenance;
+use crate::scenario;
 use crate::schedule::ValidScenario;
 use drain::Drain;
 use options::{RehearseOptions, unique_run_tag};
@@ -50,6 +51,9 @@ pub struct Rehearsal {
     pub report: Report,
     /// Notes for the reader (buffer exit status, registry errors, faults not played…).
     pub notes: Vec<String>,
+    /// How the spawned buffer was laid out, and each node's group-commit counts.
+    pub layout: scenario::buffer::BufferLayout,
+    pub commits: Vec<rig::NodeCommits>,
 }
 
 /// Runs a whole rehearsal of `scenario`, writing into `out_dir`, which it holds locked meanwhile
@@ -109,7 +113,14 @@ pub async fn rehearse_with(
             drain.waited_s, drain.missing_handed, drain.missing_acks
         ));
     }
-    info::write_rehearse_info(out_dir, &options, torn.layout, &drain, &notes)?;
+    info::write_rehearse_info(
+        out_dir,
+        &options,
+        torn.layout,
+        &torn.commits,
+        &drain,
+        &notes,
+    )?;
     let inputs = CheckInputs {
         first_seq: torn.first_seq,
         highest_seq: torn.highest_seq,
@@ -133,6 +144,8 @@ pub async fn rehearse_with(
         checks,
         report,
         notes,
+        layout: torn.layout,
+        commits: torn.commits,
     })
 }
 

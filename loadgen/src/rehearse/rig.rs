@@ -269,6 +269,7 @@ impl Rig {
                 )),
             }
         }
+        let commits = self.node_commits().await;
         if let Some(sampler) = self.sampler.take() {
             sampler.finish().await?;
         }
@@ -319,8 +320,29 @@ impl Rig {
             final_acks_pending: stat("/acks/pending"),
             options: self.options.clone(),
             layout: self.layout,
+            commits,
             notes: std::mem::take(&mut self.notes),
         })
+    }
+
+    /// Each spawned node's group-commit counts since its last start (`commits`,
+    /// `committed_requests` of its `/v1/stats`), read before it stops.
+    async fn node_commits(&self) -> Vec<NodeCommits> {
+        let mut out = Vec::new();
+        for (i, buffer) in self.nodes.iter().enumerate() {
+            let url = buffer.endpoints().http_url();
+            let Ok(stats) = get_stats_of_any(&[url], self.options.api_token.as_deref()).await
+            else {
+                continue;
+            };
+            out.push(NodeCommits {
+                node: i as u32 + 1,
+                starts: buffer.starts(),
+                commits: stats["commits"].as_u64().unwrap_or(0),
+                committed_requests: stats["committed_requests"].as_u64().unwrap_or(0),
+            });
+        }
+        out
     }
 }
 
@@ -337,5 +359,18 @@ pub struct TornDown {
     pub options: RehearseOptions,
     /// How the spawned buffer was laid out.
     pub layout: BufferLayout,
+    /// Each node's group-commit counts (rehearse.json's `commits`).
+    pub commits: Vec<NodeCommits>,
     pub notes: Vec<String>,
+}
+
+/// One node's journal transactions and the requests they wrote, since its last start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeCommits {
+    /// 1-based.
+    pub node: u32,
+    /// How many times it was started (a kill and restart resets its counts).
+    pub starts: u32,
+    pub commits: u64,
+    pub committed_requests: u64,
 }
