@@ -39,9 +39,12 @@ async fn start_with_acks(extra: &str) -> (tempfile::TempDir, Sink, Barrage) {
 
 /// Waits until barrage has sent `n` acks and has none pending; returns them by ticket.
 async fn acks_once_sent(barrage: &Barrage, sink: &Sink, n: u64) -> BTreeMap<u64, Vec<Received>> {
-    wait_for_acks(barrage.http, "every ack sent", Duration::from_secs(60), |s| {
-        s["pending"] == 0 && s["sent"].as_u64() >= Some(n)
-    })
+    wait_for_acks(
+        barrage.http,
+        "every ack sent",
+        Duration::from_secs(60),
+        |s| s["pending"] == 0 && s["sent"].as_u64() >= Some(n),
+    )
     .await;
     let stats = ack_support::ack_stats(barrage.http).await;
     assert_eq!(stats["sent"], n, "exactly {n} acks: {stats}");
@@ -72,7 +75,12 @@ impl RawClient {
             writer,
         };
         assert!(client.reply().await.starts_with(b"220 "));
-        assert!(client.command(b"EHLO test.example").await.starts_with(b"250"));
+        assert!(
+            client
+                .command(b"EHLO test.example")
+                .await
+                .starts_with(b"250")
+        );
         client
     }
 
@@ -119,7 +127,11 @@ fn assert_printable_ascii(reply: &[u8]) {
 async fn replies_that_echo_the_client_are_printable_ascii() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("barrage.toml");
-    std::fs::write(&config, "[smtp]\nrecipients = [\"requests@registry.example\"]\n").unwrap();
+    std::fs::write(
+        &config,
+        "[smtp]\nrecipients = [\"requests@registry.example\"]\n",
+    )
+    .unwrap();
     let barrage = Barrage::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],
@@ -129,7 +141,11 @@ async fn replies_that_echo_the_client_are_printable_ascii() {
     let reply = c
         .command("MAIL FROM:<a@client.example> CAF\u{c9}\x01=1".as_bytes())
         .await;
-    assert!(reply.starts_with(b"555 "), "{:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"555 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     assert_printable_ascii(&reply);
     assert!(
         String::from_utf8_lossy(&reply).contains(r"CAF\xC3\x89\x01"),
@@ -137,17 +153,35 @@ async fn replies_that_echo_the_client_are_printable_ascii() {
         String::from_utf8_lossy(&reply)
     );
     // A recipient outside the allow-list: named in the refusal.
-    assert!(c.command(b"MAIL FROM:<a@client.example>").await.starts_with(b"250"));
-    let reply = c.command("RCPT TO:<\u{5b6b}\u{5b50}@registry.example>".as_bytes()).await;
-    assert!(reply.starts_with(b"550 5.1.1 "), "{:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        c.command(b"MAIL FROM:<a@client.example>")
+            .await
+            .starts_with(b"250")
+    );
+    let reply = c
+        .command("RCPT TO:<\u{5b6b}\u{5b50}@registry.example>".as_bytes())
+        .await;
+    assert!(
+        reply.starts_with(b"550 5.1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     assert_printable_ascii(&reply);
     // A malformed request whose domain is named in the refusal.
-    assert!(c.command(b"RCPT TO:<requests@registry.example>").await.starts_with(b"250"));
+    assert!(
+        c.command(b"RCPT TO:<requests@registry.example>")
+            .await
+            .starts_with(b"250")
+    );
     assert!(c.command(b"DATA").await.starts_with(b"354"));
     let body = mail("From: <a@client.example>\r\n", "-b\u{fc}cher-.fr\u{202e}x");
     c.writer.write_all(body.as_bytes()).await.unwrap();
     let reply = c.command(b".").await;
-    assert!(reply.starts_with(b"550 5.6.0 "), "{:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"550 5.6.0 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     assert_printable_ascii(&reply);
     assert!(
         String::from_utf8_lossy(&reply).contains(r"-b\xC3\xBCcher-.fr"),
@@ -155,7 +189,11 @@ async fn replies_that_echo_the_client_are_printable_ascii() {
         String::from_utf8_lossy(&reply)
     );
     // Anything else the client may send in a command line.
-    for line in [&b"\xff\xfe\x01\x7f junk"[..], "N\u{d3}OP".as_bytes(), b"HELO \x1b[31mred"] {
+    for line in [
+        &b"\xff\xfe\x01\x7f junk"[..],
+        "N\u{d3}OP".as_bytes(),
+        b"HELO \x1b[31mred",
+    ] {
         assert_printable_ascii(&c.command(line).await);
     }
 }
@@ -201,9 +239,17 @@ async fn message_ids_are_unfolded_and_bounded_before_they_are_stored() {
         .collect();
     assert_eq!(stored.len(), 6);
     let id_of = |ticket: u64| stored[&ticket]["message_id"].as_str().unwrap().to_string();
-    assert_eq!(id_of(tickets["inside"]), "<folded.first.half.second.half@client.test>");
+    assert_eq!(
+        id_of(tickets["inside"]),
+        "<folded.first.half.second.half@client.test>"
+    );
     assert_eq!(id_of(tickets["before"]), "<folded-before@client.test>");
-    let unusable = [tickets["long"], tickets["no @"], tickets["no <>"], long_again];
+    let unusable = [
+        tickets["long"],
+        tickets["no @"],
+        tickets["no <>"],
+        long_again,
+    ];
     for ticket in unusable {
         let id = id_of(ticket);
         assert!(
@@ -225,7 +271,11 @@ async fn message_ids_are_unfolded_and_bounded_before_they_are_stored() {
     }
     let stats = barrage.get("/v1/stats").await;
     assert_eq!(stats["intake"]["unusable_message_ids"], 4, "{stats}");
-    assert!(metrics(barrage.http).await.contains("\nbarrage_unusable_message_ids_total 4\n"));
+    assert!(
+        metrics(barrage.http)
+            .await
+            .contains("\nbarrage_unusable_message_ids_total 4\n")
+    );
     sink.stop().await;
 }
 
@@ -235,7 +285,9 @@ async fn acks_go_to_the_envelope_sender_by_default_and_never_to_a_null_sender() 
     let mut c = Client::greet(barrage.smtp).await;
     let headers = "From: <client@example.net>\r\nReply-To: <answers@example.org>\r\n\
                    Message-ID: <envelope@client.test>\r\n";
-    let reply = c.submit("Bounce@Example.NET", &mail(headers, "enveloppe.fr")).await;
+    let reply = c
+        .submit("Bounce@Example.NET", &mail(headers, "enveloppe.fr"))
+        .await;
     let ticket = reply.ticket().unwrap();
     // The null reverse-path (RFC 3834 §2): stored, never answered.
     let headers = "From: <client@example.net>\r\nMessage-ID: <null@client.test>\r\n";
@@ -244,9 +296,15 @@ async fn acks_go_to_the_envelope_sender_by_default_and_never_to_a_null_sender() 
 
     let acks = acks_once_sent(&barrage, &sink, 1).await;
     assert_eq!(acks.keys().copied().collect::<Vec<_>>(), vec![ticket]);
-    assert_eq!(acks[&ticket][0].rcpt_to, vec!["bounce@example.net".to_string()]);
+    assert_eq!(
+        acks[&ticket][0].rcpt_to,
+        vec!["bounce@example.net".to_string()]
+    );
     let stored = barrage.all_requests().await;
-    assert_eq!(stored[(null - 1) as usize]["ack_to"], serde_json::Value::Null);
+    assert_eq!(
+        stored[(null - 1) as usize]["ack_to"],
+        serde_json::Value::Null
+    );
     // A null sender is a sender asking for no replies, not an unusable address.
     let stats = barrage.get("/v1/stats").await;
     assert_eq!(stats["intake"]["unusable_ack_addresses"], 0, "{stats}");
@@ -259,20 +317,33 @@ async fn with_the_header_rule_an_unusable_address_falls_back_to_the_envelope_sen
     let mut c = Client::greet(barrage.smtp).await;
     let mut expected = BTreeMap::new();
     let cases = [
-        ("Reply-To: <answers@example.org>\r\nFrom: <a@example.net>\r\n", "answers@example.org"),
+        (
+            "Reply-To: <answers@example.org>\r\nFrom: <a@example.net>\r\n",
+            "answers@example.org",
+        ),
         ("From: <client@example.net>\r\n", "client@example.net"),
         ("From: @client.example\r\n", "envelope@example.com"),
         ("From: <nobody@>\r\n", "envelope@example.com"),
-        ("Reply-To: <@>\r\nFrom: local-only\r\n", "envelope@example.com"),
+        (
+            "Reply-To: <@>\r\nFrom: local-only\r\n",
+            "envelope@example.com",
+        ),
     ];
     for (i, (headers, want)) in cases.into_iter().enumerate() {
         let headers = format!("{headers}Message-ID: <case-{i}@client.test>\r\n");
-        let reply = c.submit("envelope@example.com", &mail(&headers, &format!("cas{i}.fr"))).await;
+        let reply = c
+            .submit(
+                "envelope@example.com",
+                &mail(&headers, &format!("cas{i}.fr")),
+            )
+            .await;
         expected.insert(reply.ticket().unwrap(), want);
     }
     // Neither the header nor the envelope sender is a usable mailbox: no ack, counted.
     let headers = "From: @client.example\r\nMessage-ID: <nowhere@client.test>\r\n";
-    let reply = c.submit("\" hi there \"@d", &mail(headers, "nulle-part.fr")).await;
+    let reply = c
+        .submit("\" hi there \"@d", &mail(headers, "nulle-part.fr"))
+        .await;
     assert_eq!(reply.code, 250, "{reply:?}");
     let nowhere = reply.ticket().unwrap();
     // The null sender gets no ack under this rule either (RFC 3834 §2).
@@ -286,14 +357,25 @@ async fn with_the_header_rule_an_unusable_address_falls_back_to_the_envelope_sen
     );
     for (ticket, want) in &expected {
         assert_eq!(acks[ticket].len(), 1);
-        assert_eq!(acks[ticket][0].rcpt_to, vec![want.to_string()], "ticket {ticket}");
+        assert_eq!(
+            acks[ticket][0].rcpt_to,
+            vec![want.to_string()],
+            "ticket {ticket}"
+        );
     }
     let stored = barrage.all_requests().await;
-    assert_eq!(stored[(nowhere - 1) as usize]["ack_to"], serde_json::Value::Null);
+    assert_eq!(
+        stored[(nowhere - 1) as usize]["ack_to"],
+        serde_json::Value::Null
+    );
     let stats = barrage.get("/v1/stats").await;
     assert_eq!(stats["intake"]["unusable_ack_addresses"], 1, "{stats}");
     assert_eq!(stats["acks"]["failed"], 0, "{stats}");
-    assert!(metrics(barrage.http).await.contains("\nbarrage_unusable_ack_addresses_total 1\n"));
+    assert!(
+        metrics(barrage.http)
+            .await
+            .contains("\nbarrage_unusable_ack_addresses_total 1\n")
+    );
     sink.stop().await;
 }
 
@@ -301,7 +383,8 @@ async fn with_the_header_rule_an_unusable_address_falls_back_to_the_envelope_sen
 async fn only_the_listed_recipients_are_taken() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("barrage.toml");
-    let list = "[smtp]\nrecipients = [\"Requests@Registry.Example\", \"demandes@registry.example\"]\n";
+    let list =
+        "[smtp]\nrecipients = [\"Requests@Registry.Example\", \"demandes@registry.example\"]\n";
     std::fs::write(&config, list).unwrap();
     let barrage = Barrage::start(
         &dir.path().join("data"),
@@ -309,24 +392,39 @@ async fn only_the_listed_recipients_are_taken() {
     );
     let mut c = Client::greet(barrage.smtp).await;
     assert_eq!(c.command("MAIL FROM:<client@example.net>").await.code, 250);
-    for taken in ["requests@registry.example", "REQUESTS@registry.EXAMPLE", "demandes@Registry.example"] {
+    for taken in [
+        "requests@registry.example",
+        "REQUESTS@registry.EXAMPLE",
+        "demandes@Registry.example",
+    ] {
         let reply = c.command(&format!("RCPT TO:<{taken}>")).await;
         assert_eq!(reply.code, 250, "{taken}: {reply:?}");
     }
-    for refused in ["anything@anywhere.example", "requests@elsewhere.example", "other@registry.example"] {
+    for refused in [
+        "anything@anywhere.example",
+        "requests@elsewhere.example",
+        "other@registry.example",
+    ] {
         let reply: Reply = c.command(&format!("RCPT TO:<{refused}>")).await;
         assert_eq!(
             (reply.code, reply.text.as_str()),
-            (550, format!("5.1.1 <{refused}>: no such mailbox here").as_str())
+            (
+                550,
+                format!("5.1.1 <{refused}>: no such mailbox here").as_str()
+            )
         );
     }
     // The refused recipients are not part of the transaction; the taken ones are.
     assert_eq!(c.command("DATA").await.code, 354);
-    c.send(mail("From: <client@example.net>\r\n", "liste.fr").as_bytes()).await;
+    c.send(mail("From: <client@example.net>\r\n", "liste.fr").as_bytes())
+        .await;
     assert_eq!(c.command(".").await.code, 250);
     // Without a list, any recipient is taken (the default).
     let open = Barrage::start(&dir.path().join("open"), &[]);
     let mut c = Client::greet(open.smtp).await;
     assert_eq!(c.command("MAIL FROM:<client@example.net>").await.code, 250);
-    assert_eq!(c.command("RCPT TO:<anything@anywhere.example>").await.code, 250);
+    assert_eq!(
+        c.command("RCPT TO:<anything@anywhere.example>").await.code,
+        250
+    );
 }

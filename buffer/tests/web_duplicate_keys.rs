@@ -29,9 +29,18 @@ async fn a_key_given_twice_is_named_in_a_422() {
     let dir = tempfile::tempdir().unwrap();
     let barrage = Barrage::start(dir.path(), &[]);
     for (body, twice) in [
-        (r#"{"domain": "a.fr", "domain": "b.fr", "email": "x@y.fr"}"#, "domain"),
-        (r#"{"domain": "a.fr", "email": "x@y.fr", "email": "z@y.fr"}"#, "email"),
-        (r#"{"domain": "a.fr", "email": "x@y.fr", "Holder": "A", "holder": "B"}"#, "holder"),
+        (
+            r#"{"domain": "a.fr", "domain": "b.fr", "email": "x@y.fr"}"#,
+            "domain",
+        ),
+        (
+            r#"{"domain": "a.fr", "email": "x@y.fr", "email": "z@y.fr"}"#,
+            "email",
+        ),
+        (
+            r#"{"domain": "a.fr", "email": "x@y.fr", "Holder": "A", "holder": "B"}"#,
+            "holder",
+        ),
     ] {
         let (status, answer) = post(&barrage, body).await;
         assert_eq!(status, 422, "{body}: {answer}");
@@ -39,7 +48,10 @@ async fn a_key_given_twice_is_named_in_a_422() {
     }
     let (status, answer) = post(&barrage, r#"["not", "an", "object"]"#).await;
     assert_eq!(status, 422, "{answer}");
-    assert!(answer["error"].as_str().unwrap().contains("object"), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("object"),
+        "{answer}"
+    );
     assert_eq!(barrage.all_requests().await.len(), 0, "nothing stored");
     // One of each is taken as before.
     let (status, answer) = post(&barrage, r#"{"domain": "a.fr", "email": "x@y.fr"}"#).await;

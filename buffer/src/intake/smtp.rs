@@ -131,8 +131,9 @@ impl<J: Journal> SmtpIntake<J> {
         }
         let headers = match self.ack_recipient {
             AckRecipient::Envelope => None,
-            AckRecipient::Header => first_address(parsed.reply_to())
-                .or_else(|| first_address(parsed.from())),
+            AckRecipient::Header => {
+                first_address(parsed.reply_to()).or_else(|| first_address(parsed.from()))
+            }
         };
         headers.or_else(|| usable_mailbox(sender).then(|| sender.to_string()))
     }

@@ -76,7 +76,13 @@ mod tests {
         assert!(!list.takes("other@registry.example"));
         assert!(!list.takes("requests@registry.example.evil"));
         assert!(Recipients::default().takes("anything@anywhere"));
-        for bad in ["requests", "@registry.example", "requests@", "<a@b>", "a b@c"] {
+        for bad in [
+            "requests",
+            "@registry.example",
+            "requests@",
+            "<a@b>",
+            "a b@c",
+        ] {
             assert_eq!(Recipients::new(&[bad]).unwrap_err(), bad);
         }
     }

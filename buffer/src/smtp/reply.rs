@@ -55,7 +55,10 @@ impl Reply {
             escape_into(line, &mut wire);
             wire.push_str("\r\n");
         }
-        debug_assert!(wire.bytes().all(|b| b == b'\r' || b == b'\n' || is_printable(b)));
+        debug_assert!(
+            wire.bytes()
+                .all(|b| b == b'\r' || b == b'\n' || is_printable(b))
+        );
         out.extend_from_slice(wire.as_bytes());
     }
 }

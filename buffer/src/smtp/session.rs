@@ -527,9 +527,11 @@ fn parse_error_reply(error: ParseError) -> Reply {
         ParseError::InvalidParameter { param } => {
             Reply::new(501, [5, 5, 4], format!("invalid parameter {param}"))
         }
-        ParseError::UnsupportedParameter { param } => {
-            Reply::new(555, [5, 5, 4], format!("unsupported parameter {}", echo(&param)))
-        }
+        ParseError::UnsupportedParameter { param } => Reply::new(
+            555,
+            [5, 5, 4],
+            format!("unsupported parameter {}", echo(&param)),
+        ),
         ParseError::ResponseTooLong => Reply::new(500, [5, 5, 2], "line too long"),
         ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
             Reply::new(500, [5, 5, 2], "syntax error")
