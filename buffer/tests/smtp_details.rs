@@ -188,6 +188,34 @@ async fn replies_that_echo_the_client_are_printable_ascii() {
         "{:?}",
         String::from_utf8_lossy(&reply)
     );
+    // A domain of 80 four-byte characters, named in a refusal: escaped it would take 1,280
+    // bytes, and a reply line holds at most 512 (RFC 5321 §4.5.3.1.5).
+    assert!(
+        c.command(b"MAIL FROM:<a@client.example>")
+            .await
+            .starts_with(b"250")
+    );
+    assert!(
+        c.command(b"RCPT TO:<requests@registry.example>")
+            .await
+            .starts_with(b"250")
+    );
+    assert!(c.command(b"DATA").await.starts_with(b"354"));
+    let body = mail("From: <a@client.example>\r\n", &"\u{1f600}".repeat(80));
+    c.writer.write_all(body.as_bytes()).await.unwrap();
+    let reply = c.command(b".").await;
+    assert!(
+        reply.starts_with(b"550 5.6.0 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_printable_ascii(&reply);
+    assert!(reply.len() <= 512, "a reply line of {} bytes", reply.len());
+    assert!(
+        reply.ends_with(b"...\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     // Anything else the client may send in a command line.
     for line in [
         &b"\xff\xfe\x01\x7f junk"[..],

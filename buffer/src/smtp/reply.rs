@@ -4,6 +4,9 @@
 
 use std::fmt::Write;
 
+/// Longest reply line, code and CRLF included (RFC 5321 §4.5.3.1.5); longer texts are cut.
+pub const MAX_LINE_LEN: usize = 512;
+
 /// Most characters of a client's text a reply names (an address, a parameter, a domain): an SMTP
 /// reply line must stay within 512 bytes (RFC 5321 §4.5.3.1.5), and an escaped byte takes four.
 pub const MAX_ECHO_CHARS: usize = 80;
@@ -48,12 +51,15 @@ impl Reply {
         let mut wire = String::new();
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            let start = wire.len();
             let _ = write!(wire, "{}{}", self.code, sep);
             if let Some([a, b, c]) = self.esc {
                 let _ = write!(wire, "{a}.{b}.{c} ");
             }
-            escape_into(line, &mut wire);
+            let room = MAX_LINE_LEN - (wire.len() - start) - 2;
+            escape_into(line, &mut wire, room);
             wire.push_str("\r\n");
+            debug_assert!(wire.len() - start <= MAX_LINE_LEN);
         }
         debug_assert!(
             wire.bytes()
@@ -67,15 +73,31 @@ fn is_printable(byte: u8) -> bool {
     (0x20..=0x7e).contains(&byte)
 }
 
-/// Writes `text` in printable ASCII: every byte outside 0x20–0x7E (a control byte, each byte of
-/// a non-ASCII character's UTF-8 form) becomes `\xHH`.
-fn escape_into(text: &str, out: &mut String) {
-    for &byte in text.as_bytes() {
+/// Writes `text` in printable ASCII, in at most `room` bytes: every byte outside 0x20–0x7E (a
+/// control byte, each byte of a non-ASCII character's UTF-8 form) becomes `\xHH`; a text that
+/// does not fit is cut before an escape, never inside one, and ends with `...`.
+fn escape_into(text: &str, out: &mut String, room: usize) {
+    let width = |byte: u8| if is_printable(byte) { 1 } else { 4 };
+    let whole: usize = text.bytes().map(width).sum();
+    let budget = if whole <= room {
+        room
+    } else {
+        room.saturating_sub(3)
+    };
+    let mut used = 0;
+    for byte in text.bytes() {
+        used += width(byte);
+        if used > budget {
+            break;
+        }
         if is_printable(byte) {
             out.push(char::from(byte));
         } else {
             let _ = write!(out, "\\x{byte:02X}");
         }
+    }
+    if whole > room {
+        out.push_str("...");
     }
 }
 
@@ -86,7 +108,7 @@ fn escape_into(text: &str, out: &mut String) {
 pub fn echo(text: &str) -> String {
     let kept: String = text.chars().take(MAX_ECHO_CHARS).collect();
     let mut out = String::new();
-    escape_into(&kept.replace('\\', "\\\\"), &mut out);
+    escape_into(&kept.replace('\\', "\\\\"), &mut out, usize::MAX);
     if kept.len() < text.len() {
         out.push_str("...");
     }
@@ -189,6 +211,20 @@ mod tests {
         let mut twice = Vec::new();
         Reply::new(550, [5, 1, 1], echo("\\x41\u{e9}")).write_to(&mut twice);
         assert_eq!(twice, b"550 5.1.1 \\\\x41\\xC3\\xA9\r\n");
+    }
+
+    #[test]
+    fn a_line_is_cut_to_512_bytes_between_escapes() {
+        let mut out = Vec::new();
+        let text = format!("{}\u{e9}{}", "a".repeat(496), "b".repeat(600));
+        Reply::new(550, [5, 6, 0], text).write_to(&mut out);
+        // 10 bytes of code, 496 + "..." + CRLF: the escape of é did not fit whole.
+        let want = format!("550 5.6.0 {}...\r\n", "a".repeat(496));
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        let mut out = Vec::new();
+        Reply::new(250, [2, 0, 0], "x".repeat(500)).write_to(&mut out);
+        assert_eq!(out.len(), MAX_LINE_LEN);
+        assert!(out.ends_with(b"xxx\r\n"), "500 fit whole");
     }
 
     #[test]
