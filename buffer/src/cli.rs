@@ -70,6 +70,11 @@ struct ServeArgs {
     /// [default: ./barrage-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the journal in PostgreSQL, shared with other barrage nodes, instead of SQLite in
+    /// the data dir: postgres://USER@HOST:PORT/DB (several HOST:PORT, comma-separated, with
+    /// ?target_session_attrs=read-write to follow a failover). Same as `[journal] url`.
+    #[arg(long, value_name = "URL")]
+    journal: Option<String>,
     /// Address of the SMTP intake. [default: 127.0.0.1:2525]
     #[arg(long, value_name = "ADDR")]
     smtp: Option<SocketAddr>,
@@ -128,6 +133,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
+            }
+            if let Some(url) = args.journal {
+                config.journal.url = Some(url);
             }
             if let Some(addr) = args.smtp {
                 config.smtp.listen = addr;
