@@ -161,12 +161,11 @@ impl Rig {
             data.path().to_path_buf()
         };
         self.data_dir = Some(data);
-        let mut extra_args = program.extra_serve_args();
+        let extra_args = program.extra_serve_args();
         if self.layout.uses_postgres() {
-            let database = Database::start(&self.out_dir, self.layout.standby).await?;
-            extra_args.extend(["--journal".into(), database.url().into()]);
-            self.database = Some(database);
+            self.database = Some(Database::start(&self.out_dir, self.layout.standby).await?);
         }
+        let journal_url = self.database.as_ref().map(Database::url);
         for node in 1..=self.layout.nodes {
             let files = node_files(&self.out_dir, node, self.layout.nodes);
             let data_dir = match self.layout.nodes {
@@ -175,7 +174,11 @@ impl Rig {
             };
             std::fs::write(
                 &files.config,
-                buffer_config(&data_dir, self.ack_sink.as_ref().map(|s| s.addr())),
+                buffer_config(
+                    &data_dir,
+                    self.ack_sink.as_ref().map(|s| s.addr()),
+                    journal_url.as_deref(),
+                ),
             )?;
             let _ = std::fs::remove_file(&files.log);
             let spec = BufferSpec {
