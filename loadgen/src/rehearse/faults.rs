@@ -18,23 +18,25 @@ use super::rig::Rig;
 use crate::scenario::faults::{Fault, FaultKind, PostgresAction};
 
 /// A step of the fault timeline.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     Begin(usize),
     End(usize),
 }
 
-/// The faults' beginnings and ends in time order, ends before beginnings at the same instant.
+/// The faults' beginnings and ends in time order: at one instant, the ends of earlier faults,
+/// then beginnings, then the ends of faults that last no time (a failover promoting at once), so
+/// that every fault ends after it began.
 fn timeline(faults: &[Fault]) -> Vec<(Duration, Step)> {
-    let mut steps: Vec<(Duration, Step)> = Vec::new();
+    let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
     for (i, f) in faults.iter().enumerate() {
-        steps.push((f.at, Step::Begin(i)));
+        steps.push((f.at, 1, Step::Begin(i)));
         if let Some(d) = f.kind.lasts() {
-            steps.push((f.at + d, Step::End(i)));
+            steps.push((f.at + d, if d.is_zero() { 2 } else { 0 }, Step::End(i)));
         }
     }
-    steps.sort_by_key(|(at, s)| (*at, matches!(s, Step::Begin(_))));
-    steps
+    steps.sort_by_key(|(at, rank, _)| (*at, *rank));
+    steps.into_iter().map(|(at, _, step)| (at, step)).collect()
 }
 
 /// The faults being played, and what has become of each.
@@ -355,5 +357,42 @@ mod futures_util_lite {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::faults::PostgresAction;
+
+    #[test]
+    fn every_fault_ends_after_it_began_even_when_it_lasts_no_time() {
+        let s = Duration::from_secs;
+        let faults = [
+            Fault {
+                at: s(6),
+                kind: FaultKind::Postgres {
+                    action: PostgresAction::Failover,
+                    down: Duration::ZERO,
+                },
+            },
+            Fault {
+                at: s(5),
+                kind: FaultKind::Kill {
+                    node: 1,
+                    restart_after: s(1),
+                },
+            },
+        ];
+        let steps = timeline(&faults);
+        assert_eq!(
+            steps,
+            [
+                (s(5), Step::Begin(1)),
+                (s(6), Step::End(1)),
+                (s(6), Step::Begin(0)),
+                (s(6), Step::End(0)),
+            ]
+        );
     }
 }
