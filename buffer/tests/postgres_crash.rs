@@ -25,20 +25,27 @@ async fn a_node_killed_mid_burst_loses_no_250_and_keeps_one_order() {
     for round in 0..ROUNDS {
         burst.spawn(a.smtp, &format!("a{round}"), CLIENTS_PER_NODE, 100_000);
         let kill_at = burst.accepted + rand::rng().random_range(20..300);
-        burst.wait_for("250s before the kill", |b| b.accepted >= kill_at).await;
+        burst
+            .wait_for("250s before the kill", |b| b.accepted >= kill_at)
+            .await;
         a.kill();
         a = node(&dir.path().join("a"), &url, &[]);
     }
     burst.spawn(a.smtp, "last", CLIENTS_PER_NODE, 100_000);
     let target = burst.accepted + 200;
-    burst.wait_for("250s after the restarts", |b| b.accepted >= target).await;
+    burst
+        .wait_for("250s after the restarts", |b| b.accepted >= target)
+        .await;
     let sent = burst.finish().await;
 
     let received = drain(&[&a, &b]).await;
     let by_seq = check_handover(&received, &sent);
     let accepted = sent.iter().filter(|s| s.code == 250).count();
     assert!(accepted >= target, "{accepted} 250s recorded");
-    assert!(by_seq.len() >= accepted, "every 250 stored, and maybe some unanswered");
+    assert!(
+        by_seq.len() >= accepted,
+        "every 250 stored, and maybe some unanswered"
+    );
     let from_both = sent.iter().any(|s| s.message_id.starts_with("<b0"))
         && sent.iter().any(|s| s.message_id.starts_with("<last"));
     assert!(from_both, "both nodes took requests");

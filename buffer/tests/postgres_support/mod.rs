@@ -71,11 +71,23 @@ pub async fn client(
         let mail = format!("{}.\r\n", request_mail(&message_id, "pg.fr"));
         let script = format!("MAIL FROM:<{name}@example.net>\r\nRCPT TO:<r@x>\r\nDATA\r\n");
         c.send(script.as_bytes()).await;
+        let mut refused = None;
         for _ in 0..3 {
             match c.try_reply().await {
-                Some(reply) if reply.code < 400 => {}
-                _ => return sent,
+                Some(reply) if reply.code == 421 => return sent,
+                Some(reply) if reply.code >= 400 => refused = refused.or(Some(reply.code)),
+                Some(_) => {}
+                None => return sent,
             }
+        }
+        if let Some(code) = refused {
+            // Refused before its data (the journal not ready): not sent, try the next one.
+            let _ = replies.send(code);
+            c.send(b"RSET\r\n").await;
+            if c.try_reply().await.is_none() {
+                return sent;
+            }
+            continue;
         }
         let sent_at = Instant::now();
         c.send(mail.as_bytes()).await;
@@ -192,9 +204,10 @@ impl Burst {
     /// every client has ended first (nothing more can come).
     pub async fn wait_for(&mut self, what: &str, condition: impl Fn(&Burst) -> bool) {
         while !condition(self) {
-            let reply = tokio::time::timeout(std::time::Duration::from_secs(120), self.replies.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no reply for 120 s while waiting for {what}"));
+            let reply =
+                tokio::time::timeout(std::time::Duration::from_secs(120), self.replies.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no reply for 120 s while waiting for {what}"));
             match reply {
                 Some(250) => self.accepted += 1,
                 Some(code) => *self.refused.entry(code).or_default() += 1,
@@ -229,13 +242,19 @@ pub async fn drain(nodes: &[&Barrage]) -> Vec<serde_json::Value> {
         let Some(last) = rows.last() else { break };
         let through = last["seq"].as_u64().unwrap();
         let response = http
-            .post(format!("http://{}/v1/cursor", nodes[(turn + 1) % nodes.len()].http))
+            .post(format!(
+                "http://{}/v1/cursor",
+                nodes[(turn + 1) % nodes.len()].http
+            ))
             .json(&serde_json::json!({ "through": through }))
             .send()
             .await
             .unwrap();
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["cursor"], through, "the cursor moved to what was taken");
+        assert_eq!(
+            body["cursor"], through,
+            "the cursor moved to what was taken"
+        );
         cursor = through;
         received.extend(rows);
     }

@@ -30,6 +30,7 @@ pub(super) struct Append {
     pub reply: oneshot::Sender<Result<Ticket, JournalError>>,
 }
 
+#[derive(Clone)]
 pub(super) struct Writer {
     pub pool: Pool,
     pub settings: Arc<Settings>,
@@ -107,25 +108,43 @@ impl Writer {
         let answers = match self.transact(batch).await {
             Ok(written) => self.committed(written),
             Err(Failure::Before(e)) => self.refused(batch.len(), &e),
-            Err(Failure::AtCommit(e, written)) => match self.find_out(&written).await {
-                Some(true) => {
-                    tracing::warn!("COMMIT answer lost ({e}), the batch is stored: answered");
-                    self.committed(written)
-                }
-                Some(false) => self.refused(batch.len(), &e),
-                None => {
-                    tracing::error!(
-                        "COMMIT answer lost ({e}) and the database unreachable for {RESOLVE_FOR:?}: \
-                         the batch's requests (from seq {:?}) may be stored but are refused",
-                        written.first
-                    );
-                    self.refused(batch.len(), &e)
-                }
-            },
+            Err(Failure::AtCommit(e, written)) => {
+                // Found out beside the writer, so the batches after it are not held up (they
+                // get their 451s at once while the database is down).
+                let (writer, batch) = (self.clone(), std::mem::take(batch));
+                tokio::spawn(async move {
+                    let answers = writer.after_lost_commit(&e, written).await;
+                    answer(batch, answers);
+                });
+                return;
+            }
         };
-        debug_assert_eq!(answers.len(), batch.len());
-        for (append, answer) in batch.drain(..).zip(answers) {
-            let _ = append.reply.send(answer);
+        answer(std::mem::take(batch), answers);
+    }
+
+    /// The answers of a batch whose COMMIT answer was lost, once it is known whether it is
+    /// stored.
+    async fn after_lost_commit(
+        &self,
+        error: &str,
+        written: Written,
+    ) -> Vec<Result<Ticket, JournalError>> {
+        let n = written.plans.len();
+        match self.find_out(&written).await {
+            Some(true) => {
+                tracing::warn!("COMMIT answer lost ({error}), the batch is stored: answered");
+                self.committed(written)
+            }
+            Some(false) => self.refused(n, error),
+            None => {
+                tracing::error!(
+                    "COMMIT answer lost ({error}) and the database unreachable for \
+                     {RESOLVE_FOR:?}: the batch's requests (from seq {:?}) may be stored but \
+                     are refused",
+                    written.first
+                );
+                self.refused(n, error)
+            }
         }
     }
 
@@ -328,6 +347,14 @@ impl Writer {
             tokio::time::sleep(RESOLVE_RETRY).await;
         }
         None
+    }
+}
+
+/// Sends each request of the batch its answer.
+fn answer(batch: Vec<Append>, answers: Vec<Result<Ticket, JournalError>>) {
+    assert_eq!(answers.len(), batch.len(), "one answer per request");
+    for (append, answer) in batch.into_iter().zip(answers) {
+        let _ = append.reply.send(answer);
     }
 }
 
