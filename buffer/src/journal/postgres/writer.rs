@@ -51,7 +51,7 @@ enum Failure {
     /// Nothing was committed.
     Before(String),
     /// The COMMIT was sent and its answer lost: committed or not, to be found out.
-    AtCommit(String, Written),
+    AtCommit(String, Box<Written>),
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -113,7 +113,7 @@ impl Writer {
                 // get their 451s at once while the database is down).
                 let (writer, batch) = (self.clone(), std::mem::take(batch));
                 tokio::spawn(async move {
-                    let answers = writer.after_lost_commit(&e, written).await;
+                    let answers = writer.after_lost_commit(&e, *written).await;
                     answer(batch, answers);
                 });
                 return;
@@ -227,7 +227,7 @@ impl Writer {
             acks,
         };
         if let Err(e) = tx.commit().await {
-            return Err(Failure::AtCommit(e.to_string(), written));
+            return Err(Failure::AtCommit(e.to_string(), Box::new(written)));
         }
         Ok(written)
     }
