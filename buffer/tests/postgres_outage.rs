@@ -36,7 +36,6 @@ async fn the_database_restarted_mid_burst_gives_451s_then_recovery() {
         .wait_for("250s after the restart", |b| b.accepted >= target)
         .await;
     let refused = burst.refused.clone();
-    eprintln!("refused while down: {refused:?}");
     let sent = burst.finish().await;
 
     let received = drain(&[&a, &b]).await;
