@@ -49,7 +49,7 @@ pub async fn client(
     name: String,
     most: usize,
     stop: Arc<AtomicBool>,
-    replies: mpsc::UnboundedSender<u16>,
+    replies: mpsc::UnboundedSender<(String, u16)>,
 ) -> Vec<Sent> {
     let mut sent = Vec::new();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
@@ -82,7 +82,7 @@ pub async fn client(
         }
         if let Some(code) = refused {
             // Refused before its data (the journal not ready): not sent, try the next one.
-            let _ = replies.send(code);
+            let _ = replies.send((name.clone(), code));
             c.send(b"RSET\r\n").await;
             if c.try_reply().await.is_none() {
                 return sent;
@@ -94,7 +94,7 @@ pub async fn client(
         let Some(reply) = c.try_reply().await else {
             return sent;
         };
-        let _ = replies.send(reply.code);
+        let _ = replies.send((name.clone(), reply.code));
         sent.push(Sent {
             message_id,
             sent_at,
@@ -169,13 +169,15 @@ fn check_precedence(accepted: &[&Sent]) {
 /// A burst of clients against several addresses, all stopping on one flag.
 pub struct Burst {
     pub stop: Arc<AtomicBool>,
-    replies_tx: mpsc::UnboundedSender<u16>,
-    pub replies: mpsc::UnboundedReceiver<u16>,
+    replies_tx: mpsc::UnboundedSender<(String, u16)>,
+    pub replies: mpsc::UnboundedReceiver<(String, u16)>,
     clients: Vec<tokio::task::JoinHandle<Vec<Sent>>>,
     /// 250s counted so far by [`Burst::wait_for`].
     pub accepted: usize,
     /// Other codes counted so far.
     pub refused: BTreeMap<u16, usize>,
+    /// The client that got the latest 250.
+    pub last_accepted_by: String,
 }
 
 impl Burst {
@@ -188,6 +190,7 @@ impl Burst {
             clients: Vec::new(),
             accepted: 0,
             refused: BTreeMap::new(),
+            last_accepted_by: String::new(),
         }
     }
 
@@ -209,8 +212,11 @@ impl Burst {
                     .await
                     .unwrap_or_else(|_| panic!("no reply for 120 s while waiting for {what}"));
             match reply {
-                Some(250) => self.accepted += 1,
-                Some(code) => *self.refused.entry(code).or_default() += 1,
+                Some((name, 250)) => {
+                    self.accepted += 1;
+                    self.last_accepted_by = name;
+                }
+                Some((_, code)) => *self.refused.entry(code).or_default() += 1,
                 None => panic!("the clients ended before {what}"),
             }
         }

@@ -38,6 +38,7 @@ pub(super) struct Writer {
 }
 
 /// A batch written and about to be (or just) committed.
+#[derive(Clone)]
 struct Written {
     plans: Vec<Plan>,
     head: Head,
@@ -191,7 +192,9 @@ impl Writer {
         (0..n).map(|_| Err(unavailable(error))).collect()
     }
 
-    async fn transact(&self, batch: &[Append]) -> Result<Written, Failure> {
+    // `&mut Vec`: the mutant build (below) takes the batch to answer it early.
+    #[cfg_attr(not(feature = "mutant-reply-before-commit"), allow(clippy::ptr_arg))]
+    async fn transact(&self, batch: &mut Vec<Append>) -> Result<Written, Failure> {
         let mut client = self
             .pool
             .get()
@@ -226,6 +229,14 @@ impl Writer {
                 .map(|r| (r.ticket.seq, r.request.message_id.clone())),
             acks,
         };
+        #[cfg(feature = "mutant-reply-before-commit")]
+        {
+            // A deliberately broken build, for the crash test to prove it catches one: every
+            // request is answered before COMMIT, which then takes as long as a commit to a
+            // distant synchronous standby would.
+            answer(std::mem::take(batch), self.committed(written.clone()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if let Err(e) = tx.commit().await {
             return Err(Failure::AtCommit(e.to_string(), Box::new(written)));
         }
@@ -352,7 +363,11 @@ impl Writer {
 
 /// Sends each request of the batch its answer.
 fn answer(batch: Vec<Append>, answers: Vec<Result<Ticket, JournalError>>) {
-    assert_eq!(answers.len(), batch.len(), "one answer per request");
+    let mutant_answered = cfg!(feature = "mutant-reply-before-commit") && batch.is_empty();
+    assert!(
+        answers.len() == batch.len() || mutant_answered,
+        "one answer per request"
+    );
     for (append, answer) in batch.into_iter().zip(answers) {
         let _ = append.reply.send(answer);
     }
