@@ -1,6 +1,7 @@
 //! The SMTP driver over STARTTLS: against barrage's SMTP server requiring TLS, with a throwaway
 //! certificate, a `starttls = true` group gets every ticket inside TLS; the same group without
-//! STARTTLS is refused, and an untrusted certificate fails the handshake.
+//! STARTTLS is refused, and an untrusted certificate fails the handshake. Each connection's
+//! handshake is timed once, on the first request it carried.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -118,6 +119,14 @@ async fn the_driver_gets_its_tickets_over_starttls() {
         seen.iter().all(|v| v.as_deref() == Some("TLSv1.3")),
         "{seen:?}"
     );
+    // Each client's one connection did one handshake, timed on its first request only.
+    for client in 0..4 {
+        let mut own: Vec<&SentRecord> = records.iter().filter(|r| r.client == client).collect();
+        own.sort_by_key(|r| r.intended_at);
+        let timed: Vec<Option<u64>> = own.iter().map(|r| r.tls_handshake_us).collect();
+        assert!(timed[0].is_some_and(|us| us > 0), "client {client}: {timed:?}");
+        assert!(timed[1..].iter().all(Option::is_none), "client {client}: {timed:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +139,7 @@ async fn without_starttls_a_required_buffer_refuses_with_530() {
     for record in &records {
         assert_eq!(record.outcome, Outcome::Refused, "{record:?}");
         assert_eq!(record.code, Some(530), "{record:?}");
+        assert_eq!(record.tls_handshake_us, None, "{record:?}");
     }
     assert!(handler.tls.lock().unwrap().is_empty());
 }
