@@ -124,8 +124,14 @@ async fn the_driver_gets_its_tickets_over_starttls() {
         let mut own: Vec<&SentRecord> = records.iter().filter(|r| r.client == client).collect();
         own.sort_by_key(|r| r.intended_at);
         let timed: Vec<Option<u64>> = own.iter().map(|r| r.tls_handshake_us).collect();
-        assert!(timed[0].is_some_and(|us| us > 0), "client {client}: {timed:?}");
-        assert!(timed[1..].iter().all(Option::is_none), "client {client}: {timed:?}");
+        assert!(
+            timed[0].is_some_and(|us| us > 0),
+            "client {client}: {timed:?}"
+        );
+        assert!(
+            timed[1..].iter().all(Option::is_none),
+            "client {client}: {timed:?}"
+        );
     }
 }
 
