@@ -1,4 +1,4 @@
-//! `landrush rehearse --tls required`: the rehearsal starts barrage over a throwaway certificate it
+//! `landrush rehearse --tls=required`: the rehearsal starts barrage over a throwaway certificate it
 //! makes for the run, every client does STARTTLS trusting it, and the run passes. The records
 //! show TLS was used: each connection's handshake is timed in sent.jsonl and summed up in
 //! report.json, and barrage stored every request with the TLS version it came over.
@@ -50,14 +50,7 @@ fn a_rehearsal_over_starttls_passes_and_its_records_show_tls() {
     let out = dir.path().join("run");
     let mut command = Command::new(env!("CARGO_BIN_EXE_landrush"));
     command
-        .args([
-            "rehearse",
-            "-q",
-            "--keep-data",
-            "--tls",
-            "required",
-            "--out",
-        ])
+        .args(["rehearse", "-q", "--keep-data", "--tls=required", "--out"])
         .arg(&out)
         .arg(&scenario);
     let output = output_within(command, TEST_LIMIT);

@@ -119,10 +119,12 @@ pub struct RehearseArgs {
     /// Rehearse STARTTLS: the buffer gets a throwaway certificate (OUT/tls/) with smtp.tls =
     /// MODE, and every client group upgrades with STARTTLS, trusting that certificate only.
     /// Without it, a scenario whose client groups say `starttls = true` gets the same with `may`.
+    /// The mode needs `=` (`--tls=required`), so `--tls SCENARIO` reads SCENARIO as the scenario.
     #[arg(
         long,
         value_name = "MODE",
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "may",
         conflicts_with = "target"
     )]
@@ -162,7 +164,7 @@ Examples:
   landrush rehearse scenarios/ci-smoke.toml --out runs/smoke --registry-rate 200
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
   # every client over STARTTLS, barrage serving a certificate made for the run:
-  landrush rehearse scenarios/ci-smoke.toml --tls required
+  landrush rehearse scenarios/ci-smoke.toml --tls=required
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:2525 \\
       --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526
