@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod check;
+pub mod countdown;
 pub mod fsync_audit;
 pub mod gate;
 pub mod merge;
