@@ -73,7 +73,12 @@ async fn a_correct_fake_passes() {
     // Its chain was recomputed from the handover API, every stored request's link verified.
     let audit = check(&r, "audit");
     assert_eq!(audit.ok, Some(true), "{}", summary(&r));
-    assert_eq!(count(audit, "rows"), r.report.counts.accepted, "{}", summary(&r));
+    assert_eq!(
+        count(audit, "rows"),
+        r.report.counts.accepted,
+        "{}",
+        summary(&r)
+    );
     assert!(r.drain.complete, "{:?}", r.drain);
     assert!(count(check(&r, "retransmissions"), "retransmitted") > 0);
 }

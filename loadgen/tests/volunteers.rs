@@ -699,7 +699,9 @@ async fn run_counts_down_to_the_instant_and_fires() {
     let run = |start: &str, out: &str| {
         let mut command = Command::new(LANDRUSH);
         command.arg("run").arg(&scenario).args(["-q", "-t", &smtp]);
-        command.args(["--start", start, "--out"]).arg(root.join(out));
+        command
+            .args(["--start", start, "--out"])
+            .arg(root.join(out));
         let output = output_within(command, TEST_LIMIT);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         eprintln!("[run {out}] {stderr}");
@@ -714,10 +716,18 @@ async fn run_counts_down_to_the_instant_and_fires() {
     let at = |text: &str| lines.iter().position(|l| *l == text);
     let steps: Vec<u64> = lines
         .iter()
-        .filter_map(|l| l.strip_prefix("landrush: T-")?.strip_suffix('s')?.parse().ok())
+        .filter_map(|l| {
+            l.strip_prefix("landrush: T-")?
+                .strip_suffix('s')?
+                .parse()
+                .ok()
+        })
         .collect();
     assert!(steps.windows(2).all(|w| w[0] > w[1]), "{steps:?}");
-    assert!(steps.iter().all(|s| [5, 4, 3, 2, 1].contains(s)), "{steps:?}");
+    assert!(
+        steps.iter().all(|s| [5, 4, 3, 2, 1].contains(s)),
+        "{steps:?}"
+    );
     assert_eq!(steps.last(), Some(&1), "{stderr}");
     let last_step = at("landrush: T-1s").unwrap();
     let firing = at("landrush: T-0 firing").expect("the countdown fires");
