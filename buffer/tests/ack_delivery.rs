@@ -28,7 +28,9 @@ struct Expected {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ack_per_accepted_request_with_the_checker_headers() {
-    let acked = start_acked("").await;
+    // The header rule, so Reply-To, From and the envelope sender all have their case below (the
+    // default, the envelope sender alone, is in smtp_details.rs).
+    let acked = start_acked("recipient = \"header\"").await;
     let (barrage, sink) = (&acked.barrage, &acked.sink);
     let mut client = Client::greet(barrage.smtp).await;
     let (expected, silent_ticket) = submit_every_case(&mut client).await;
