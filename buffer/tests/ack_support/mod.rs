@@ -1,6 +1,6 @@
 //! Shared by the ack tests: a real SMTP receiver (barrage's own SMTP server with a recording
-//! handler) standing in for the relay, a config file pointing barrage's acks at it, and helpers
-//! to read the acks it received.
+//! handler) standing in for the relay, a config file pointing barrage's acks at it, a barrage
+//! started with it, and helpers to read the acks it received. Its users also declare `mod support`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -237,6 +237,26 @@ pub fn ack_config(dir: &Path, relay: SocketAddr, extra: &str) -> PathBuf {
     )
     .unwrap();
     path
+}
+
+/// A barrage whose acks go to a [`Sink`] of its own. Dropped in field order: barrage first.
+pub struct AckedBarrage {
+    pub barrage: crate::support::Barrage,
+    pub sink: Sink,
+    /// Holds the config file and the data dir.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a sink, then barrage with an [`ack_config`] naming it (plus the `extra` lines).
+pub async fn start_acked(extra: &str) -> AckedBarrage {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ack_config(dir.path(), sink.addr, extra);
+    let barrage = crate::support::Barrage::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    AckedBarrage { barrage, sink, dir }
 }
 
 /// Polls `condition` every 20 ms until it holds; panics with `what` after `limit`.
