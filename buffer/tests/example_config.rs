@@ -25,9 +25,15 @@ fn example_config_parses_and_matches_the_defaults() {
         format!("{:?}", example.storage),
         format!("{:?}", defaults.storage)
     );
+    assert_eq!(
+        format!("{:?}", example.signing),
+        format!("{:?}", defaults.signing)
+    );
     assert_eq!(example.data_dir, defaults.data_dir);
     assert_eq!(example.hostname, defaults.hostname);
     assert_eq!(example.workers, defaults.workers);
+    let ack = example.ack.expect("the example documents [ack]");
+    assert_eq!(ack.recipient, barrage::ack::AckRecipient::default());
 }
 
 #[test]

@@ -7,8 +7,10 @@
 //!   marks each outcome in the journal, waits out relay outages.
 //! - [`template`]: the mail itself; the body comes from an operator-replaceable template.
 //!
-//! Addressing rule (decided by the SMTP intake): the ack goes to the request's `Reply-To`, else its
-//! `From`, else the envelope sender; a request with none of these gets no ack.
+//! Addressing rule (decided by the SMTP intake, [`AckRecipient`]): by default the ack goes to the
+//! envelope sender (RFC 3834 §4); with `recipient = "header"` to the request's `Reply-To`, else
+//! its `From`, else the envelope sender, the first that is a usable mailbox. The null sender and
+//! a request with no usable address get no ack.
 
 pub mod outbox;
 pub mod relay;
@@ -25,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ExtraStats;
+pub use crate::intake::smtp::AckRecipient;
 use crate::journal::now_micros;
 use crate::prometheus::Kind::{Counter, Gauge};
 use crate::prometheus::PrometheusText;
@@ -42,6 +45,10 @@ pub struct AckConfig {
     /// A display name for `from`.
     #[serde(default)]
     pub from_name: Option<String>,
+    /// Where the ack of a mail request goes: `envelope` (the envelope sender) or `header`
+    /// (`Reply-To`, else `From`, else the envelope sender).
+    #[serde(default)]
+    pub recipient: AckRecipient,
     /// Subject template (minijinja, same variables as the body).
     #[serde(default = "default_subject")]
     pub subject: String,
@@ -51,6 +58,11 @@ pub struct AckConfig {
     /// `none` (plain SMTP), `starttls` (required), or `tls` (implicit TLS, port 465).
     #[serde(default)]
     pub tls: AckTls,
+    /// PEM file of the certificate authorities the relay's certificate must chain to, instead
+    /// of the Mozilla roots (a private CA); only with `tls` = `starttls` or `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// AUTH credentials; sent only inside TLS, never over a plain-text session.
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -109,9 +121,11 @@ impl AckConfig {
             relay: relay.into(),
             from: from.into(),
             from_name: None,
+            recipient: AckRecipient::default(),
             subject: default_subject(),
             template: None,
             tls: AckTls::None,
+            ca_file: None,
             username: None,
             password: None,
             concurrency: default_concurrency(),
@@ -147,6 +161,11 @@ impl AckConfig {
         anyhow::ensure!(
             self.password.is_none() || self.username.is_some(),
             "ack.password needs ack.username"
+        );
+        anyhow::ensure!(
+            self.ca_file.is_none() || self.tls != AckTls::None,
+            "ack.ca_file is the CA of the relay's certificate: set ack.tls = \"starttls\" or \
+             \"tls\" with it, or remove it"
         );
         Ok(())
     }
@@ -273,4 +292,19 @@ pub fn preview(config: &AckConfig, hostname: &str) -> anyhow::Result<String> {
     config.validate()?;
     let composer = Composer::new(config, "0123456789abcdef", hostname)?;
     Ok(composer.preview()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_tls_is_refused() {
+        let mut config = AckConfig::new("127.0.0.1:25", "registry@example.fr");
+        config.ca_file = Some("/etc/barrage/relay-ca.pem".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("ack.ca_file"), "{error}");
+        config.tls = AckTls::Starttls;
+        config.validate().expect("a CA file with STARTTLS");
+    }
 }
