@@ -45,8 +45,11 @@ enum Command {
     /// cursor at or below the last seq. Exits 0 with a summary, or 1 naming the first bad seq.
     Audit {
         /// The data dir of the journal to check (barrage may be serving it).
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "journal")]
+        data_dir: Option<PathBuf>,
+        /// The PostgreSQL journal to check instead, postgres://USER@HOST:PORT/DB.
+        #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+        journal: Option<String>,
     },
 }
 
@@ -168,16 +171,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Audit { data_dir } => match crate::audit::audit(&data_dir)? {
-            Ok(summary) => {
-                println!("{summary}");
-                Ok(())
+        Command::Audit { data_dir, journal } => {
+            let (outcome, what) = match (&data_dir, &journal) {
+                (_, Some(url)) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let outcome = runtime.block_on(crate::audit::postgres::audit(url))?;
+                    let what = format!(
+                        "the journal in {} does not verify; keep a copy of the database \
+                         (pg_dump) as evidence",
+                        crate::journal::postgres::describe(url)
+                    );
+                    (outcome, what)
+                }
+                (Some(dir), None) => {
+                    let what = format!(
+                        "the journal of {} does not verify; keep a copy of the data dir as \
+                         evidence",
+                        dir.display()
+                    );
+                    (crate::audit::audit(dir)?, what)
+                }
+                (None, None) => anyhow::bail!("give --data-dir DIR or --journal URL"),
+            };
+            match outcome {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(finding) => Err(anyhow::Error::new(finding).context(what)),
             }
-            Err(finding) => Err(anyhow::Error::new(finding).context(format!(
-                "the journal of {} does not verify; keep a copy of the data dir as evidence",
-                data_dir.display()
-            ))),
-        },
+        }
         Command::Ack(AckCommand::Preview { config }) => {
             let config = Config::load(&config)?;
             let Some(ack) = &config.ack else {

@@ -71,6 +71,9 @@ impl Cluster {
             "-E",
             "UTF8",
             "--no-locale",
+            // Not fsynced (seconds on a busy disk): a machine crash during set-up loses the
+            // run anyway. The server itself runs with fsync=on.
+            "--no-sync",
         ]);
         cluster
             .owner
@@ -97,7 +100,8 @@ impl Cluster {
             ])
             .arg("-D")
             .arg(standby.data())
-            .args(["-R", "-X", "stream", "-c", "fast"]);
+            // Not fsynced, as initdb (see `start`); the standby runs with fsync=on.
+            .args(["-R", "-X", "stream", "-c", "fast", "--no-sync"]);
         self.owner.run("pg_basebackup", backup)?;
         let standby = standby.launch_on_free_port()?;
         // Set after the backup, so the standby does not inherit it (once promoted, it would
@@ -326,6 +330,9 @@ impl Cluster {
             "wal_level=replica".into(),
             "max_wal_senders=8".into(),
             "hot_standby=on".into(),
+            // A primary learns that its standby became synchronous from the standby's next
+            // status message: every second rather than every ten.
+            "wal_receiver_status_interval=1".into(),
             "max_connections=200".into(),
             "shared_buffers=32MB".into(),
         ]

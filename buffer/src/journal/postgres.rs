@@ -422,3 +422,16 @@ impl Journal for PostgresJournal {
         &self.journal_id
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_described_url_keeps_no_password() {
+        let url =
+            "postgres://barrage:s3cret@db1:5432,db2:5432/barrage?target_session_attrs=read-write";
+        let described = super::describe(url);
+        assert!(!described.contains("s3cret"), "{described}");
+        assert!(described.starts_with("postgres://barrage@db1:5432,db2:5432/barrage"));
+        assert_eq!(super::describe("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

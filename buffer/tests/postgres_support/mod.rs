@@ -49,7 +49,7 @@ pub async fn client(
     name: String,
     most: usize,
     stop: Arc<AtomicBool>,
-    replies: mpsc::UnboundedSender<u16>,
+    replies: mpsc::UnboundedSender<(String, u16)>,
 ) -> Vec<Sent> {
     let mut sent = Vec::new();
     let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
@@ -71,18 +71,30 @@ pub async fn client(
         let mail = format!("{}.\r\n", request_mail(&message_id, "pg.fr"));
         let script = format!("MAIL FROM:<{name}@example.net>\r\nRCPT TO:<r@x>\r\nDATA\r\n");
         c.send(script.as_bytes()).await;
+        let mut refused = None;
         for _ in 0..3 {
             match c.try_reply().await {
-                Some(reply) if reply.code < 400 => {}
-                _ => return sent,
+                Some(reply) if reply.code == 421 => return sent,
+                Some(reply) if reply.code >= 400 => refused = refused.or(Some(reply.code)),
+                Some(_) => {}
+                None => return sent,
             }
+        }
+        if let Some(code) = refused {
+            // Refused before its data (the journal not ready): not sent, try the next one.
+            let _ = replies.send((name.clone(), code));
+            c.send(b"RSET\r\n").await;
+            if c.try_reply().await.is_none() {
+                return sent;
+            }
+            continue;
         }
         let sent_at = Instant::now();
         c.send(mail.as_bytes()).await;
         let Some(reply) = c.try_reply().await else {
             return sent;
         };
-        let _ = replies.send(reply.code);
+        let _ = replies.send((name.clone(), reply.code));
         sent.push(Sent {
             message_id,
             sent_at,
@@ -152,4 +164,105 @@ fn check_precedence(accepted: &[&Sent]) {
             );
         }
     }
+}
+
+/// A burst of clients against several addresses, all stopping on one flag.
+pub struct Burst {
+    pub stop: Arc<AtomicBool>,
+    replies_tx: mpsc::UnboundedSender<(String, u16)>,
+    pub replies: mpsc::UnboundedReceiver<(String, u16)>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Sent>>>,
+    /// 250s counted so far by [`Burst::wait_for`].
+    pub accepted: usize,
+    /// Other codes counted so far.
+    pub refused: BTreeMap<u16, usize>,
+    /// The client that got the latest 250.
+    pub last_accepted_by: String,
+}
+
+impl Burst {
+    pub fn new() -> Burst {
+        let (replies_tx, replies) = mpsc::unbounded_channel();
+        Burst {
+            stop: Arc::new(AtomicBool::new(false)),
+            replies_tx,
+            replies,
+            clients: Vec::new(),
+            accepted: 0,
+            refused: BTreeMap::new(),
+            last_accepted_by: String::new(),
+        }
+    }
+
+    /// Starts `n` clients on `addr`, named after `tag`, each sending at most `most`.
+    pub fn spawn(&mut self, addr: SocketAddr, tag: &str, n: usize, most: usize) {
+        for k in 0..n {
+            let name = format!("{tag}c{k}");
+            let task = client(addr, name, most, self.stop.clone(), self.replies_tx.clone());
+            self.clients.push(tokio::spawn(task));
+        }
+    }
+
+    /// Waits until `condition` holds of the counts, reading replies as they come. Panics when
+    /// every client has ended first (nothing more can come).
+    pub async fn wait_for(&mut self, what: &str, condition: impl Fn(&Burst) -> bool) {
+        while !condition(self) {
+            let reply =
+                tokio::time::timeout(std::time::Duration::from_secs(120), self.replies.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("no reply for 120 s while waiting for {what}"));
+            match reply {
+                Some((name, 250)) => {
+                    self.accepted += 1;
+                    self.last_accepted_by = name;
+                }
+                Some((_, code)) => *self.refused.entry(code).or_default() += 1,
+                None => panic!("the clients ended before {what}"),
+            }
+        }
+    }
+
+    /// Stops every client and returns what each saw.
+    pub async fn finish(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.replies_tx);
+        let mut all = Vec::new();
+        for client in self.clients {
+            all.extend(client.await.unwrap());
+        }
+        all
+    }
+}
+
+/// The registration system: pulls every page after its cursor and commits it, from the nodes
+/// in turn; returns every row it received, in the order received.
+pub async fn drain(nodes: &[&Barrage]) -> Vec<serde_json::Value> {
+    let http = reqwest::Client::new();
+    let (mut received, mut cursor) = (Vec::new(), 0u64);
+    for turn in 0.. {
+        let node = nodes[turn % nodes.len()];
+        let page = node
+            .get(&format!("/v1/requests?after={cursor}&limit=100"))
+            .await;
+        let rows = page["requests"].as_array().unwrap().clone();
+        let Some(last) = rows.last() else { break };
+        let through = last["seq"].as_u64().unwrap();
+        let response = http
+            .post(format!(
+                "http://{}/v1/cursor",
+                nodes[(turn + 1) % nodes.len()].http
+            ))
+            .json(&serde_json::json!({ "through": through }))
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(
+            body["cursor"], through,
+            "the cursor moved to what was taken"
+        );
+        cursor = through;
+        received.extend(rows);
+    }
+    received
 }

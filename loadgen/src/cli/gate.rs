@@ -280,5 +280,7 @@ fn run_flags(run: &RunSpec) -> RehearsalFlags {
         existing: Existing::Overwrite,
         // The scenario's own [buffer], if any.
         buffer: Default::default(),
+        // STARTTLS comes from the scenario's client groups (`starttls = true`).
+        tls: None,
     }
 }

@@ -17,6 +17,7 @@ use crate::check::{CheckOptions, render_verdict};
 use crate::records::folder::Existing;
 use crate::rehearse::buffer::BufferProgram;
 use crate::rehearse::options::{Handover, RehearseOptions, Target};
+use crate::rehearse::tls::RehearsalTls;
 use crate::rehearse::{Rehearsal, rehearse};
 use crate::scenario::Start;
 use crate::scenario::buffer::{BufferSection, JournalKind};
@@ -132,6 +133,19 @@ pub struct RehearseArgs {
     /// `postgres` fault with action = "failover" promotes.
     #[arg(long, conflicts_with = "target")]
     pub standby: bool,
+    /// Rehearse STARTTLS: the buffer gets a throwaway certificate (OUT/tls/) with smtp.tls =
+    /// MODE, and every client group upgrades with STARTTLS, trusting that certificate only.
+    /// Without it, a scenario whose client groups say `starttls = true` gets the same with `may`.
+    /// The mode needs `=` (`--tls=required`), so `--tls SCENARIO` reads SCENARIO as the scenario.
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "may",
+        conflicts_with = "target"
+    )]
+    pub tls: Option<RehearsalTls>,
 
     /// No live progress line and no driver summary.
     #[arg(long, short = 'q')]
@@ -143,7 +157,8 @@ What happens:
   1. an ack sink (SMTP) starts on a free loopback port;
   2. barrage starts as a child process (landrush's own executable, `landrush buffer serve`) on
      free loopback ports in a temporary data dir, its [ack] relay pointed at the sink
-     (OUT/barrage.toml, its log in OUT/buffer.log);
+     (OUT/barrage.toml, its log in OUT/buffer.log); with --tls, over a throwaway certificate
+     authority and certificate made for the run (OUT/tls/), which the clients trust.
      With --journal postgres (or a [buffer] section) a throwaway PostgreSQL cluster starts
      first in OUT/postgres (and a synchronous standby with --standby), and --nodes N nodes start
      on it, each with OUT/barrage-K.toml and OUT/buffer-K.log; the clients are spread over the
@@ -171,6 +186,8 @@ Examples:
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
   landrush rehearse scenarios/ci-smoke.toml --nodes 2 --journal postgres --standby
   landrush rehearse scenarios/ha-failover.toml
+  # every client over STARTTLS, barrage serving a certificate made for the run:
+  landrush rehearse scenarios/ci-smoke.toml --tls=required
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:2525 \\
       --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526
@@ -204,6 +221,8 @@ pub struct RehearsalFlags {
     pub existing: Existing,
     /// `--nodes`, `--journal`, `--standby`: over the scenario's [buffer], key by key.
     pub buffer: BufferSection,
+    /// STARTTLS over a throwaway certificate (`--tls`).
+    pub tls: Option<RehearsalTls>,
 }
 
 impl RehearsalFlags {
@@ -251,6 +270,7 @@ impl RehearsalFlags {
             progress: self.progress,
             keep_data: self.keep_data,
             buffer: self.buffer,
+            tls: self.tls,
             check: CheckOptions {
                 clock_tolerance_us: self.clock_tolerance.as_micros() as u64,
                 ..CheckOptions::default()
@@ -286,6 +306,7 @@ impl RehearseArgs {
                 journal: self.journal,
                 standby: self.standby.then_some(true),
             },
+            tls: self.tls,
         }
     }
 }
@@ -414,6 +435,7 @@ mod tests {
             progress: false,
             existing: Existing::Refuse,
             buffer: BufferSection::default(),
+            tls: None,
         }
     }
 

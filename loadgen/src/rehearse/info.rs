@@ -38,6 +38,7 @@ pub fn write_rehearse_info(
         "commits": commits_json(commits),
         "handover": handover,
         "acks": options.acks,
+        "tls": options.tls.map(|mode| mode.as_str()),
         "registry": {
             "rate": options.registry_rate,
             "batch": options.registry_batch,

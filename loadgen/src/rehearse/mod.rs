@@ -10,8 +10,9 @@
 //! setup → play ([`play`]) → drain ([`drain`]) → teardown → [`judge`].
 //!
 //! Modules, lowest first: [`child`] (child processes that die with landrush), [`buffer`] (the
-//! buffer child process), [`database`] (the PostgreSQL cluster several nodes share), [`sampler`] (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing
-//! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json).
+//! buffer child process), [`database`] (the PostgreSQL cluster several nodes share), [`sampler`]
+//! (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing `[[faults]]`), [`play`], [`drain`],
+//! [`info`] (rehearse.json), [`tls`] (STARTTLS over a throwaway certificate).
 
 pub mod audit;
 pub mod buffer;
@@ -24,6 +25,7 @@ pub mod options;
 pub mod play;
 pub mod rig;
 pub mod sampler;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -80,6 +82,7 @@ pub async fn rehearse_with(
     layout.check_faults(scenario.faults())?;
     let folder = RunFolder::claim(out_dir, options.existing)?;
     options.tag.get_or_insert_with(|| unique_run_tag(None));
+    let scenario = &with_tls(scenario, &mut options);
     let mut rig = Rig::setup(folder.path(), options, layout).await?;
     ready(&rig);
     let played = match rig.play(scenario).await {
@@ -147,6 +150,19 @@ pub async fn rehearse_with(
         layout: torn.layout,
         commits: torn.commits,
     })
+}
+
+/// The scenario as a rehearsal plays it: with `options.tls`, every client group does STARTTLS;
+/// without it, a spawned buffer still serves STARTTLS (`may`) when a client group asks for it.
+fn with_tls(scenario: &ValidScenario, options: &mut RehearseOptions) -> ValidScenario {
+    let spawned = matches!(options.target, options::Target::Spawn(_));
+    if options.tls.is_none() && spawned && scenario.clients.iter().any(|g| g.starttls) {
+        options.tls = Some(tls::RehearsalTls::May);
+    }
+    match options.tls {
+        Some(_) => scenario.with_starttls(),
+        None => scenario.clone(),
+    }
 }
 
 /// Runs the checkers over a run folder and writes report.json / .md / .html.

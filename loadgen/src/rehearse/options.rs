@@ -9,6 +9,7 @@ use std::time::Duration;
 use reports::records::Stamp;
 
 use super::buffer::BufferProgram;
+use super::tls::RehearsalTls;
 use crate::check::CheckOptions;
 use crate::records::folder::Existing;
 use crate::scenario::Start;
@@ -72,6 +73,9 @@ pub struct RehearseOptions {
     /// The spawned buffer's layout as the command line says it (`--nodes`, `--journal`,
     /// `--standby`), over the scenario's `[buffer]` key by key.
     pub buffer: BufferSection,
+    /// STARTTLS rehearsed: the spawned buffer serves a throwaway certificate with this
+    /// `smtp.tls`, and every client group upgrades trusting it (see [`super::tls`]).
+    pub tls: Option<RehearsalTls>,
 }
 
 impl Default for RehearseOptions {
@@ -95,6 +99,7 @@ impl Default for RehearseOptions {
             keep_data: false,
             check: CheckOptions::default(),
             buffer: BufferSection::default(),
+            tls: None,
         }
     }
 }

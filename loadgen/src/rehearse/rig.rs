@@ -15,7 +15,9 @@ use super::buffer::{Buffer, BufferProgram, BufferSpec, buffer_config, node_files
 use super::database::Database;
 use super::options::{Handover, RehearseOptions, Target};
 use super::sampler::{Sampler, get_stats_of_any};
+use super::tls;
 use crate::driver::smtp::targets::Targets;
+use crate::driver::smtp::tls::ClientTls;
 use crate::observe::maildir::{self, MaildirWatcher};
 use crate::observe::registry::{Registry, RegistryConfig, RegistryHandle, RegistryReport};
 use crate::observe::{Seen, acksink, smtp_handover};
@@ -46,6 +48,8 @@ pub struct Rig {
     pub(super) data_dir: Option<tempfile::TempDir>,
     /// The first seq of this run (checks count gaps from it).
     pub(super) first_seq: Option<u64>,
+    /// The driver's STARTTLS client, trusting the spawned buffer's throwaway certificate.
+    pub(super) client_tls: Option<Arc<ClientTls>>,
     pub(super) options: RehearseOptions,
     pub(super) notes: Vec<String>,
 }
@@ -82,6 +86,7 @@ impl Rig {
             sampler: None,
             data_dir: None,
             first_seq: None,
+            client_tls: None,
             notes: Vec::new(),
             options,
         };
@@ -166,20 +171,28 @@ impl Rig {
             self.database = Some(Database::start(&self.out_dir, self.layout.standby).await?);
         }
         let journal_url = self.database.as_ref().map(Database::url);
+        // One certificate for every node: the clients trust it whichever node they reach.
+        let certificate = match self.options.tls {
+            Some(_) => Some(tls::throwaway_certificate(
+                &self.out_dir.join(tls::TLS_DIR),
+            )?),
+            None => None,
+        };
         for node in 1..=self.layout.nodes {
             let files = node_files(&self.out_dir, node, self.layout.nodes);
             let data_dir = match self.layout.nodes {
                 1 => data_root.clone(),
                 _ => data_root.join(format!("node-{node}")),
             };
-            std::fs::write(
-                &files.config,
-                buffer_config(
-                    &data_dir,
-                    self.ack_sink.as_ref().map(|s| s.addr()),
-                    journal_url.as_deref(),
-                ),
-            )?;
+            let mut config = buffer_config(
+                &data_dir,
+                self.ack_sink.as_ref().map(|s| s.addr()),
+                journal_url.as_deref(),
+            );
+            if let (Some(mode), Some(certificate)) = (self.options.tls, &certificate) {
+                config.push_str(&tls::smtp_section(mode, certificate));
+            }
+            std::fs::write(&files.config, config)?;
             let _ = std::fs::remove_file(&files.log);
             let spec = BufferSpec {
                 program: program.clone(),
@@ -193,6 +206,10 @@ impl Rig {
             self.nodes.push(Buffer::start(spec).await?);
         }
         let endpoints: Vec<_> = self.nodes.iter().map(Buffer::endpoints).collect();
+        if let Some(certificate) = &certificate {
+            let host = endpoints[0].smtp.ip().to_string();
+            self.client_tls = Some(tls::client(certificate, &host)?);
+        }
         self.targets = Targets::new(endpoints.iter().map(|e| e.smtp).collect())?;
         self.api_urls = endpoints.iter().map(|e| e.http_url()).collect();
         self.api_url = self.api_urls.first().cloned();

@@ -67,39 +67,33 @@ impl AckOutbox for PostgresJournal {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(unavailable)?;
         for mark in &marks {
-            let (sql, seq, at, error) = match mark {
-                AckMark::Sent { seq, at } => (
-                    "UPDATE acks SET state = 'sent', done_at = $2, attempts = attempts + 1,
-                            lease_owner = NULL, lease_until = NULL
-                     WHERE seq = $1 AND state = 'pending' AND $3::text IS NULL",
-                    seq,
-                    at,
-                    None,
-                ),
+            let result = match mark {
+                AckMark::Sent { seq, at } => {
+                    let sql =
+                        "UPDATE acks SET state = 'sent', done_at = $2, attempts = attempts + 1,
+                                      lease_owner = NULL, lease_until = NULL
+                               WHERE seq = $1 AND state = 'pending'";
+                    tx.execute(sql, &[&(*seq as i64), at]).await
+                }
                 AckMark::Retry {
                     seq,
                     not_before,
                     error,
-                } => (
-                    "UPDATE acks SET attempts = attempts + 1, next_attempt = $2, last_error = $3,
-                            lease_owner = NULL, lease_until = NULL
-                     WHERE seq = $1 AND state = 'pending'",
-                    seq,
-                    not_before,
-                    Some(error.as_str()),
-                ),
-                AckMark::Failed { seq, at, error } => (
-                    "UPDATE acks SET state = 'failed', done_at = $2, last_error = $3,
-                            attempts = attempts + 1, lease_owner = NULL, lease_until = NULL
-                     WHERE seq = $1 AND state = 'pending'",
-                    seq,
-                    at,
-                    Some(error.as_str()),
-                ),
+                } => {
+                    let sql = "UPDATE acks SET attempts = attempts + 1, next_attempt = $2,
+                                      last_error = $3, lease_owner = NULL, lease_until = NULL
+                               WHERE seq = $1 AND state = 'pending'";
+                    tx.execute(sql, &[&(*seq as i64), not_before, error]).await
+                }
+                AckMark::Failed { seq, at, error } => {
+                    let sql = "UPDATE acks SET state = 'failed', done_at = $2, last_error = $3,
+                                      attempts = attempts + 1, lease_owner = NULL,
+                                      lease_until = NULL
+                               WHERE seq = $1 AND state = 'pending'";
+                    tx.execute(sql, &[&(*seq as i64), at, error]).await
+                }
             };
-            tx.execute(sql, &[&(*seq as i64), at, &error])
-                .await
-                .map_err(unavailable)?;
+            result.map_err(unavailable)?;
         }
         tx.commit().await.map_err(unavailable)
     }

@@ -30,6 +30,7 @@ pub(super) struct Append {
     pub reply: oneshot::Sender<Result<Ticket, JournalError>>,
 }
 
+#[derive(Clone)]
 pub(super) struct Writer {
     pub pool: Pool,
     pub settings: Arc<Settings>,
@@ -37,6 +38,7 @@ pub(super) struct Writer {
 }
 
 /// A batch written and about to be (or just) committed.
+#[derive(Clone)]
 struct Written {
     plans: Vec<Plan>,
     head: Head,
@@ -50,7 +52,7 @@ enum Failure {
     /// Nothing was committed.
     Before(String),
     /// The COMMIT was sent and its answer lost: committed or not, to be found out.
-    AtCommit(String, Written),
+    AtCommit(String, Box<Written>),
 }
 
 impl From<tokio_postgres::Error> for Failure {
@@ -107,25 +109,43 @@ impl Writer {
         let answers = match self.transact(batch).await {
             Ok(written) => self.committed(written),
             Err(Failure::Before(e)) => self.refused(batch.len(), &e),
-            Err(Failure::AtCommit(e, written)) => match self.find_out(&written).await {
-                Some(true) => {
-                    tracing::warn!("COMMIT answer lost ({e}), the batch is stored: answered");
-                    self.committed(written)
-                }
-                Some(false) => self.refused(batch.len(), &e),
-                None => {
-                    tracing::error!(
-                        "COMMIT answer lost ({e}) and the database unreachable for {RESOLVE_FOR:?}: \
-                         the batch's requests (from seq {:?}) may be stored but are refused",
-                        written.first
-                    );
-                    self.refused(batch.len(), &e)
-                }
-            },
+            Err(Failure::AtCommit(e, written)) => {
+                // Found out beside the writer, so the batches after it are not held up (they
+                // get their 451s at once while the database is down).
+                let (writer, batch) = (self.clone(), std::mem::take(batch));
+                tokio::spawn(async move {
+                    let answers = writer.after_lost_commit(&e, *written).await;
+                    answer(batch, answers);
+                });
+                return;
+            }
         };
-        debug_assert_eq!(answers.len(), batch.len());
-        for (append, answer) in batch.drain(..).zip(answers) {
-            let _ = append.reply.send(answer);
+        answer(std::mem::take(batch), answers);
+    }
+
+    /// The answers of a batch whose COMMIT answer was lost, once it is known whether it is
+    /// stored.
+    async fn after_lost_commit(
+        &self,
+        error: &str,
+        written: Written,
+    ) -> Vec<Result<Ticket, JournalError>> {
+        let n = written.plans.len();
+        match self.find_out(&written).await {
+            Some(true) => {
+                tracing::warn!("COMMIT answer lost ({error}), the batch is stored: answered");
+                self.committed(written)
+            }
+            Some(false) => self.refused(n, error),
+            None => {
+                tracing::error!(
+                    "COMMIT answer lost ({error}) and the database unreachable for \
+                     {RESOLVE_FOR:?}: the batch's requests (from seq {:?}) may be stored but \
+                     are refused",
+                    written.first
+                );
+                self.refused(n, error)
+            }
         }
     }
 
@@ -172,7 +192,9 @@ impl Writer {
         (0..n).map(|_| Err(unavailable(error))).collect()
     }
 
-    async fn transact(&self, batch: &[Append]) -> Result<Written, Failure> {
+    // `&mut Vec`: the mutant build (below) takes the batch to answer it early.
+    #[cfg_attr(not(feature = "mutant-reply-before-commit"), allow(clippy::ptr_arg))]
+    async fn transact(&self, batch: &mut Vec<Append>) -> Result<Written, Failure> {
         let mut client = self
             .pool
             .get()
@@ -207,8 +229,16 @@ impl Writer {
                 .map(|r| (r.ticket.seq, r.request.message_id.clone())),
             acks,
         };
+        #[cfg(feature = "mutant-reply-before-commit")]
+        {
+            // A deliberately broken build, for the crash test to prove it catches one: every
+            // request is answered before COMMIT, which then takes as long as a commit to a
+            // distant synchronous standby would.
+            answer(std::mem::take(batch), self.committed(written.clone()));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         if let Err(e) = tx.commit().await {
-            return Err(Failure::AtCommit(e.to_string(), written));
+            return Err(Failure::AtCommit(e.to_string(), Box::new(written)));
         }
         Ok(written)
     }
@@ -328,6 +358,18 @@ impl Writer {
             tokio::time::sleep(RESOLVE_RETRY).await;
         }
         None
+    }
+}
+
+/// Sends each request of the batch its answer.
+fn answer(batch: Vec<Append>, answers: Vec<Result<Ticket, JournalError>>) {
+    let mutant_answered = cfg!(feature = "mutant-reply-before-commit") && batch.is_empty();
+    assert!(
+        answers.len() == batch.len() || mutant_answered,
+        "one answer per request"
+    );
+    for (append, answer) in batch.into_iter().zip(answers) {
+        let _ = append.reply.send(answer);
     }
 }
 
