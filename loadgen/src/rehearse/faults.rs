@@ -128,13 +128,19 @@ impl Playing<'_> {
         let mut detail = self.began[i].take();
         // Until the fault is lifted; a kill lasts until the restarted buffer listens, a database
         // fault until the database takes writes again.
-        let mut ended = Stamp::now();
+        let lifting = Stamp::now();
         let result = end(rig, &fault.kind, self.registry_rate, &mut self.held[i]).await;
+        let mut ended = lifting;
         if matches!(
             fault.kind,
             FaultKind::Kill { .. } | FaultKind::Postgres { .. }
         ) {
+            // The part is back somewhere between these two stamps: before `lifting_at` it was
+            // surely down, after `until` surely up.
             ended = Stamp::now();
+            if let Some((_, d)) = &mut detail {
+                d["lifting_at"] = json!(lifting);
+            }
         }
         if let Err(e) = result {
             self.notes.push(format!(
