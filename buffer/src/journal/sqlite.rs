@@ -208,6 +208,7 @@ impl SqliteJournal {
             ack_delta: AckDelta::default(),
             dir: dir.to_path_buf(),
             mark: found,
+            mark_written_at: std::time::Instant::now(),
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -442,9 +443,14 @@ struct WriterState {
     ack_delta: AckDelta,
     /// The data dir, where the high-water mark is kept.
     dir: std::path::PathBuf,
-    /// The high-water mark as last written.
+    /// The high-water mark as last written, and when.
     mark: HighWaterMark,
+    mark_written_at: std::time::Instant,
 }
+
+/// Under a flood, the high-water mark is rewritten at most this often (see
+/// [`WriterState::raise_mark`]).
+const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The answer owed to one command of a batch, sent only after the commit.
 enum Answer {
@@ -503,7 +509,10 @@ impl WriterState {
                 .store(now_micros(), Ordering::Relaxed);
             self.write_batch(&mut batch);
             self.counters.busy_since.store(0, Ordering::Relaxed);
+            // After the answers: the mark may lag the journal, so nobody waits for it.
+            self.raise_mark(rx.is_empty());
         }
+        self.raise_mark(true);
         tracing::debug!("journal writer stopped: every intake has gone");
     }
 
@@ -549,8 +558,6 @@ impl WriterState {
                         }
                     }
                 }
-                // After the answers: the mark may lag the journal, so nobody waits for it.
-                self.raise_mark();
             }
             Err(e) => {
                 tracing::error!("journal write failed, batch refused: {e}");
@@ -572,12 +579,17 @@ impl WriterState {
         }
     }
 
-    /// Rewrites the high-water mark after a commit that moved the last seq or the cursor. A
-    /// failure only lets the mark lag, which is allowed; the next commit tries again.
-    fn raise_mark(&mut self) {
-        if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor) {
+    /// Rewrites the high-water mark if the last seq or the cursor moved, when the writer has
+    /// nothing waiting (`idle`) or [`MARK_INTERVAL`] after the last rewrite: under a flood a
+    /// rewrite after every commit (a file written and renamed) cost the writer as much as its
+    /// fsync. A failure only lets the mark lag, which is allowed; the next commit tries again.
+    fn raise_mark(&mut self, idle: bool) {
+        if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor)
+            || !(idle || self.mark_written_at.elapsed() >= MARK_INTERVAL)
+        {
             return;
         }
+        self.mark_written_at = std::time::Instant::now();
         let mark = HighWaterMark {
             seq: self.last_seq,
             cursor: self.cursor,
