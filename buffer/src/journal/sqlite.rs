@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::journal::outbox::AckMark;
 use acks::{AckCounters, AckDelta};
 
-use identity::HighWaterMark;
+use identity::{HighWaterMark, MarkWriter};
 use storage::{Admission, StorageOptions};
 
 mod acks;
@@ -152,6 +152,8 @@ pub struct SqliteJournal {
     ack_counters: Arc<AckCounters>,
     admission: Admission,
     path: std::path::PathBuf,
+    /// The high-water mark's thread, shared with the writer (flushed at a clean stop).
+    marks: Arc<MarkWriter>,
 }
 
 /// A batch in the writer longer than this means the writer is stuck (a hung disk).
@@ -196,6 +198,7 @@ impl SqliteJournal {
         // checkpointer thread does it beside the writer instead (WAL lets both run at once).
         writer.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::channel(options.queue_capacity);
+        let marks = Arc::new(MarkWriter::start(dir.to_path_buf())?);
         let state = WriterState {
             conn: writer,
             last_seq,
@@ -206,9 +209,8 @@ impl SqliteJournal {
             counters: counters.clone(),
             ack_counters: ack_counters.clone(),
             ack_delta: AckDelta::default(),
-            dir: dir.to_path_buf(),
             mark: found,
-            mark_written_at: std::time::Instant::now(),
+            marks: marks.clone(),
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -230,6 +232,7 @@ impl SqliteJournal {
             ack_counters,
             admission,
             path,
+            marks,
         })
     }
 
@@ -251,8 +254,10 @@ impl SqliteJournal {
     }
 
     /// Copies the whole WAL into `barrage.db` and empties it (a TRUNCATE checkpoint), so that
-    /// `barrage.db` alone is the complete journal; barrage does it at stop.
+    /// `barrage.db` alone is the complete journal, and writes the high-water mark still pending;
+    /// barrage does it at stop.
     pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.marks.flush();
         let conn = open_connection(&self.path)?;
         let (busy, _, _): (i64, i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -441,16 +446,10 @@ struct WriterState {
     ack_counters: Arc<AckCounters>,
     /// Ack outbox changes of the batch being written, published after its commit.
     ack_delta: AckDelta,
-    /// The data dir, where the high-water mark is kept.
-    dir: std::path::PathBuf,
-    /// The high-water mark as last written, and when.
+    /// The high-water mark as last published, and the thread that writes it.
     mark: HighWaterMark,
-    mark_written_at: std::time::Instant,
+    marks: Arc<MarkWriter>,
 }
-
-/// Under a flood, the high-water mark is rewritten at most this often (see
-/// [`WriterState::raise_mark`]).
-const MARK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The answer owed to one command of a batch, sent only after the commit.
 enum Answer {
@@ -509,10 +508,7 @@ impl WriterState {
                 .store(now_micros(), Ordering::Relaxed);
             self.write_batch(&mut batch);
             self.counters.busy_since.store(0, Ordering::Relaxed);
-            // After the answers: the mark may lag the journal, so nobody waits for it.
-            self.raise_mark(rx.is_empty());
         }
-        self.raise_mark(true);
         tracing::debug!("journal writer stopped: every intake has gone");
     }
 
@@ -537,6 +533,9 @@ impl WriterState {
                 self.counters.cursor.store(self.cursor, Ordering::Relaxed);
                 self.counters.failing.store(false, Ordering::Relaxed);
                 self.ack_counters.publish(&self.ack_delta);
+                // Before the answers, so that a client that saw its ticket finds a mark at least
+                // that far along soon after; the mark thread writes it meanwhile.
+                self.raise_mark();
                 for answer in answers {
                     match answer {
                         Answer::Ticket(tx, ticket) => {
@@ -579,26 +578,18 @@ impl WriterState {
         }
     }
 
-    /// Rewrites the high-water mark if the last seq or the cursor moved, when the writer has
-    /// nothing waiting (`idle`) or [`MARK_INTERVAL`] after the last rewrite: under a flood a
-    /// rewrite after every commit (a file written and renamed) cost the writer as much as its
-    /// fsync. A failure only lets the mark lag, which is allowed; the next commit tries again.
-    fn raise_mark(&mut self, idle: bool) {
-        if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor)
-            || !(idle || self.mark_written_at.elapsed() >= MARK_INTERVAL)
-        {
+    /// Hands the mark thread a new high-water mark after a commit that moved the last seq or the
+    /// cursor.
+    fn raise_mark(&mut self) {
+        if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor) {
             return;
         }
-        self.mark_written_at = std::time::Instant::now();
-        let mark = HighWaterMark {
+        self.mark = HighWaterMark {
             seq: self.last_seq,
             cursor: self.cursor,
             ..self.mark.clone()
         };
-        match mark.write(&self.dir) {
-            Ok(()) => self.mark = mark,
-            Err(e) => tracing::warn!("cannot write the journal's high-water mark: {e}"),
-        }
+        self.marks.publish(self.mark.clone());
     }
 
     /// Applies the batch in one transaction and commits. On error the caller rolls back.
