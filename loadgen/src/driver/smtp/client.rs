@@ -271,7 +271,8 @@ pub async fn run_client(
         let request = ctx.requests.request(index);
         message.clear();
         request.render(ctx.clock.stamp(intended), &mut message);
-        let Some(begun) = wait_to_start(&ctx, &mut session, &request, &message, intended, &stop).await
+        let Some(begun) =
+            wait_to_start(&ctx, &mut session, &request, &message, intended, &stop).await
         else {
             break;
         };

@@ -154,7 +154,14 @@ fn fire_in_order(shots: Vec<Shot>, stop: &CancellationToken) {
             }
         };
         let conn = shot.conn;
-        fired.push((shot.back, Fired { conn, begun, outcome }));
+        fired.push((
+            shot.back,
+            Fired {
+                conn,
+                begun,
+                outcome,
+            },
+        ));
     }
     hand_back(&mut fired);
 }
@@ -173,4 +180,3 @@ fn sleep_until(at: Instant) {
         std::thread::sleep(at - now);
     }
 }
-

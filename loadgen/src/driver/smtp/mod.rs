@@ -275,7 +275,10 @@ async fn play_clients(
 /// back if the run is stopped before it.
 async fn fire_at_start(ctx: Arc<client::Ctx>, stop: CancellationToken) {
     // Woken a little early on the runtime; the firing threads sleep the rest precisely.
-    let early = ctx.start.checked_sub(FIRING_WAKE_EARLY).unwrap_or(ctx.start);
+    let early = ctx
+        .start
+        .checked_sub(FIRING_WAKE_EARLY)
+        .unwrap_or(ctx.start);
     if !client::sleep_until(early, &stop).await {
         ctx.firing.cancel();
         return;
