@@ -14,7 +14,7 @@ use crate::anvil::ClientLimits;
 use crate::intake::web::WebLimits;
 use crate::journal::sqlite::SqliteOptions;
 use crate::journal::sqlite::storage::StorageOptions;
-use crate::smtp::{SmtpLimits, SmtpTls};
+use crate::smtp::{Recipients, SmtpLimits, SmtpTls};
 use crate::tls::{Certificates, TlsMode};
 
 /// `smtp.max_message_size` unless configured.
@@ -50,6 +50,9 @@ pub struct SmtpConfig {
     pub max_message_size: usize,
     pub max_line_length: usize,
     pub max_recipients: usize,
+    /// The recipient addresses taken, compared case-insensitively; others get `550 5.1.1`.
+    /// Empty: any recipient.
+    pub recipients: Vec<String>,
     pub max_connections: usize,
     pub command_timeout_secs: u64,
     pub data_timeout_secs: u64,
@@ -141,6 +144,7 @@ impl Default for SmtpConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_line_length: limits.max_line_length,
             max_recipients: limits.max_recipients,
+            recipients: Vec::new(),
             max_connections: limits.max_connections,
             command_timeout_secs: limits.command_timeout.as_secs(),
             data_timeout_secs: limits.data_timeout.as_secs(),
@@ -234,6 +238,12 @@ impl Config {
             s.max_connections >= 1,
             "smtp.max_connections must be at least 1"
         );
+        if let Err(bad) = Recipients::new(&s.recipients) {
+            anyhow::bail!(
+                "smtp.recipients: {bad:?} is not an address: write each as local@domain, \
+                 without <> or spaces"
+            );
+        }
         anyhow::ensure!(
             s.tls == TlsMode::Off || (s.tls_cert.is_some() && s.tls_key.is_some()),
             "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
@@ -312,6 +322,8 @@ impl Config {
             max_message_size: s.max_message_size,
             max_line_length: s.max_line_length,
             max_recipients: s.max_recipients,
+            recipients: Recipients::new(&s.recipients)
+                .expect("smtp.recipients is checked by Config::validate"),
             max_connections: s.max_connections,
             command_timeout: Duration::from_secs(s.command_timeout_secs),
             data_timeout: Duration::from_secs(s.data_timeout_secs),

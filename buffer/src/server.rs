@@ -217,11 +217,11 @@ impl Services {
     ) -> anyhow::Result<Self> {
         let counters = Arc::new(IntakeCounters::default());
         let hostname = config.hostname.clone();
-        let intake = Arc::new(SmtpIntake::new(
-            journal.clone(),
-            counters.clone(),
-            hostname.clone(),
-        ));
+        let ack_recipient = config.ack.as_ref().map(|ack| ack.recipient);
+        let intake = Arc::new(
+            SmtpIntake::new(journal.clone(), counters.clone(), hostname.clone())
+                .with_ack_recipient(ack_recipient.unwrap_or_default()),
+        );
         let mut limits = config.smtp_limits();
         limits.tls = config.smtp_tls()?;
         let web_tls = config.web_tls()?;

@@ -30,7 +30,9 @@ struct Expected {
 async fn one_ack_per_accepted_request_with_the_checker_headers() {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = ack_config(dir.path(), sink.addr, "");
+    // The header rule, so Reply-To, From and the envelope sender all have their case below (the
+    // default, the envelope sender alone, is in smtp_details.rs).
+    let config = ack_config(dir.path(), sink.addr, "recipient = \"header\"");
     let barrage = Barrage::start(
         &dir.path().join("data"),
         &["--config", config.to_str().unwrap()],

@@ -28,6 +28,8 @@ fn example_config_parses_and_matches_the_defaults() {
     assert_eq!(example.data_dir, defaults.data_dir);
     assert_eq!(example.hostname, defaults.hostname);
     assert_eq!(example.workers, defaults.workers);
+    let ack = example.ack.expect("the example documents [ack]");
+    assert_eq!(ack.recipient, barrage::ack::AckRecipient::default());
 }
 
 #[test]

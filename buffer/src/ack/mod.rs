@@ -7,8 +7,10 @@
 //!   marks each outcome in the journal, waits out relay outages.
 //! - [`template`]: the mail itself; the body comes from an operator-replaceable template.
 //!
-//! Addressing rule (decided by the SMTP intake): the ack goes to the request's `Reply-To`, else its
-//! `From`, else the envelope sender; a request with none of these gets no ack.
+//! Addressing rule (decided by the SMTP intake, [`AckRecipient`]): by default the ack goes to the
+//! envelope sender (RFC 3834 §4); with `recipient = "header"` to the request's `Reply-To`, else
+//! its `From`, else the envelope sender, the first that is a usable mailbox. The null sender and
+//! a request with no usable address get no ack.
 
 pub mod outbox;
 pub mod relay;
@@ -25,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ExtraStats;
+pub use crate::intake::smtp::AckRecipient;
 use crate::journal::now_micros;
 use crate::prometheus::Kind::{Counter, Gauge};
 use crate::prometheus::PrometheusText;
@@ -42,6 +45,10 @@ pub struct AckConfig {
     /// A display name for `from`.
     #[serde(default)]
     pub from_name: Option<String>,
+    /// Where the ack of a mail request goes: `envelope` (the envelope sender) or `header`
+    /// (`Reply-To`, else `From`, else the envelope sender).
+    #[serde(default)]
+    pub recipient: AckRecipient,
     /// Subject template (minijinja, same variables as the body).
     #[serde(default = "default_subject")]
     pub subject: String,
@@ -109,6 +116,7 @@ impl AckConfig {
             relay: relay.into(),
             from: from.into(),
             from_name: None,
+            recipient: AckRecipient::default(),
             subject: default_subject(),
             template: None,
             tls: AckTls::None,

@@ -6,7 +6,8 @@
 //! characters. They are data to the template engine, never template source, so they cannot break
 //! it. Headers are never built from template output except the Subject, which is cleaned the same
 //! way and then RFC 2047-encoded and folded by lettre. The request's Message-ID goes into
-//! `In-Reply-To`/`References` only when it is a well-formed `<…>` of printable ASCII.
+//! `In-Reply-To`/`References` only when it is a well-formed `<…@…>` of printable ASCII and not
+//! one barrage generated for a mail without a usable one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use super::AckConfig;
 use super::outbox::PendingAck;
+use crate::intake::message_id;
 use crate::journal::format_micros;
 use crate::signing::Signer;
 
@@ -36,8 +38,6 @@ pub const DEFAULT_SUBJECT: &str =
 pub const MAX_VALUE_CHARS: usize = 200;
 /// Longest subject, in characters.
 const MAX_SUBJECT_CHARS: usize = 200;
-/// Longest Message-ID copied into `In-Reply-To`.
-const MAX_MSG_ID_LEN: usize = 250;
 
 /// What the template can use.
 #[derive(Debug, Clone, Serialize)]
@@ -75,15 +75,10 @@ pub fn clean(value: &str, max: usize) -> String {
     out
 }
 
-/// A Message-ID fit to be copied into a header as is: `<…>`, printable ASCII, no `<>` inside.
+/// A Message-ID fit to be copied into a header as is: `<…@…>`, printable ASCII, no `<>` inside,
+/// at most [`message_id::MAX_LEN`] characters (the rule the SMTP intake stores ids by).
 pub fn safe_msg_id(id: &str) -> Option<&str> {
-    let inner = id.strip_prefix('<')?.strip_suffix('>')?;
-    (!inner.is_empty()
-        && id.len() <= MAX_MSG_ID_LEN
-        && inner
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>'))
-    .then_some(id)
+    message_id::usable(id).then_some(id)
 }
 
 /// The Message-ID of the ack of `seq`: the same on every resend, distinct across instances.
@@ -302,7 +297,10 @@ impl Composer {
         if let Some(receipt) = &receipt {
             builder = builder.header(ReceiptHeader(contract::chain::receipt_header(receipt)));
         }
-        if let Some(id) = safe_msg_id(&ack.message_id) {
+        // An id barrage generated names nothing the requester sent (RFC 5322 §3.6.4).
+        if let Some(id) = safe_msg_id(&ack.message_id)
+            && !message_id::is_generated(id, &self.hostname)
+        {
             builder = builder
                 .in_reply_to(id.to_string())
                 .references(id.to_string());

@@ -379,6 +379,18 @@ fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
         "Requests accepted over a STARTTLS session.",
         i.accepted_tls,
     );
+    text.metric(
+        "unusable_message_ids_total",
+        Counter,
+        "Accepted mails whose Message-ID was unusable (stored under a generated one).",
+        i.unusable_message_ids,
+    );
+    text.metric(
+        "unusable_ack_addresses_total",
+        Counter,
+        "Accepted mails with no usable ack address (not acked).",
+        i.unusable_ack_addresses,
+    );
     i.fair.write_metrics(&mut text);
     text
 }

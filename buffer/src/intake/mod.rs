@@ -3,6 +3,7 @@
 //! Each intake validates its request, hands it to the [`Journal`](crate::journal::Journal), and
 //! answers success only once the journal says the request is durable.
 
+pub mod message_id;
 pub mod smtp;
 pub mod web;
 
@@ -25,6 +26,10 @@ pub struct IntakeCounters {
     pub refused_malformed: AtomicU64,
     /// Temporary refusals: the journal could not write.
     pub refused_unavailable: AtomicU64,
+    /// Accepted mails whose Message-ID was unusable, stored under a generated one.
+    pub unusable_message_ids: AtomicU64,
+    /// Accepted mails with no usable ack address (the null reverse-path aside): no ack.
+    pub unusable_ack_addresses: AtomicU64,
     /// Fair-intake refusals, one counter per [`Refusal`], in `Refusal::ALL` order.
     fair: [AtomicU64; Refusal::ALL.len()],
 }
@@ -36,6 +41,8 @@ pub struct IntakeSnapshot {
     pub accepted_tls: u64,
     pub refused_malformed: u64,
     pub refused_unavailable: u64,
+    pub unusable_message_ids: u64,
+    pub unusable_ack_addresses: u64,
     #[serde(flatten)]
     pub fair: FairSnapshot,
 }
@@ -85,6 +92,8 @@ impl IntakeCounters {
             accepted_tls: self.accepted_tls.load(Ordering::Relaxed),
             refused_malformed: self.refused_malformed.load(Ordering::Relaxed),
             refused_unavailable: self.refused_unavailable.load(Ordering::Relaxed),
+            unusable_message_ids: self.unusable_message_ids.load(Ordering::Relaxed),
+            unusable_ack_addresses: self.unusable_ack_addresses.load(Ordering::Relaxed),
             fair: FairSnapshot(self.fair.each_ref().map(|c| c.load(Ordering::Relaxed))),
         }
     }

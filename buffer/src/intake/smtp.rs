@@ -4,25 +4,51 @@
 //! ticket again for an RFC 1047 retransmission: same sender, Message-ID and bytes), `550 5.6.0 …`
 //! naming what is wrong with a malformed request, `451 4.3.0 …` when the journal cannot write.
 //! A request that came over STARTTLS carries the negotiated `tls.version` and `tls.cipher` in
-//! its fields (contract: Request format).
+//! its fields (contract: Request format). The Message-ID is read as [`message_id`] says; the ack
+//! address is chosen by the rule of [`AckRecipient`] (contract: One ack).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mail_parser::{Address, MessageParser};
+use serde::Deserialize;
 
 use super::IntakeCounters;
+use super::message_id::{self, MessageId};
 use crate::anvil::Refusal;
 use crate::form;
 use crate::journal::{Journal, JournalError, NewRequest, Ticket, format_micros, now_micros};
 use crate::smtp::{Envelope, MessageHandler, Reply};
 
+/// Longest ack address taken: a path is at most 256 octets with its brackets (RFC 5321
+/// §4.5.3.1.3).
+const MAX_ADDRESS_LEN: usize = 254;
+
+/// Where the ack of a mail request goes (`ack.recipient`; contract: One ack).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AckRecipient {
+    /// The envelope sender (`MAIL FROM`), where RFC 3834 §4 sends automatic replies.
+    #[default]
+    Envelope,
+    /// `Reply-To`, else `From`, else the envelope sender: the first that is a usable mailbox.
+    Header,
+}
+
 pub struct SmtpIntake<J> {
     journal: Arc<J>,
     counters: Arc<IntakeCounters>,
-    /// Host part of the Message-IDs given to requests that came without one.
+    /// Host part of the Message-IDs given to requests that came without a usable one.
     hostname: String,
     generated_ids: AtomicU64,
+    ack_recipient: AckRecipient,
+}
+
+/// A request and what the counters must learn of it once it is stored.
+struct Parsed {
+    request: NewRequest,
+    unusable_message_id: bool,
+    unusable_ack_address: bool,
 }
 
 impl<J: Journal> SmtpIntake<J> {
@@ -32,7 +58,14 @@ impl<J: Journal> SmtpIntake<J> {
             counters,
             hostname,
             generated_ids: AtomicU64::new(0),
+            ack_recipient: AckRecipient::default(),
         }
+    }
+
+    /// Sends acks where `rule` says instead of the envelope sender.
+    pub fn with_ack_recipient(mut self, rule: AckRecipient) -> Self {
+        self.ack_recipient = rule;
+        self
     }
 
     fn malformed(&self, problem: &str) -> Reply {
@@ -41,7 +74,7 @@ impl<J: Journal> SmtpIntake<J> {
     }
 
     /// The request a mail stands for, or the reason it is refused.
-    fn request(&self, envelope: &Envelope, message: Vec<u8>) -> Result<NewRequest, String> {
+    fn request(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Parsed, String> {
         let parsed = MessageParser::default()
             .parse(&message)
             .ok_or("the message cannot be parsed as RFC 5322 mail")?;
@@ -54,24 +87,25 @@ impl<J: Journal> SmtpIntake<J> {
             form.fields.insert("tls.cipher".into(), tls.cipher.clone());
         }
         let sender = envelope.mail_from.to_ascii_lowercase();
-        let (message_id, dedup_key) = match parsed.message_id() {
-            Some(id) if !id.is_empty() => {
-                let id = format!("<{id}>");
+        let found = MessageId::from_header(parsed.header_raw("Message-ID"));
+        let unusable_message_id = found == MessageId::Unusable;
+        let (message_id, dedup_key) = match found {
+            MessageId::Usable(id) => {
                 // Same sender and Message-ID: a retransmission if the bytes match too (RFC 1047);
                 // the journal compares them (contract: Retransmission).
                 let key = format!("smtp\n{sender}\n{id}");
                 (id, Some(key))
             }
-            _ => {
+            // An id that is not the requester's own can recognise nothing: no dedup key.
+            MessageId::Missing | MessageId::Unusable => {
                 let n = self.generated_ids.fetch_add(1, Ordering::Relaxed);
-                let id = format!("<barrage.{}.{n}@{}>", now_micros(), self.hostname);
-                (id, None)
+                (message_id::generated(now_micros(), n, &self.hostname), None)
             }
         };
-        let ack_to = first_address(parsed.reply_to())
-            .or_else(|| first_address(parsed.from()))
-            .or_else(|| (!sender.is_empty()).then(|| sender.clone()));
-        Ok(NewRequest {
+        let ack_to = self.ack_address(&parsed, &sender);
+        // The null reverse-path asks for no replies (RFC 3834 §2): not an unusable address.
+        let unusable_ack_address = ack_to.is_none() && !sender.is_empty();
+        let request = NewRequest {
             intake: "smtp",
             message_id,
             dedup_key,
@@ -80,16 +114,43 @@ impl<J: Journal> SmtpIntake<J> {
             domain: form.domain,
             fields: form.fields,
             raw: message,
+        };
+        Ok(Parsed {
+            request,
+            unusable_message_id,
+            unusable_ack_address,
         })
+    }
+
+    /// Where the ack goes (contract: One ack): nowhere for the null reverse-path; else the
+    /// envelope sender, or with [`AckRecipient::Header`] the first usable mailbox of `Reply-To`,
+    /// `From` and the envelope sender.
+    fn ack_address(&self, parsed: &mail_parser::Message<'_>, sender: &str) -> Option<String> {
+        if sender.is_empty() {
+            return None;
+        }
+        let headers = match self.ack_recipient {
+            AckRecipient::Envelope => None,
+            AckRecipient::Header => {
+                first_address(parsed.reply_to()).or_else(|| first_address(parsed.from()))
+            }
+        };
+        headers.or_else(|| usable_mailbox(sender).then(|| sender.to_string()))
     }
 }
 
-/// The first plain address of a header (the acknowledgement goes to one address only).
+/// The first address of a header when it is a usable mailbox (the ack goes to one address only).
 fn first_address(header: Option<&Address<'_>>) -> Option<String> {
-    let address = header?.first()?.address()?;
-    let clean = address.trim();
-    (clean.contains('@') && !clean.chars().any(|c| c.is_control() || c.is_whitespace()))
-        .then(|| clean.to_string())
+    let address = header?.first()?.address()?.trim();
+    usable_mailbox(address).then(|| address.to_string())
+}
+
+/// Whether an ack can be addressed to `address`: `local@domain` as the ack mail's `To` takes
+/// it (both parts present and valid), within the length of an SMTP path.
+fn usable_mailbox(address: &str) -> bool {
+    address.len() <= MAX_ADDRESS_LEN
+        && address.parse::<lettre::Address>().is_ok()
+        && address.parse::<lettre::message::Mailbox>().is_ok()
 }
 
 /// The success reply, in the one format the harness parses: `queued as ticket N at T`.
@@ -112,18 +173,24 @@ impl<J: Journal> MessageHandler for SmtpIntake<J> {
     }
 
     async fn deliver(&self, envelope: &Envelope, message: Vec<u8>) -> Reply {
-        let request = match self.request(envelope, message) {
-            Ok(request) => request,
+        let parsed = match self.request(envelope, message) {
+            Ok(parsed) => parsed,
             Err(problem) => return self.malformed(&problem),
         };
-        match self.journal.append(request).await {
+        match self.journal.append(parsed.request).await {
             Ok(ticket) => {
-                let counter = if ticket.retransmission {
-                    &self.counters.retransmissions
+                let c = &self.counters;
+                if ticket.retransmission {
+                    IntakeCounters::count(&c.retransmissions);
                 } else {
-                    &self.counters.accepted
-                };
-                IntakeCounters::count(counter);
+                    IntakeCounters::count(&c.accepted);
+                    if parsed.unusable_message_id {
+                        IntakeCounters::count(&c.unusable_message_ids);
+                    }
+                    if parsed.unusable_ack_address {
+                        IntakeCounters::count(&c.unusable_ack_addresses);
+                    }
+                }
                 if envelope.tls.is_some() {
                     IntakeCounters::count(&self.counters.accepted_tls);
                 }

@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::anvil::{Anvil, ClientLimits, Exceeded, Refusal};
 pub use data::{DataError, DataReceiver, Progress};
-pub use reply::{Reply, std_replies};
+pub use rcpt::Recipients;
+pub use reply::{MAX_ECHO_CHARS, Reply, echo, std_replies};
 pub use starttls::SmtpTls;
 
 /// The bounds of the SMTP server. `Default` gives the values documented in
@@ -46,6 +47,8 @@ pub struct SmtpLimits {
     pub max_line_length: usize,
     /// Most RCPT TO per transaction (more get 452).
     pub max_recipients: usize,
+    /// The recipients taken (others get 550 5.1.1); empty: any.
+    pub recipients: Recipients,
     /// Most simultaneous connections (more get 421 and are closed).
     pub max_connections: usize,
     /// Deadline of one command line: it must be complete this long after the server began
@@ -80,6 +83,7 @@ impl Default for SmtpLimits {
             max_message_size: 1024 * 1024,
             max_line_length: 1000,
             max_recipients: 10,
+            recipients: Recipients::default(),
             max_connections: 20_000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(120),

@@ -1,6 +1,15 @@
-//! SMTP replies: a code, an enhanced status code (RFC 3463) and a text.
+//! SMTP replies: a code, an enhanced status code (RFC 3463) and a text, always printable ASCII
+//! on the wire (RFC 5321 §4.2: reply text is 7-bit; whatever the client sent and a reply names
+//! goes through [`echo`]).
 
 use std::fmt::Write;
+
+/// Longest reply line, code and CRLF included (RFC 5321 §4.5.3.1.5); longer texts are cut.
+pub const MAX_LINE_LEN: usize = 512;
+
+/// Most characters of a client's text a reply names (an address, a parameter, a domain): an SMTP
+/// reply line must stay within 512 bytes (RFC 5321 §4.5.3.1.5), and an escaped byte takes four.
+pub const MAX_ECHO_CHARS: usize = 80;
 
 /// One SMTP reply. Multi-line texts (separated by `\n`) are written as continuation lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,25 +43,76 @@ impl Reply {
         self.code < 400
     }
 
-    /// Appends the wire form (`250-…\r\n250 …\r\n`) to `out`. Control characters in the text are
-    /// replaced so no reply can ever carry a line break it did not mean to.
+    /// Appends the wire form (`250-…\r\n250 …\r\n`) to `out`. Every byte of a line outside
+    /// printable ASCII is written `\xHH`, so no reply can carry anything else, nor a line break
+    /// it did not mean to.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let lines: Vec<&str> = self.text.split('\n').collect();
         let mut wire = String::new();
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-            let clean: String = line
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+            let start = wire.len();
             let _ = write!(wire, "{}{}", self.code, sep);
             if let Some([a, b, c]) = self.esc {
                 let _ = write!(wire, "{a}.{b}.{c} ");
             }
-            let _ = write!(wire, "{clean}\r\n");
+            let room = MAX_LINE_LEN - (wire.len() - start) - 2;
+            escape_into(line, &mut wire, room);
+            wire.push_str("\r\n");
+            debug_assert!(wire.len() - start <= MAX_LINE_LEN);
         }
+        debug_assert!(
+            wire.bytes()
+                .all(|b| b == b'\r' || b == b'\n' || is_printable(b))
+        );
         out.extend_from_slice(wire.as_bytes());
     }
+}
+
+fn is_printable(byte: u8) -> bool {
+    (0x20..=0x7e).contains(&byte)
+}
+
+/// Writes `text` in printable ASCII, in at most `room` bytes: every byte outside 0x20–0x7E (a
+/// control byte, each byte of a non-ASCII character's UTF-8 form) becomes `\xHH`; a text that
+/// does not fit is cut before an escape, never inside one, and ends with `...`.
+fn escape_into(text: &str, out: &mut String, room: usize) {
+    let width = |byte: u8| if is_printable(byte) { 1 } else { 4 };
+    let whole: usize = text.bytes().map(width).sum();
+    let budget = if whole <= room {
+        room
+    } else {
+        room.saturating_sub(3)
+    };
+    let mut used = 0;
+    for byte in text.bytes() {
+        used += width(byte);
+        if used > budget {
+            break;
+        }
+        if is_printable(byte) {
+            out.push(char::from(byte));
+        } else {
+            let _ = write!(out, "\\x{byte:02X}");
+        }
+    }
+    if whole > room {
+        out.push_str("...");
+    }
+}
+
+/// The text a client sent, made fit to be named in a reply: cut to [`MAX_ECHO_CHARS`] characters
+/// (`...` marks the cut), `\` doubled so every `\xHH` is one of ours, then every byte outside
+/// printable ASCII written `\xHH` (line breaks too, so it stays on its line). Its result is
+/// printable ASCII already, which [`Reply::write_to`] leaves as it is.
+pub fn echo(text: &str) -> String {
+    let kept: String = text.chars().take(MAX_ECHO_CHARS).collect();
+    let mut out = String::new();
+    escape_into(&kept.replace('\\', "\\\\"), &mut out, usize::MAX);
+    if kept.len() < text.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// The replies the session itself gives; the handler decides the final reply to DATA.
@@ -140,6 +200,38 @@ mod tests {
     fn multiline_and_control_characters() {
         let mut out = Vec::new();
         Reply::new(250, [2, 0, 0], "a\nb\rc").write_to(&mut out);
-        assert_eq!(out, b"250-2.0.0 a\r\n250 2.0.0 b c\r\n");
+        assert_eq!(out, b"250-2.0.0 a\r\n250 2.0.0 b\\x0Dc\r\n");
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_once() {
+        let mut out = Vec::new();
+        Reply::new(550, [5, 1, 1], "<\u{e9}\u{7f}\t>").write_to(&mut out);
+        assert_eq!(out, b"550 5.1.1 <\\xC3\\xA9\\x7F\\x09>\r\n");
+        let mut twice = Vec::new();
+        Reply::new(550, [5, 1, 1], echo("\\x41\u{e9}")).write_to(&mut twice);
+        assert_eq!(twice, b"550 5.1.1 \\\\x41\\xC3\\xA9\r\n");
+    }
+
+    #[test]
+    fn a_line_is_cut_to_512_bytes_between_escapes() {
+        let mut out = Vec::new();
+        let text = format!("{}\u{e9}{}", "a".repeat(496), "b".repeat(600));
+        Reply::new(550, [5, 6, 0], text).write_to(&mut out);
+        // 10 bytes of code, 496 + "..." + CRLF: the escape of é did not fit whole.
+        let want = format!("550 5.6.0 {}...\r\n", "a".repeat(496));
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        let mut out = Vec::new();
+        Reply::new(250, [2, 0, 0], "x".repeat(500)).write_to(&mut out);
+        assert_eq!(out.len(), MAX_LINE_LEN);
+        assert!(out.ends_with(b"xxx\r\n"), "500 fit whole");
+    }
+
+    #[test]
+    fn echo_keeps_one_line_and_is_bounded() {
+        assert_eq!(echo("a\r\nb"), "a\\x0D\\x0Ab");
+        let long = "\u{e9}".repeat(MAX_ECHO_CHARS + 1);
+        let shown = echo(&long);
+        assert_eq!(shown, format!("{}...", "\\xC3\\xA9".repeat(MAX_ECHO_CHARS)));
     }
 }

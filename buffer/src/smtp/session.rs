@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::data::{DataError, DataReceiver, Progress};
-use super::reply::{Reply, std_replies};
+use super::reply::{Reply, echo, std_replies};
 use super::stream::Stream;
 use super::{Envelope, MessageHandler, SmtpLimits};
 use crate::anvil::{Lease, Refusal};
@@ -527,10 +527,11 @@ fn parse_error_reply(error: ParseError) -> Reply {
         ParseError::InvalidParameter { param } => {
             Reply::new(501, [5, 5, 4], format!("invalid parameter {param}"))
         }
-        ParseError::UnsupportedParameter { param } => {
-            let param: String = param.chars().take(64).collect();
-            Reply::new(555, [5, 5, 4], format!("unsupported parameter {param}"))
-        }
+        ParseError::UnsupportedParameter { param } => Reply::new(
+            555,
+            [5, 5, 4],
+            format!("unsupported parameter {}", echo(&param)),
+        ),
         ParseError::ResponseTooLong => Reply::new(500, [5, 5, 2], "line too long"),
         ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
             Reply::new(500, [5, 5, 2], "syntax error")

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 use super::response::Problem;
@@ -31,12 +32,16 @@ pub(super) fn parse_body(
         "application/json" => {
             let value: Value = serde_json::from_slice(bytes)
                 .map_err(|e| unprocessable(&format!("the body is not valid JSON: {e}")))?;
-            let Value::Object(object) = value else {
+            if !value.is_object() {
                 return Err(unprocessable("the body must be a JSON object"));
-            };
+            }
+            // Read again keeping every member: a `Value` keeps only the last of a key given
+            // twice, which [`validate`] must see to refuse it.
+            let Members(members) = serde_json::from_slice(bytes)
+                .map_err(|e| unprocessable(&format!("the body is not valid JSON: {e}")))?;
             let mut pairs = Vec::new();
             let mut problem = unprocessable("the request has invalid fields");
-            for (key, value) in object {
+            for (key, value) in members {
                 match value {
                     Value::String(text) => pairs.push((key, text)),
                     Value::Null => {}
@@ -57,6 +62,29 @@ pub(super) fn parse_body(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "send application/json or application/x-www-form-urlencoded",
         )),
+    }
+}
+
+/// A JSON object's members in their order, a key given twice kept twice.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit)
     }
 }
 
