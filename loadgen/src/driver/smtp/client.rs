@@ -336,15 +336,8 @@ async fn wait_to_start(
         Staged::Data if !request.slow => message.to_vec(),
         _ => return sleep_until(intended, stop).await.then(Instant::now),
     };
-    let Some(conn) = session.conn.take() else {
+    let Some(fired) = ctx.firing.load(intended, &mut session.conn, bytes) else {
         return sleep_until(intended, stop).await.then(Instant::now);
-    };
-    let fired = match ctx.firing.load(intended, conn, bytes) {
-        Ok(fired) => fired,
-        Err((conn, _)) => {
-            session.conn = Some(conn);
-            return sleep_until(intended, stop).await.then(Instant::now);
-        }
     };
     // The firing threads answer every shot; only a torn-down run drops one (the connection is
     // lost with it, and the normal path opens another).

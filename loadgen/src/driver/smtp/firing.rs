@@ -63,29 +63,28 @@ impl Firing {
         }
     }
 
-    /// Loads a shot; gives it back when firing has begun (the client writes itself) or the
-    /// connection cannot be written from another thread (TLS, trickled).
+    /// Loads a shot, taking the connection out of `conn`; `None` (the connection left where it
+    /// is) when firing has begun, so the client writes itself, or when the connection cannot be
+    /// written from another thread (TLS, trickled).
     pub fn load(
         &self,
         due: Instant,
-        conn: Connection,
+        conn: &mut Option<Connection>,
         bytes: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Fired>, (Connection, Vec<u8>)> {
-        if !conn.can_fire() {
-            return Err((conn, bytes));
+    ) -> Option<oneshot::Receiver<Fired>> {
+        if !conn.as_ref().is_some_and(Connection::can_fire) {
+            return None;
         }
         let mut loading = self.loading.lock().unwrap();
-        let Some(shots) = loading.as_mut() else {
-            return Err((conn, bytes));
-        };
+        let shots = loading.as_mut()?;
         let (back, fired) = oneshot::channel();
         shots.push(Shot {
             due,
-            conn,
+            conn: conn.take().expect("checked above"),
             bytes,
             back,
         });
-        Ok(fired)
+        Some(fired)
     }
 
     /// Hands every loaded shot back unwritten and loads no more (the run stopped before its
