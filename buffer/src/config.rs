@@ -41,6 +41,17 @@ pub struct Config {
     pub ack: Option<AckConfig>,
     /// Per-client limits and deadlines of both intakes (contract: Fair intake).
     pub fair: FairConfig,
+    /// The key that signs checkpoints and receipts (contract: Provable order).
+    pub signing: SigningConfig,
+}
+
+/// `[signing]`: where the signing key comes from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// An Ed25519 private key in PKCS#8 (DER or PEM), mode 0600 or stricter; `None`: the data
+    /// dir's `signing-key.pk8`, made at first start.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +141,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             ack: None,
             fair: FairConfig::default(),
+            signing: SigningConfig::default(),
         }
     }
 }

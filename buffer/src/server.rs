@@ -93,6 +93,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         stats.accepted,
         stats.cursor
     );
+    // Before any listener: a configured key that cannot be used stops the start here.
+    let signer =
+        crate::signing::Signer::from_config(config.signing.key_file.as_deref(), &config.data_dir)?;
+    tracing::info!(
+        "checkpoints and receipts are signed with the Ed25519 key of fingerprint {} \
+         (SHA-256 of the public key; GET /v1/public-key)",
+        signer.fingerprint()
+    );
     let listeners = Listeners::bind(&config).await?;
     let endpoints = listeners.endpoints()?;
     endpoints.write(&config.data_dir)?;
@@ -109,7 +117,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     );
 
     let stop = CancellationToken::new();
-    let services = Services::start(&config, listeners, journal.clone(), &stop)?;
+    let services = Services::start(&config, listeners, journal.clone(), Arc::new(signer), &stop)?;
     crate::notify::ready(&journal);
     wait_for_signal().await?;
     crate::notify::stopping();
@@ -213,6 +221,7 @@ impl Services {
         config: &Config,
         listeners: Listeners,
         journal: Arc<SqliteJournal>,
+        signer: Arc<crate::signing::Signer>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Self> {
         let counters = Arc::new(IntakeCounters::default());
@@ -245,12 +254,6 @@ impl Services {
             );
             tokio::spawn(serve)
         });
-        let signer = Arc::new(crate::signing::Signer::load_or_create(&config.data_dir)?);
-        tracing::info!(
-            "checkpoints and receipts are signed with the Ed25519 key of fingerprint {} \
-             (SHA-256 of the public key; GET /v1/public-key)",
-            signer.fingerprint()
-        );
         let acks = crate::ack::start(
             config.ack.as_ref(),
             journal.clone(),

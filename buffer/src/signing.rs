@@ -1,13 +1,16 @@
 //! The buffer's signing key (contract: Provable order): an Ed25519 key pair made at first start
-//! in the data dir (`signing-key.pk8`, PKCS#8, mode 0600) and the signed checkpoints made with it.
+//! in the data dir (`signing-key.pk8`, PKCS#8, mode 0600) or taken from the file the config
+//! names (`[signing] key_file`), and the signed checkpoints made with it.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::{Context, ensure};
 use contract::chain::{Checkpoint, fingerprint, hex};
 use ring::signature::{Ed25519KeyPair, KeyPair};
+use rustls_pki_types::PrivatePkcs8KeyDer;
+use rustls_pki_types::pem::PemObject;
 
 /// The key file's name in the data dir.
 pub const KEY_FILE: &str = "signing-key.pk8";
@@ -18,6 +21,47 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// The key `[signing] key_file` names when it names one, else the data dir's.
+    pub fn from_config(key_file: Option<&Path>, data_dir: &Path) -> anyhow::Result<Signer> {
+        match key_file {
+            Some(file) => Signer::load_file(file),
+            None => Signer::load_or_create(data_dir),
+        }
+    }
+
+    /// Loads the key file the config names: an Ed25519 key in PKCS#8, DER or PEM (`PRIVATE KEY`),
+    /// that only its owner may read. Never made: a configured key that is missing is an error,
+    /// since a new key cannot sign for the checkpoints published with the old one.
+    pub fn load_file(path: &Path) -> anyhow::Result<Signer> {
+        let shown = path.display();
+        let metadata = std::fs::metadata(path).with_context(|| {
+            format!("cannot read signing.key_file {shown}: check the path in the config")
+        })?;
+        let mode = metadata.permissions().mode() & 0o777;
+        ensure!(
+            mode & 0o077 == 0,
+            "signing.key_file {shown} has mode {mode:03o}: group or others have access to it, \
+             and whoever reads it can sign for the buffer. Run `chmod 600 {shown}` (and consider \
+             the key exposed if others could read it)"
+        );
+        let bytes = std::fs::read(path).with_context(|| {
+            format!("cannot read signing.key_file {shown}: it must be readable by barrage's user")
+        })?;
+        let der = match PrivatePkcs8KeyDer::from_pem_slice(&bytes) {
+            Ok(pem) => pem.secret_pkcs8_der().to_vec(),
+            Err(_) => bytes,
+        };
+        // Also PKCS#8 v1, without the public key (what `openssl genpkey` writes).
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
+            anyhow::anyhow!(
+                "signing.key_file {shown} is not an Ed25519 private key in PKCS#8 ({e}): give a \
+                 DER or PEM PKCS#8 key, e.g. a copy of a data dir's {KEY_FILE} or one made with \
+                 `openssl genpkey -algorithm ed25519 -out FILE`"
+            )
+        })?;
+        Ok(Signer { pair })
+    }
+
     /// Loads `signing-key.pk8` from the data dir, or makes it (mode 0600) when there is none.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Signer> {
         let path = data_dir.join(KEY_FILE);
@@ -97,7 +141,6 @@ fn create(path: &Path) -> anyhow::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_key_is_made_once_private_and_signs_verifiably() {
@@ -126,5 +169,49 @@ mod tests {
             key.verify(forged.signed_text().as_bytes(), &signature)
                 .is_err()
         );
+    }
+
+    fn key_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn refusal(path: &Path) -> String {
+        format!("{:#}", Signer::load_file(path).err().expect("refused"))
+    }
+
+    #[test]
+    fn a_configured_key_is_loaded_and_refused_when_unfit() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = Signer::load_or_create(dir.path()).unwrap();
+        let der = std::fs::read(dir.path().join(KEY_FILE)).unwrap();
+        let copy = key_file(dir.path(), "copy.pk8", &der, 0o600);
+        assert_eq!(
+            Signer::load_file(&copy).unwrap().public_key(),
+            made.public_key()
+        );
+
+        let open = key_file(dir.path(), "open.pk8", &der, 0o640);
+        let text = refusal(&open);
+        assert!(
+            text.contains("mode 640") && text.contains("chmod 600"),
+            "{text}"
+        );
+        let junk = key_file(dir.path(), "junk.pk8", b"not a key", 0o600);
+        let text = refusal(&junk);
+        assert!(text.contains("is not an Ed25519 private key"), "{text}");
+        let text = refusal(&dir.path().join("missing.pk8"));
+        assert!(text.contains("cannot read signing.key_file"), "{text}");
+        // Another user's key (mode 000 here: root reads everything, so only for a normal user).
+        let locked = key_file(dir.path(), "locked.pk8", &der, 0o000);
+        if std::fs::read(&locked).is_err() {
+            let text = refusal(&locked);
+            assert!(
+                text.contains("must be readable by barrage's user"),
+                "{text}"
+            );
+        }
     }
 }

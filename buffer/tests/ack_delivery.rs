@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ack_support::{Received, Sink, ack_config, ack_stats, wait_for_acks, wait_until};
+use ack_support::{Received, ack_stats, start_acked, wait_for_acks, wait_until};
 use support::{Barrage, Client, request_mail};
 
 /// A request mail with the given sender headers.
@@ -28,15 +28,10 @@ struct Expected {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_ack_per_accepted_request_with_the_checker_headers() {
-    let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
     // The header rule, so Reply-To, From and the envelope sender all have their case below (the
     // default, the envelope sender alone, is in smtp_details.rs).
-    let config = ack_config(dir.path(), sink.addr, "recipient = \"header\"");
-    let barrage = Barrage::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let acked = start_acked("recipient = \"header\"").await;
+    let (barrage, sink) = (&acked.barrage, &acked.sink);
     let mut client = Client::greet(barrage.smtp).await;
     let (expected, silent_ticket) = submit_every_case(&mut client).await;
 
@@ -63,7 +58,7 @@ async fn one_ack_per_accepted_request_with_the_checker_headers() {
     let instance = check_each_ack(&by_ticket, &expected);
     snapshot_the_reply_to_ack(&by_ticket, &expected, &instance);
     check_stats_and_metrics(&stats, barrage.http, n).await;
-    sink.stop().await;
+    acked.sink.stop().await;
 }
 
 /// Submits the accepted cases (From, Reply-To, envelope sender) and the ones that get no ack

@@ -8,12 +8,12 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, wait_until};
+use ack_support::{start_acked, wait_until};
 use barrage::ack::AckConfig;
 use barrage::ack::outbox::PendingAck;
 use barrage::ack::template::{ComposeError, Composer, sample_ack};
 use mail_parser::MessageParser;
-use support::{Barrage, Client};
+use support::Client;
 
 /// Checks the wire form of a mail: CRLF line ends only, no line over 998 bytes, 7-bit, and a
 /// header block whose field names are only the ones barrage writes.
@@ -181,13 +181,8 @@ fn an_invalid_ack_address_is_refused_not_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_through_the_intake_get_well_formed_acks() {
-    let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = ack_config(dir.path(), sink.addr, "");
-    let barrage = Barrage::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let acked = start_acked("").await;
+    let (barrage, sink) = (&acked.barrage, &acked.sink);
     let mut client = Client::greet(barrage.smtp).await;
     let long = "ü".repeat(490);
     let mails = [
@@ -217,5 +212,5 @@ async fn hostile_requests_through_the_intake_get_well_formed_acks() {
         first.header("In-Reply-To").unwrap(),
         "<hostile-1@client.test>"
     );
-    sink.stop().await;
+    acked.sink.stop().await;
 }

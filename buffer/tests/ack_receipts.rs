@@ -8,9 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use ack_support::{Sink, ack_config, wait_until};
+use ack_support::{start_acked, wait_until};
 use contract::chain::{Checkpoint, RECEIPT_HEADER, parse_hex, parse_receipt_header};
-use support::{Barrage, Client, request_mail};
+use support::{Client, request_mail};
 
 const REQUESTS: usize = 5;
 
@@ -22,13 +22,8 @@ fn verifies(key: &[u8; 32], receipt: &Checkpoint) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_ack_carries_a_signed_receipt_of_its_place() {
-    let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = ack_config(dir.path(), sink.addr, "");
-    let barrage = Barrage::start(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let acked = start_acked("").await;
+    let (barrage, sink) = (&acked.barrage, &acked.sink);
     let mut client = Client::greet(barrage.smtp).await;
     for n in 0..REQUESTS {
         let mail = request_mail(&format!("<{n}@receipt.test>"), &format!("r{n}.fr"));

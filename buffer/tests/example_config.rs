@@ -25,6 +25,10 @@ fn example_config_parses_and_matches_the_defaults() {
         format!("{:?}", example.storage),
         format!("{:?}", defaults.storage)
     );
+    assert_eq!(
+        format!("{:?}", example.signing),
+        format!("{:?}", defaults.signing)
+    );
     assert_eq!(example.data_dir, defaults.data_dir);
     assert_eq!(example.hostname, defaults.hostname);
     assert_eq!(example.workers, defaults.workers);

@@ -5,35 +5,20 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::certs::{self, TestCert};
 use support::{Barrage, request_mail};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// A throwaway self-signed certificate for 127.0.0.1, written as PEM beside the config.
-struct TestCert {
-    der: CertificateDer<'static>,
-}
-
-fn write_cert(dir: &Path) -> TestCert {
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).expect("a self-signed certificate");
-    std::fs::write(dir.join("cert.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).unwrap();
-    TestCert {
-        der: generated.cert.der().clone(),
-    }
-}
-
 /// Starts barrage with STARTTLS in `mode` over a fresh certificate.
 fn start(mode: &str) -> (tempfile::TempDir, Barrage, TestCert) {
     let dir = tempfile::tempdir().unwrap();
-    let cert = write_cert(dir.path());
+    let cert = certs::self_signed(dir.path());
     let config = format!(
         "[smtp]\ntls = \"{mode}\"\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\n",
         dir.path().display()
@@ -273,7 +258,7 @@ async fn sighup_serves_a_new_certificate_to_the_next_session_and_keeps_open_ones
     let mut open = tls_session(barrage.smtp, &[&old.der]).await;
     assert_eq!(served(&open), old.der);
 
-    let new = write_cert(dir.path());
+    let new = certs::self_signed(dir.path());
     assert_ne!(new.der, old.der);
     // SAFETY: kill(2) on the child's pid has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(barrage.pid(), libc::SIGHUP) }, 0);

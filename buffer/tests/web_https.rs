@@ -10,14 +10,7 @@ use support::Barrage;
 
 fn start() -> (tempfile::TempDir, Barrage) {
     let dir = tempfile::tempdir().unwrap();
-    let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(
-        dir.path().join("key.pem"),
-        generated.signing_key.serialize_pem(),
-    )
-    .unwrap();
+    support::certs::self_signed(dir.path());
     let config = format!(
         "[web]\ntls_cert = \"{0}/cert.pem\"\ntls_key = \"{0}/key.pem\"\n",
         dir.path().display()

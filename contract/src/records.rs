@@ -182,6 +182,11 @@ pub struct SentRecord {
     /// absent where the driver does not know the bytes the buffer stores (web forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_sha256: Option<String>,
+    /// The STARTTLS handshake (µs, from the `220` to STARTTLS until the session is encrypted)
+    /// of the connection this transmission opened; absent when it reused a connection or did no
+    /// STARTTLS, so each handshake counts once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshake_us: Option<u64>,
 }
 
 fn default_intake() -> String {
@@ -463,6 +468,7 @@ mod tests {
             outcome: Outcome::Indeterminate,
             group: None,
             raw_sha256: None,
+            tls_handshake_us: None,
         };
         let mut w = JsonlWriter::create(&path).unwrap();
         w.write(&record).unwrap();

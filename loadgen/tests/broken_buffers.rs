@@ -70,6 +70,15 @@ async fn a_correct_fake_passes() {
     .await;
     assert!(fake.events().is_empty());
     assert_eq!(verdict(&r.checks), Verdict::Pass, "{}", summary(&r));
+    // Its chain was recomputed from the handover API, every stored request's link verified.
+    let audit = check(&r, "audit");
+    assert_eq!(audit.ok, Some(true), "{}", summary(&r));
+    assert_eq!(
+        count(audit, "rows"),
+        r.report.counts.accepted,
+        "{}",
+        summary(&r)
+    );
     assert!(r.drain.complete, "{:?}", r.drain);
     assert!(count(check(&r, "retransmissions"), "retransmitted") > 0);
 }
@@ -213,6 +222,26 @@ async fn handing_over_another_domain_than_accepted_fails_content() {
     assert!(text.contains(STOLEN_DOMAIN), "{text}");
     // Nothing else is wrong: the request was stored, in order, once, and acked.
     for name in ["fifo", "loss", "duplicates", "acks"] {
+        assert_eq!(check(&r, name).ok, Some(true), "{name}: {}", summary(&r));
+    }
+    assert_eq!(verdict(&r.checks), Verdict::Fail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_link_that_does_not_verify_fails_the_audit() {
+    let (r, fake, _dir) = rehearse_fake(Flaw::BadLink(42), 300, "").await;
+    let bad = the_event(&fake, "chained another domain");
+    let audit = check(&r, "audit");
+    assert_eq!(audit.ok, Some(false), "{}", summary(&r));
+    let text = examples_text(audit);
+    assert!(
+        text.contains("seq 42: the served chain does not verify"),
+        "{text}"
+    );
+    assert_eq!(bad.seq, 42);
+    // The rows before it verified, and the row itself is as sent: only its chain is wrong.
+    assert_eq!(count(audit, "rows"), 41, "{}", summary(&r));
+    for name in ["fifo", "loss", "duplicates", "content", "acks"] {
         assert_eq!(check(&r, name).ok, Some(true), "{name}: {}", summary(&r));
     }
     assert_eq!(verdict(&r.checks), Verdict::Fail);

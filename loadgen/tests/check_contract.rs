@@ -67,6 +67,7 @@ fn sent(
         outcome,
         group: None,
         raw_sha256: None,
+        tls_handshake_us: None,
     }
 }
 

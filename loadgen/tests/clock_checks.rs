@@ -31,6 +31,7 @@ fn sent(n: u32, client: u32, sent: i64, replied: i64, seq: u64) -> SentRecord {
         outcome: Outcome::Accepted,
         group: None,
         raw_sha256: None,
+        tls_handshake_us: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The SMTP driver over STARTTLS: against barrage's SMTP server requiring TLS, with a throwaway
 //! certificate, a `starttls = true` group gets every ticket inside TLS; the same group without
-//! STARTTLS is refused, and an untrusted certificate fails the handshake.
+//! STARTTLS is refused, and an untrusted certificate fails the handshake. Each connection's
+//! handshake is timed once, on the first request it carried.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,6 +14,7 @@ use barrage::tls::{Certificates, TlsMode};
 use landrush::driver::RunOptions;
 use landrush::driver::smtp::run_scenario;
 use landrush::driver::smtp::tls::{ClientTls, Trust};
+use landrush::rehearse::tls::throwaway_certificate;
 use landrush::schedule::ValidScenario;
 use reports::records::{Outcome, SENT, SentRecord, Stamp, read_all};
 use tokio::net::TcpListener;
@@ -37,14 +39,11 @@ impl MessageHandler for Handler {
     }
 }
 
-/// barrage's SMTP server with `smtp.tls = "required"` over a fresh self-signed certificate,
-/// written as `cert.pem` / `key.pem` into `dir`.
+/// barrage's SMTP server with `smtp.tls = "required"` over a fresh throwaway certificate (the
+/// one `rehearse --tls` makes), written as `ca.pem`, `cert.pem` and `key.pem` into `dir`.
 async fn server(dir: &Path) -> (SocketAddr, Arc<Handler>, tokio::sync::oneshot::Sender<()>) {
-    let names = vec!["127.0.0.1".to_string()];
-    let generated = rcgen::generate_simple_self_signed(names).unwrap();
-    std::fs::write(dir.join("cert.pem"), generated.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), generated.signing_key.serialize_pem()).unwrap();
-    let certificates = Certificates::load(&dir.join("cert.pem"), &dir.join("key.pem"), &[]);
+    let files = throwaway_certificate(dir).unwrap();
+    let certificates = Certificates::load(&files.cert, &files.key, &[]);
     let limits = SmtpLimits {
         tls: Some(SmtpTls {
             mode: TlsMode::Required,
@@ -101,7 +100,7 @@ async fn play(
 async fn the_driver_gets_its_tickets_over_starttls() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, handler, _stop) = server(dir.path()).await;
-    let tls = ClientTls::new(Trust::CaFile(&dir.path().join("cert.pem")), "127.0.0.1").unwrap();
+    let tls = ClientTls::new(Trust::CaFile(&dir.path().join("ca.pem")), "127.0.0.1").unwrap();
     let out = dir.path().join("run");
     let records = play(&scenario(true), addr, &out, Some(tls)).await;
     assert_eq!(records.len(), 20);
@@ -118,6 +117,20 @@ async fn the_driver_gets_its_tickets_over_starttls() {
         seen.iter().all(|v| v.as_deref() == Some("TLSv1.3")),
         "{seen:?}"
     );
+    // Each client's one connection did one handshake, timed on its first request only.
+    for client in 0..4 {
+        let mut own: Vec<&SentRecord> = records.iter().filter(|r| r.client == client).collect();
+        own.sort_by_key(|r| r.intended_at);
+        let timed: Vec<Option<u64>> = own.iter().map(|r| r.tls_handshake_us).collect();
+        assert!(
+            timed[0].is_some_and(|us| us > 0),
+            "client {client}: {timed:?}"
+        );
+        assert!(
+            timed[1..].iter().all(Option::is_none),
+            "client {client}: {timed:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,6 +143,7 @@ async fn without_starttls_a_required_buffer_refuses_with_530() {
     for record in &records {
         assert_eq!(record.outcome, Outcome::Refused, "{record:?}");
         assert_eq!(record.code, Some(530), "{record:?}");
+        assert_eq!(record.tls_handshake_us, None, "{record:?}");
     }
     assert!(handler.tls.lock().unwrap().is_empty());
 }
@@ -141,7 +155,7 @@ async fn an_untrusted_certificate_sends_nothing() {
     // Trust another certificate than the one served.
     let other = tempfile::tempdir().unwrap();
     let (_, _, _other_stop) = server(other.path()).await;
-    let tls = ClientTls::new(Trust::CaFile(&other.path().join("cert.pem")), "127.0.0.1").unwrap();
+    let tls = ClientTls::new(Trust::CaFile(&other.path().join("ca.pem")), "127.0.0.1").unwrap();
     let out = dir.path().join("run");
     let records = play(&scenario(true), addr, &out, Some(tls)).await;
     assert_eq!(records.len(), 20);

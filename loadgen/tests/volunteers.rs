@@ -684,3 +684,59 @@ async fn the_time_reference_measures_a_shifted_clock() {
             .unwrap();
     assert_eq!(info["stopped_by"], "until-idle");
 }
+
+/// The countdown of `landrush run` to an instant seconds ahead, for real against barrage: one
+/// stderr line per step still ahead (stderr is a pipe here, so no redrawing), in order, then
+/// `firing`, then the run's summary — and the run completes. An instant a moment away gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_counts_down_to_the_instant_and_fires() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    let barrage = start_barrage(root, 0, None).await;
+    let smtp = barrage.endpoints().smtp.to_string();
+    let scenario = root.join("volunteers-test.toml");
+    std::fs::write(&scenario, SCENARIO.replace("count = 300", "count = 30")).unwrap();
+    let run = |start: &str, out: &str| {
+        let mut command = Command::new(LANDRUSH);
+        command.arg("run").arg(&scenario).args(["-q", "-t", &smtp]);
+        command
+            .args(["--start", start, "--out"])
+            .arg(root.join(out));
+        let output = output_within(command, TEST_LIMIT);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        eprintln!("[run {out}] {stderr}");
+        assert!(output.status.success(), "{stderr}");
+        assert_eq!(run_json(&root.join(out))["accepted"], 30, "{stderr}");
+        stderr
+    };
+    // Eight seconds ahead: T-10s and above are already past when the countdown starts.
+    let start = Stamp::from_micros(Stamp::now().micros() + 8_000_000);
+    let stderr = run(&start.to_string(), "ahead");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = |text: &str| lines.iter().position(|l| *l == text);
+    let steps: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| {
+            l.strip_prefix("landrush: T-")?
+                .strip_suffix('s')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(steps.windows(2).all(|w| w[0] > w[1]), "{steps:?}");
+    assert!(
+        steps.iter().all(|s| [5, 4, 3, 2, 1].contains(s)),
+        "{steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&1), "{stderr}");
+    let last_step = at("landrush: T-1s").unwrap();
+    let firing = at("landrush: T-0 firing").expect("the countdown fires");
+    let summary = lines
+        .iter()
+        .position(|l| l.starts_with("landrush run `volunteers-test`"))
+        .expect("the run's summary");
+    assert!(last_step < firing && firing < summary, "{stderr}");
+    // A moment away: no countdown at all.
+    let stderr = run("+1s", "now");
+    assert!(!stderr.contains("landrush: T-"), "{stderr}");
+}

@@ -327,6 +327,7 @@ pub fn analyze(records: &RunRecords, checks: Checks) -> Report {
     report.histograms = Some(tally.histograms);
     report.burst = figures::burst(records, report.started_at.unwrap_or(t0));
     report.handover_delay_ms = figures::handover_delay(records);
+    report.tls_handshake_ms = figures::tls_handshakes(records);
     report.fairness = figures::fairness::fairness(records);
     report.by_kind = figures::kinds::by_kind(&records.sent);
     report.latency_ms.reply = figures::kinds::reply_latency(&records.sent, records.run.as_ref());
@@ -566,6 +567,7 @@ mod tests {
             outcome,
             group: None,
             raw_sha256: None,
+            tls_handshake_us: None,
         }
     }
 

@@ -132,7 +132,7 @@ fn latency_rows(r: &Report) -> Vec<LatencyRow> {
             .map(format_figure)
             .collect(),
     };
-    vec![
+    let mut rows = vec![
         row("accept (reply − sent)", &r.latency_ms.accept),
         row(
             "accept, corrected (reply − intended)",
@@ -148,7 +148,14 @@ fn latency_rows(r: &Report) -> Vec<LatencyRow> {
         ),
         row("driver lag (start − schedule)", &r.driver_lag_ms),
         row("ack delay (first ack − accept)", &r.ack_delay_ms),
-    ]
+    ];
+    if r.tls_handshake_ms.percentiles.count > 0 {
+        rows.push(row(
+            "STARTTLS handshake (one per connection)",
+            &r.tls_handshake_ms.percentiles,
+        ));
+    }
+    rows
 }
 
 /// A plot as the page shows it: its SVG, or why there is none.

@@ -155,6 +155,20 @@ fn latency_table(md: &mut String, r: &Report) {
     if let Some(note) = tables::timeouts_note(r) {
         let _ = writeln!(md, "\nReply latency: {note}.");
     }
+    let tls = &r.tls_handshake_ms;
+    if tls.percentiles.count > 0 {
+        let p = &tls.percentiles;
+        let _ = writeln!(
+            md,
+            "\nSTARTTLS handshakes: {} (one per connection), mean {} ms, p50 {} ms, p99 {} ms, \
+             max {} ms.",
+            p.count,
+            format_figure(tls.mean),
+            format_figure(p.p50),
+            format_figure(p.p99),
+            format_figure(p.max)
+        );
+    }
     md.push('\n');
 }
 

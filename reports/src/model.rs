@@ -17,7 +17,7 @@ pub use crate::distribution::{Bucket, Percentiles, SpectrumPoint};
 pub use crate::figures::clocks::{FireError, MachineClock};
 pub use crate::figures::fairness::{Fairness, Share};
 pub use crate::figures::kinds::{ByKind, ReplyLatency};
-pub use crate::figures::{Burst, Outcomes};
+pub use crate::figures::{Burst, Handshakes, Outcomes};
 
 /// Everything known about one run, ready to be rendered or compared.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -86,6 +86,10 @@ pub struct Report {
     /// Percentiles of first handed over − accepted-at: how long requests waited in the buffer.
     #[serde(default)]
     pub handover_delay_ms: Percentiles,
+    /// The SMTP driver's STARTTLS handshakes, one per connection that did one (count 0: no
+    /// STARTTLS in the run).
+    #[serde(default)]
+    pub tls_handshake_ms: Handshakes,
     /// Per client group (and client, where few): outcomes, latency, displacement, Jain's index.
     #[serde(default)]
     pub fairness: Fairness,

@@ -1,7 +1,7 @@
 //! The reports of a fixed, hand-made run (tests/fixtures/small-run: 30 requests over 3 seconds,
 //! a refusal, an RFC 1047 retransmission, an unanswered request during a kill, a redelivery, a
-//! resent ack and an ack for a refused request), pinned with insta. The fixture's times are fixed,
-//! so the snapshots need no redaction.
+//! resent ack, an ack for a refused request and three timed STARTTLS handshakes), pinned with
+//! insta. The fixture's times are fixed, so the snapshots need no redaction.
 
 use std::path::{Path, PathBuf};
 

@@ -58,6 +58,11 @@ pub struct AckConfig {
     /// `none` (plain SMTP), `starttls` (required), or `tls` (implicit TLS, port 465).
     #[serde(default)]
     pub tls: AckTls,
+    /// PEM file of the certificate authorities the relay's certificate must chain to, instead
+    /// of the Mozilla roots (a private CA); only with `tls` = `starttls` or `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// AUTH credentials; sent only inside TLS, never over a plain-text session.
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -120,6 +125,7 @@ impl AckConfig {
             subject: default_subject(),
             template: None,
             tls: AckTls::None,
+            ca_file: None,
             username: None,
             password: None,
             concurrency: default_concurrency(),
@@ -155,6 +161,11 @@ impl AckConfig {
         anyhow::ensure!(
             self.password.is_none() || self.username.is_some(),
             "ack.password needs ack.username"
+        );
+        anyhow::ensure!(
+            self.ca_file.is_none() || self.tls != AckTls::None,
+            "ack.ca_file is the CA of the relay's certificate: set ack.tls = \"starttls\" or \
+             \"tls\" with it, or remove it"
         );
         Ok(())
     }
@@ -281,4 +292,19 @@ pub fn preview(config: &AckConfig, hostname: &str) -> anyhow::Result<String> {
     config.validate()?;
     let composer = Composer::new(config, "0123456789abcdef", hostname)?;
     Ok(composer.preview()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_without_tls_is_refused() {
+        let mut config = AckConfig::new("127.0.0.1:25", "registry@example.fr");
+        config.ca_file = Some("/etc/barrage/relay-ca.pem".into());
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("ack.ca_file"), "{error}");
+        config.tls = AckTls::Starttls;
+        config.validate().expect("a CA file with STARTTLS");
+    }
 }

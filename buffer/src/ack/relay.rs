@@ -5,18 +5,30 @@
 //! and the final `.` separately: against a relay that delays its ACKs, every ack then waits ~40 ms
 //! (measured: 85 acks/s with 4 connections). Connecting ourselves fixes that and keeps lettre for
 //! the protocol, STARTTLS (rustls) and AUTH.
+//!
+//! The relay's certificate is checked against the Mozilla roots, or against `ack.ca_file` alone
+//! (a private CA). Credentials are never sent over a session that is not encrypted (Postfix's
+//! `noplaintext`): such a connection is given up before AUTH, as an unusable relay.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use lettre::Message;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{AckConfig, AckTls};
+
+/// Why a relay session that is not encrypted gets no credentials.
+pub const AUTH_NEEDS_TLS: &str = "the relay session is not encrypted: AUTH refused, credentials \
+     are never sent in plain text (set ack.tls = \"starttls\" or \"tls\")";
 
 /// A pooled connection idle longer than this is closed rather than reused (relays drop idle
 /// clients, and a dead connection would look like an outage).
@@ -36,6 +48,8 @@ pub struct Relay {
     host: String,
     port: u16,
     tls: AckTls,
+    /// How the relay's certificate is checked (`None` with `tls = "none"`).
+    tls_parameters: Option<TlsParameters>,
     credentials: Option<Credentials>,
     hello: ClientId,
     timeout: Duration,
@@ -49,14 +63,22 @@ impl Relay {
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("ack.relay {:?} is not host:port", config.relay))?;
-        if config.tls != AckTls::None {
-            // Fails early on a host name rustls cannot verify against.
-            TlsParameters::new(host.to_string())?;
+        // Built once, so a bad CA file or a host name rustls cannot verify fails at start.
+        let tls_parameters = match config.tls {
+            AckTls::None => None,
+            AckTls::Starttls | AckTls::Tls => Some(tls_parameters(host, config)?),
+        };
+        if config.username.is_some() && config.tls == AckTls::None {
+            tracing::warn!(
+                "ack.username is set with ack.tls = \"none\": barrage will not send it over \
+                 plain text, so acks wait until ack.tls is \"starttls\" or \"tls\""
+            );
         }
         Ok(Relay {
             host: host.to_string(),
             port,
             tls: config.tls,
+            tls_parameters,
             credentials: config
                 .username
                 .clone()
@@ -69,7 +91,11 @@ impl Relay {
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
         let relay = |e: &dyn std::fmt::Display| SendError::Relay(e.to_string());
-        let tls = || TlsParameters::new(self.host.clone()).map_err(|e| relay(&e));
+        let tls = || {
+            self.tls_parameters
+                .clone()
+                .ok_or_else(|| relay(&"no TLS parameters for a TLS relay"))
+        };
         let mut conn = if self.tls == AckTls::Tls {
             AsyncSmtpConnection::connect_tokio1(
                 (self.host.as_str(), self.port),
@@ -95,6 +121,10 @@ impl Relay {
                 .map_err(|e| relay(&format!("STARTTLS: {e}")))?;
         }
         if let Some(credentials) = &self.credentials {
+            if !conn.is_encrypted() {
+                conn.abort().await;
+                return Err(SendError::Relay(AUTH_NEEDS_TLS.into()));
+            }
             conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials)
                 .await
                 .map_err(|e| relay(&format!("AUTH: {e}")))?;
@@ -169,4 +199,30 @@ impl Relay {
             ))),
         }
     }
+}
+
+/// The relay's TLS: its certificate checked against the Mozilla roots, or with `ca_file` against
+/// the authorities in that file only.
+fn tls_parameters(host: &str, config: &AckConfig) -> anyhow::Result<TlsParameters> {
+    let Some(ca_file) = &config.ca_file else {
+        return Ok(TlsParameters::new(host.to_string())?);
+    };
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| anyhow::anyhow!("cannot read ack.ca_file {}: {e}", ca_file.display()))?;
+    let no_certificate = || {
+        anyhow::anyhow!(
+            "ack.ca_file {} holds no PEM certificate: give the CA that signed the relay's \
+             certificate",
+            ca_file.display()
+        )
+    };
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .filter(Result::is_ok)
+        .count();
+    anyhow::ensure!(certificates > 0, no_certificate());
+    let ca = Certificate::from_pem(&pem).map_err(|_| no_certificate())?;
+    Ok(TlsParameters::builder(host.to_string())
+        .certificate_store(CertificateStore::None)
+        .add_root_certificate(ca)
+        .build_rustls()?)
 }

@@ -1,6 +1,6 @@
 //! Shared by the ack tests: a real SMTP receiver (barrage's own SMTP server with a recording
-//! handler) standing in for the relay, a config file pointing barrage's acks at it, and helpers
-//! to read the acks it received.
+//! handler) standing in for the relay, a config file pointing barrage's acks at it, a barrage
+//! started with it, and helpers to read the acks it received. Its users also declare `mod support`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits};
+use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits, SmtpTls};
+use barrage::tls::{Certificates, TlsMode};
 use mail_parser::MessageParser;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -20,6 +21,8 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub raw: Vec<u8>,
+    /// Whether it came inside TLS (STARTTLS).
+    pub tls: bool,
 }
 
 impl Received {
@@ -78,6 +81,7 @@ impl MessageHandler for Recorder {
             mail_from: envelope.mail_from.clone(),
             rcpt_to: envelope.rcpt_to.clone(),
             raw: message,
+            tls: envelope.tls.is_some(),
         });
         tokio::time::sleep(self.delay).await;
         Reply::new(250, [2, 0, 0], "ack recorded")
@@ -95,22 +99,38 @@ pub struct Sink {
 impl Sink {
     pub async fn start() -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::on(listener, Duration::ZERO, Arc::default())
+        Self::on(listener, Duration::ZERO, Arc::default(), None)
+    }
+
+    /// A sink offering STARTTLS with `certificates`.
+    pub async fn start_tls(certificates: Arc<Certificates>) -> Sink {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = SmtpTls {
+            mode: TlsMode::May,
+            certificates,
+        };
+        Self::on(listener, Duration::ZERO, Arc::default(), Some(tls))
     }
 
     /// A sink on a port of its own, answering each mail after `delay`, recording into
     /// `received` (shared by the sinks that stand in for one relay over its outages).
     pub async fn start_with(delay: Duration, received: Arc<Mutex<Vec<Received>>>) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::on(listener, delay, received)
+        Self::on(listener, delay, received, None)
     }
 
-    fn on(listener: TcpListener, delay: Duration, received: Arc<Mutex<Vec<Received>>>) -> Sink {
+    fn on(
+        listener: TcpListener,
+        delay: Duration,
+        received: Arc<Mutex<Vec<Received>>>,
+        tls: Option<SmtpTls>,
+    ) -> Sink {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let limits = SmtpLimits {
             hostname: "relay.test".into(),
             data_timeout: Duration::from_secs(5),
+            tls,
             ..SmtpLimits::default()
         };
         let handler = Arc::new(Recorder {
@@ -217,6 +237,26 @@ pub fn ack_config(dir: &Path, relay: SocketAddr, extra: &str) -> PathBuf {
     )
     .unwrap();
     path
+}
+
+/// A barrage whose acks go to a [`Sink`] of its own. Dropped in field order: barrage first.
+pub struct AckedBarrage {
+    pub barrage: crate::support::Barrage,
+    pub sink: Sink,
+    /// Holds the config file and the data dir.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts a sink, then barrage with an [`ack_config`] naming it (plus the `extra` lines).
+pub async fn start_acked(extra: &str) -> AckedBarrage {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = ack_config(dir.path(), sink.addr, extra);
+    let barrage = crate::support::Barrage::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    AckedBarrage { barrage, sink, dir }
 }
 
 /// Polls `condition` every 20 ms until it holds; panics with `what` after `limit`.

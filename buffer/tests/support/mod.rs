@@ -6,6 +6,8 @@
 //! process itself dies (`PR_SET_PDEATHSIG`, see [`spawn_tied`]).
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -278,5 +278,7 @@ fn run_flags(run: &RunSpec) -> RehearsalFlags {
         progress: false,
         // A gate's run folder holds only this run.
         existing: Existing::Overwrite,
+        // STARTTLS comes from the scenario's client groups (`starttls = true`).
+        tls: None,
     }
 }

@@ -2,11 +2,12 @@
 //! text and the code that turns them into calls of the layers below. `main.rs` only dispatches.
 //!
 //! [`target`] (the loopback-only rule for targets) and the helpers here are shared by the
-//! subcommands; [`rehearse::RehearsalFlags`] is the one mapping from rehearsal flags to
+//! subcommands; [`countdown`] is `run`'s countdown to the instant; [`rehearse::RehearsalFlags`] is the one mapping from rehearsal flags to
 //! rehearsal options, for `rehearse` and for the gate's runs.
 
 pub mod audit;
 pub mod check;
+pub mod countdown;
 pub mod fsync_audit;
 pub mod gate;
 pub mod merge;

@@ -17,6 +17,7 @@ use crate::check::{CheckOptions, render_verdict};
 use crate::records::folder::Existing;
 use crate::rehearse::buffer::BufferProgram;
 use crate::rehearse::options::{Handover, RehearseOptions, Target};
+use crate::rehearse::tls::RehearsalTls;
 use crate::rehearse::{Rehearsal, rehearse};
 use crate::scenario::Start;
 use crate::schedule::ValidScenario;
@@ -115,6 +116,20 @@ pub struct RehearseArgs {
     #[arg(long)]
     pub keep_data: bool,
 
+    /// Rehearse STARTTLS: the buffer gets a throwaway certificate (OUT/tls/) with smtp.tls =
+    /// MODE, and every client group upgrades with STARTTLS, trusting that certificate only.
+    /// Without it, a scenario whose client groups say `starttls = true` gets the same with `may`.
+    /// The mode needs `=` (`--tls=required`), so `--tls SCENARIO` reads SCENARIO as the scenario.
+    #[arg(
+        long,
+        value_name = "MODE",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "may",
+        conflicts_with = "target"
+    )]
+    pub tls: Option<RehearsalTls>,
+
     /// No live progress line and no driver summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -125,7 +140,8 @@ What happens:
   1. an ack sink (SMTP) starts on a free loopback port;
   2. barrage starts as a child process (landrush's own executable, `landrush buffer serve`) on
      free loopback ports in a temporary data dir, its [ack] relay pointed at the sink
-     (OUT/barrage.toml, its log in OUT/buffer.log);
+     (OUT/barrage.toml, its log in OUT/buffer.log); with --tls, over a throwaway certificate
+     authority and certificate made for the run (OUT/tls/), which the clients trust;
   3. the fake registration system pulls the handover API into OUT/handed.jsonl, and /v1/stats is
      sampled every 250 ms into OUT/stats.jsonl;
   4. the scenario is played (OUT/sent.jsonl, run.json, histograms);
@@ -147,6 +163,8 @@ Examples:
   landrush rehearse scenarios/landrush-2004.toml
   landrush rehearse scenarios/ci-smoke.toml --out runs/smoke --registry-rate 200
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
+  # every client over STARTTLS, barrage serving a certificate made for the run:
+  landrush rehearse scenarios/ci-smoke.toml --tls=required
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
   landrush rehearse scenarios/ci-smoke.toml -t 127.0.0.1:2525 \\
       --handover http://127.0.0.1:8025 --ack-sink 127.0.0.1:2526
@@ -178,6 +196,8 @@ pub struct RehearsalFlags {
     pub keep_data: bool,
     pub progress: bool,
     pub existing: Existing,
+    /// STARTTLS over a throwaway certificate (`--tls`).
+    pub tls: Option<RehearsalTls>,
 }
 
 impl RehearsalFlags {
@@ -224,6 +244,7 @@ impl RehearsalFlags {
             scenario_file: Some(scenario_file.to_path_buf()),
             progress: self.progress,
             keep_data: self.keep_data,
+            tls: self.tls,
             check: CheckOptions {
                 clock_tolerance_us: self.clock_tolerance.as_micros() as u64,
                 ..CheckOptions::default()
@@ -254,6 +275,7 @@ impl RehearseArgs {
             keep_data: self.keep_data,
             progress: !self.quiet,
             existing: Existing::overwrite_if(self.overwrite),
+            tls: self.tls,
         }
     }
 }
@@ -370,6 +392,7 @@ mod tests {
             keep_data: false,
             progress: false,
             existing: Existing::Refuse,
+            tls: None,
         }
     }
 

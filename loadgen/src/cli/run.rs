@@ -1,5 +1,5 @@
 //! The `landrush run` subcommand: arguments, the loopback-only targets, the run folder claimed
-//! for the run, `--dry-run`, and Ctrl-C.
+//! for the run, `--dry-run`, the countdown to the instant, and Ctrl-C.
 
 use std::path::PathBuf;
 
@@ -166,6 +166,7 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     }
     // Both parts share one absolute start instant.
     let start_at = start.resolve(reports::records::Stamp::now());
+    let _countdown = super::countdown::start(start_at, &stop);
     let options = RunOptions {
         shard: args.shard,
         tag: args.tag.clone(),

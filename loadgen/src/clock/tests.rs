@@ -31,6 +31,7 @@ fn accepted(
         outcome: Outcome::Accepted,
         group: None,
         raw_sha256: None,
+        tls_handshake_us: None,
     }
 }
 

@@ -32,6 +32,7 @@ pub fn write_rehearse_info(
         "buffer": target,
         "handover": handover,
         "acks": options.acks,
+        "tls": options.tls.map(|mode| mode.as_str()),
         "registry": {
             "rate": options.registry_rate,
             "batch": options.registry_batch,

@@ -11,7 +11,8 @@
 //!
 //! Modules, lowest first: [`child`] (child processes that die with landrush), [`buffer`] (the
 //! buffer child process), [`sampler`] (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing
-//! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json).
+//! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json), [`tls`] (STARTTLS over a
+//! throwaway certificate).
 
 pub mod audit;
 pub mod buffer;
@@ -23,6 +24,7 @@ pub mod options;
 pub mod play;
 pub mod rig;
 pub mod sampler;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -72,6 +74,7 @@ pub async fn rehearse_with(
 ) -> anyhow::Result<Rehearsal> {
     let folder = RunFolder::claim(out_dir, options.existing)?;
     options.tag.get_or_insert_with(|| unique_run_tag(None));
+    let scenario = &with_tls(scenario, &mut options);
     let mut rig = Rig::setup(folder.path(), options).await?;
     ready(&rig);
     let played = match rig.play(scenario).await {
@@ -130,6 +133,19 @@ pub async fn rehearse_with(
         report,
         notes,
     })
+}
+
+/// The scenario as a rehearsal plays it: with `options.tls`, every client group does STARTTLS;
+/// without it, a spawned buffer still serves STARTTLS (`may`) when a client group asks for it.
+fn with_tls(scenario: &ValidScenario, options: &mut RehearseOptions) -> ValidScenario {
+    let spawned = matches!(options.target, options::Target::Spawn(_));
+    if options.tls.is_none() && spawned && scenario.clients.iter().any(|g| g.starttls) {
+        options.tls = Some(tls::RehearsalTls::May);
+    }
+    match options.tls {
+        Some(_) => scenario.with_starttls(),
+        None => scenario.clone(),
+    }
 }
 
 /// Runs the checkers over a run folder and writes report.json / .md / .html.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reports::records::Stamp;
 
 use super::buffer::BufferProgram;
+use super::tls::RehearsalTls;
 use crate::check::CheckOptions;
 use crate::records::folder::Existing;
 use crate::scenario::Start;
@@ -68,6 +69,9 @@ pub struct RehearseOptions {
     /// How the checkers read the run (clock tolerance, examples…); `acks_expected` and
     /// `first_seq` are set by the rehearsal.
     pub check: CheckOptions,
+    /// STARTTLS rehearsed: the spawned buffer serves a throwaway certificate with this
+    /// `smtp.tls`, and every client group upgrades trusting it (see [`super::tls`]).
+    pub tls: Option<RehearsalTls>,
 }
 
 impl Default for RehearseOptions {
@@ -90,6 +94,7 @@ impl Default for RehearseOptions {
             progress: true,
             keep_data: false,
             check: CheckOptions::default(),
+            tls: None,
         }
     }
 }

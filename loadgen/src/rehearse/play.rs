@@ -14,12 +14,19 @@ use crate::schedule::ValidScenario;
 impl Rig {
     /// Plays the scenario against the buffer.
     pub async fn play(&mut self, scenario: &ValidScenario) -> anyhow::Result<RunSummary> {
+        anyhow::ensure!(
+            self.client_tls.is_some() || !scenario.clients.iter().any(|g| g.starttls),
+            "the scenario's clients do STARTTLS: rehearse them against the buffer `rehearse` \
+             starts (no --target), or play them against a running buffer with `landrush run \
+             --tls-ca FILE`"
+        );
         let mut options = RunOptions {
             tag: self.options.tag.clone(),
             start: self.options.start,
             progress: self.options.progress,
             print_summary: self.options.progress,
             scenario_file: self.options.scenario_file.clone(),
+            tls: self.client_tls.clone(),
             target_label: Some(match &self.buffer {
                 Some(b) => format!(
                     "{} (barrage, {})",

@@ -13,6 +13,8 @@ use reports::records::{self, JsonlWriter};
 use super::buffer::{BUFFER_CONFIG, BUFFER_LOG, Buffer, BufferProgram, BufferSpec, buffer_config};
 use super::options::{Handover, RehearseOptions, Target};
 use super::sampler::{Sampler, get_stats};
+use super::tls;
+use crate::driver::smtp::tls::ClientTls;
 use crate::observe::maildir::{self, MaildirWatcher};
 use crate::observe::registry::{Registry, RegistryConfig, RegistryHandle, RegistryReport};
 use crate::observe::{Seen, acksink, smtp_handover};
@@ -35,6 +37,8 @@ pub struct Rig {
     pub(super) data_dir: Option<tempfile::TempDir>,
     /// The first seq of this run (checks count gaps from it).
     pub(super) first_seq: Option<u64>,
+    /// The driver's STARTTLS client, trusting the spawned buffer's throwaway certificate.
+    pub(super) client_tls: Option<Arc<ClientTls>>,
     pub(super) options: RehearseOptions,
     pub(super) notes: Vec<String>,
 }
@@ -56,6 +60,7 @@ impl Rig {
             sampler: None,
             data_dir: None,
             first_seq: None,
+            client_tls: None,
             notes: Vec::new(),
             options,
         };
@@ -130,10 +135,16 @@ impl Rig {
         } else {
             data.path().to_path_buf()
         };
-        std::fs::write(
-            &config_path,
-            buffer_config(&data_dir, self.ack_sink.as_ref().map(|s| s.addr())),
-        )?;
+        let mut config = buffer_config(&data_dir, self.ack_sink.as_ref().map(|s| s.addr()));
+        let certificate = match self.options.tls {
+            Some(mode) => {
+                let certificate = tls::throwaway_certificate(&self.out_dir.join(tls::TLS_DIR))?;
+                config.push_str(&tls::smtp_section(mode, &certificate));
+                Some(certificate)
+            }
+            None => None,
+        };
+        std::fs::write(&config_path, config)?;
         let _ = std::fs::remove_file(self.out_dir.join(BUFFER_LOG));
         let extra_args = program.extra_serve_args();
         let spec = BufferSpec {
@@ -147,6 +158,10 @@ impl Rig {
         };
         let buffer = Buffer::start(spec).await?;
         let endpoints = buffer.endpoints();
+        if let Some(certificate) = &certificate {
+            let host = endpoints.smtp.ip().to_string();
+            self.client_tls = Some(tls::client(certificate, &host)?);
+        }
         self.target = endpoints.smtp;
         self.api_url = Some(endpoints.http_url());
         self.first_seq = Some(1);

@@ -52,27 +52,40 @@ pub const MAX_FAULTS: usize = 10_000;
 /// Most idle connections one `connections` fault may hold.
 pub const MAX_FAULT_CONNECTIONS: u32 = 100_000;
 
-/// One `[[faults]]` table, as written.
+/// One `[[faults]]` table, as written: when the fault happens (the keys every kind has) and what
+/// it does. Read as one table and split, since serde cannot flatten with `deny_unknown_fields`:
+/// each part refuses the keys that are not its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "toml::Table", into = "toml::Table")]
+pub struct FaultSpec {
+    when: When,
+    what: What,
+}
+
+/// The keys of [`When`], taken out of a `[[faults]]` table before the rest is read as [`What`].
+const WHEN_KEYS: [&str; 3] = ["at", "random", "window"];
+
+/// When a fault happens: fixed instants (`at`) and `random` more drawn in `window`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct When {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    at: Option<OneOrMany>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    random: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    window: Option<[Dur; 2]>,
+}
+
+/// What a fault does, as written (the `kind` and its own keys).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum FaultSpec {
+enum What {
     Kill {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restart_after: Option<Dur>,
     },
     Registry {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
         #[serde(default)]
         action: RegistryAction,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,55 +94,58 @@ pub enum FaultSpec {
         duration: Dur,
     },
     AckRelay {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
         #[serde(rename = "for")]
         duration: Dur,
     },
     DiskFull {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
         #[serde(rename = "for")]
         duration: Dur,
         #[serde(default)]
         limit_bytes: u64,
     },
     Connections {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
         count: u32,
         #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
         duration: Option<Dur>,
     },
-    PowerLoss {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        at: Option<OneOrMany>,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        random: u32,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        window: Option<[Dur; 2]>,
-    },
+    PowerLoss {},
 }
 
-/// When a fault happens: fixed instants (`at`) and `random` more drawn in `window` (the fields
-/// every kind of `[[faults]]` has).
-#[derive(Debug, Clone, Copy)]
-struct When<'a> {
-    at: &'a Option<OneOrMany>,
-    random: u32,
-    window: Option<[Dur; 2]>,
+impl TryFrom<toml::Table> for FaultSpec {
+    type Error = String;
+    fn try_from(mut table: toml::Table) -> Result<FaultSpec, String> {
+        let mut when = toml::Table::new();
+        for key in WHEN_KEYS {
+            if let Some(value) = table.remove(key) {
+                when.insert(key.to_string(), value);
+            }
+        }
+        Ok(FaultSpec {
+            when: when
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().to_string())?,
+            what: table.try_into().map_err(|e: toml::de::Error| {
+                // serde lists the kind's own keys only.
+                let also = if e.message().starts_with("unknown field") {
+                    " (every kind also takes `at`, `random` and `window`)"
+                } else {
+                    ""
+                };
+                format!("{}{also}", e.message())
+            })?,
+        })
+    }
+}
+
+impl From<FaultSpec> for toml::Table {
+    fn from(spec: FaultSpec) -> toml::Table {
+        let part = |value: Result<toml::Table, toml::ser::Error>| {
+            value.expect("durations, numbers and names make a table")
+        };
+        let mut table = part(toml::Table::try_from(&spec.what));
+        table.extend(part(toml::Table::try_from(&spec.when)));
+        table
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -211,52 +227,26 @@ pub struct Fault {
 
 impl FaultSpec {
     fn name(&self) -> &'static str {
-        match self {
-            FaultSpec::Kill { .. } => "kill",
-            FaultSpec::Registry { .. } => "registry",
-            FaultSpec::AckRelay { .. } => "ack-relay",
-            FaultSpec::DiskFull { .. } => "disk-full",
-            FaultSpec::Connections { .. } => "connections",
-            FaultSpec::PowerLoss { .. } => "power-loss",
-        }
-    }
-
-    fn when(&self) -> When<'_> {
-        match self {
-            FaultSpec::Kill {
-                at, random, window, ..
-            }
-            | FaultSpec::Registry {
-                at, random, window, ..
-            }
-            | FaultSpec::AckRelay {
-                at, random, window, ..
-            }
-            | FaultSpec::DiskFull {
-                at, random, window, ..
-            }
-            | FaultSpec::Connections {
-                at, random, window, ..
-            }
-            | FaultSpec::PowerLoss { at, random, window } => When {
-                at,
-                random: *random,
-                window: *window,
-            },
+        match self.what {
+            What::Kill { .. } => "kill",
+            What::Registry { .. } => "registry",
+            What::AckRelay { .. } => "ack-relay",
+            What::DiskFull { .. } => "disk-full",
+            What::Connections { .. } => "connections",
+            What::PowerLoss {} => "power-loss",
         }
     }
 
     /// What the fault does, checked.
     fn kind(&self) -> anyhow::Result<FaultKind> {
-        Ok(match self {
-            FaultSpec::Kill { restart_after, .. } => FaultKind::Kill {
+        Ok(match &self.what {
+            What::Kill { restart_after } => FaultKind::Kill {
                 restart_after: restart_after.map_or(Duration::from_millis(500), |d| d.0),
             },
-            FaultSpec::Registry {
+            What::Registry {
                 action: RegistryAction::Slow,
                 rate,
                 duration,
-                ..
             } => match rate {
                 Some(rate) if rate.is_finite() && *rate > 0.0 => FaultKind::RegistrySlow {
                     rate: *rate,
@@ -264,11 +254,10 @@ impl FaultSpec {
                 },
                 _ => bail!("a slow registry needs `rate` > 0 (requests per second)"),
             },
-            FaultSpec::Registry {
+            What::Registry {
                 action: RegistryAction::Stop,
                 rate,
                 duration,
-                ..
             } => {
                 ensure!(
                     rate.is_none(),
@@ -278,20 +267,17 @@ impl FaultSpec {
                     duration: duration.0,
                 }
             }
-            FaultSpec::AckRelay { duration, .. } => FaultKind::AckRelayDown {
+            What::AckRelay { duration } => FaultKind::AckRelayDown {
                 duration: duration.0,
             },
-            FaultSpec::DiskFull {
+            What::DiskFull {
                 duration,
                 limit_bytes,
-                ..
             } => FaultKind::DiskFull {
                 duration: duration.0,
                 limit_bytes: *limit_bytes,
             },
-            FaultSpec::Connections {
-                count, duration, ..
-            } => {
+            What::Connections { count, duration } => {
                 ensure!(
                     (1..=MAX_FAULT_CONNECTIONS).contains(count),
                     "`count`: between 1 and {MAX_FAULT_CONNECTIONS} connections"
@@ -301,7 +287,7 @@ impl FaultSpec {
                     duration: duration.map(|d| d.0),
                 }
             }
-            FaultSpec::PowerLoss { .. } => bail!(
+            What::PowerLoss {} => bail!(
                 "power-loss is checked by `landrush fsync-audit` (a syscall trace), not played \
                  in a rehearsal"
             ),
@@ -309,10 +295,10 @@ impl FaultSpec {
     }
 }
 
-impl When<'_> {
+impl When {
     /// The instants, random ones drawn from `seed` and the fault's number.
     fn instants(&self, seed: u64, number: u64) -> anyhow::Result<Vec<Duration>> {
-        let mut at: Vec<Duration> = match self.at {
+        let mut at: Vec<Duration> = match &self.at {
             None => Vec::new(),
             Some(OneOrMany::One(d)) => vec![d.0],
             Some(OneOrMany::Many(v)) => v.iter().map(|d| d.0).collect(),
@@ -348,7 +334,7 @@ pub fn resolve(specs: &[FaultSpec], seed: u64) -> anyhow::Result<Vec<Fault>> {
         let named =
             |e: anyhow::Error| e.context(format!("[[faults]] number {number} ({})", spec.name()));
         let kind = spec.kind().map_err(named)?;
-        let at = spec.when().instants(seed, number).map_err(named)?;
+        let at = spec.when.instants(seed, number).map_err(named)?;
         faults.extend(at.into_iter().map(|at| Fault {
             at,
             kind: kind.clone(),
@@ -429,6 +415,25 @@ mod tests {
                 limit_bytes: 0
             }
         }));
+    }
+
+    #[test]
+    fn a_fault_is_written_back_as_the_one_table_it_was_read_from() {
+        let read = specs(MIXED).unwrap();
+        #[derive(Serialize)]
+        struct F<'a> {
+            faults: &'a [FaultSpec],
+        }
+        let text = toml::to_string(&F { faults: &read }).unwrap();
+        assert_eq!(specs(&text).unwrap(), read, "{text}");
+        let json = serde_json::to_value(&read[1]).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, ["action", "at", "for", "kind", "rate"], "{json}");
     }
 
     #[test]

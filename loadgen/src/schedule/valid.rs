@@ -54,6 +54,16 @@ impl ValidScenario {
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
+
+    /// The same scenario with every client group upgrading its connections with STARTTLS
+    /// (`rehearse --tls`); nothing else changes, so its requests are the same.
+    pub fn with_starttls(&self) -> ValidScenario {
+        let mut tls = self.clone();
+        for group in &mut tls.scenario.clients.0 {
+            group.starttls = true;
+        }
+        tls
+    }
 }
 
 impl Deref for ValidScenario {

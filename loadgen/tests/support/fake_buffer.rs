@@ -1,13 +1,15 @@
 //! A fake buffer with one deliberate flaw (see [`Flaw`]): SMTP intake on barrage's SMTP server, an
-//! in-memory queue, barrage's handover API on a minimal HTTP server, acks by SMTP.
+//! in-memory queue chained as the contract says (`contract::chain`, the one definition), barrage's
+//! handover API on a minimal HTTP server (with `chain` and `/v1/public-key`), acks by SMTP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use barrage::smtp::{Envelope, MessageHandler, Reply, SmtpLimits, serve};
+use contract::chain::{Entry, canonical, genesis, hex, link, raw_sha256};
 use landrush::driver::smtp::wire::{Connection, Opened};
 use landrush::observe::parse_request_mail;
 use landrush::scenario::is_valid_domain;
@@ -38,7 +40,14 @@ pub enum Flaw {
     /// Accepts the request with this seq as sent but hands it over (and stores it) under another
     /// domain.
     OtherDomain(u64),
+    /// Stores and hands over the request with this seq as sent, but its chain link covers another
+    /// domain ([`STOLEN_DOMAIN`]), as after an edit made after chaining and undone: the served row
+    /// does not produce its served chain.
+    BadLink(u64),
 }
+
+/// The fake's journal id (the genesis of its chain).
+pub const JOURNAL_ID: &str = "00000000000000fa";
 
 /// The domain [`Flaw::OtherDomain`] hands over instead.
 pub const STOLEN_DOMAIN: &str = "stolen.fr";
@@ -60,12 +69,43 @@ struct Stored {
     sender: String,
     domain: String,
     raw: String,
+    raw_sha256: String,
+    /// `chain(seq)`, lowercase hex.
+    chain: String,
     landrush_id: Option<String>,
 }
 
-#[derive(Default)]
+/// The request form's fields as the fake stores them: only the domain.
+fn fields(domain: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("domain".to_string(), domain.to_string())])
+}
+
+impl Stored {
+    /// Links this row to `previous` (the chain before it) and returns its chain; the chained
+    /// domain is `domain`, normally the stored one.
+    fn link(&mut self, previous: &[u8; 32], domain: &str) -> [u8; 32] {
+        let fields = fields(domain);
+        let accepted_at = self.accepted_at.to_string();
+        let entry = Entry {
+            seq: self.seq,
+            accepted_at: &accepted_at,
+            intake: "smtp",
+            message_id: &self.message_id,
+            sender: &self.sender,
+            domain,
+            fields: &fields,
+            raw_sha256: &self.raw_sha256,
+        };
+        let chain = link(previous, &canonical(&entry));
+        self.chain = hex(&chain);
+        chain
+    }
+}
+
 struct Queue {
     next_seq: u64,
+    /// `chain(next_seq)`: every seq given is chained, in seq order, when it is given.
+    chain: [u8; 32],
     /// In handover order.
     items: Vec<Stored>,
     cursor: u64,
@@ -73,6 +113,19 @@ struct Queue {
     held: Option<Stored>,
     /// (sender, Message-ID) → seq, for RFC 1047 dedup.
     seen: HashMap<(String, String), u64>,
+}
+
+impl Queue {
+    fn new() -> Queue {
+        Queue {
+            next_seq: 0,
+            chain: genesis(JOURNAL_ID),
+            items: Vec::new(),
+            cursor: 0,
+            held: None,
+            seen: HashMap::new(),
+        }
+    }
 }
 
 struct AckJob {
@@ -85,6 +138,8 @@ struct AckJob {
 
 struct State {
     flaw: Flaw,
+    /// `GET /v1/public-key`'s body (the audit needs a key; the fake signs no checkpoint).
+    public_key: serde_json::Value,
     queue: Mutex<Queue>,
     crashed: AtomicBool,
     acks: mpsc::UnboundedSender<AckJob>,
@@ -201,15 +256,24 @@ impl MessageHandler for Intake {
                 state.event("handed another domain", seq, id.clone(), Some(mid.clone()));
                 domain = STOLEN_DOMAIN.into();
             }
-            let stored = Stored {
+            let mut stored = Stored {
                 seq,
                 accepted_at: Stamp::now(),
                 message_id: mid.clone(),
                 sender: sender.clone(),
                 domain,
                 raw: String::from_utf8_lossy(&message).into_owned(),
+                raw_sha256: raw_sha256(&message),
+                chain: String::new(),
                 landrush_id: id.clone(),
             };
+            let chained = if state.flaw == Flaw::BadLink(seq) {
+                state.event("chained another domain", seq, id.clone(), Some(mid.clone()));
+                STOLEN_DOMAIN.to_string()
+            } else {
+                stored.domain.clone()
+            };
+            queue.chain = stored.link(&queue.chain, &chained);
             let accepted_at = stored.accepted_at;
             let acked = stored.clone();
             let stored_now = match state.flaw {
@@ -257,9 +321,16 @@ impl FakeBuffer {
         let (relay, ack_relay) = tokio::sync::watch::channel(None);
         let (acks, jobs) = mpsc::unbounded_channel();
         let (writes, delayed) = mpsc::unbounded_channel();
+        use ring::signature::{Ed25519KeyPair, KeyPair};
+        let document = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        let key = Ed25519KeyPair::from_pkcs8(document.as_ref()).expect("the key it made");
         let state = Arc::new(State {
             flaw,
-            queue: Mutex::new(Queue::default()),
+            public_key: json!({
+                "algorithm": "ed25519",
+                "public_key": hex(key.public_key().as_ref()),
+            }),
+            queue: Mutex::new(Queue::new()),
             crashed: AtomicBool::new(false),
             acks,
             acks_pending: AtomicU64::new(0),
@@ -481,9 +552,13 @@ async fn serve_http(mut stream: TcpStream, state: Arc<State>) {
                     let mut v = json!({
                         "seq": s.seq,
                         "accepted_at": s.accepted_at.to_string(),
+                        "intake": "smtp",
                         "message_id": s.message_id,
                         "sender": s.sender,
                         "domain": s.domain,
+                        "fields": fields(&s.domain),
+                        "raw_sha256": s.raw_sha256,
+                        "chain": s.chain,
                     });
                     if raw {
                         v["raw"] = json!(s.raw);
@@ -491,8 +566,9 @@ async fn serve_http(mut stream: TcpStream, state: Arc<State>) {
                     v
                 })
                 .collect();
-            json!({ "requests": requests })
+            json!({ "journal_id": JOURNAL_ID, "requests": requests })
         }
+        ("GET", "/v1/public-key") => state.public_key.clone(),
         ("POST", "/v1/cursor") => {
             let through = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()

@@ -219,6 +219,7 @@ mod tests {
             outcome: Outcome::Indeterminate,
             group: None,
             raw_sha256: None,
+            tls_handshake_us: None,
         }
     }
 

@@ -168,6 +168,34 @@ pub fn handover_delay(records: &RunRecords) -> Percentiles {
     latency::percentiles(&histogram)
 }
 
+/// The STARTTLS handshakes the SMTP driver timed (`tls_handshake_us` of sent.jsonl): one per
+/// connection that did one, so reused connections do not dilute the figure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Handshakes {
+    #[serde(flatten)]
+    pub percentiles: Percentiles,
+    /// The mean handshake, ms.
+    #[serde(default)]
+    pub mean: f64,
+}
+
+/// The distribution of the STARTTLS handshakes recorded in sent.jsonl.
+pub fn tls_handshakes(records: &RunRecords) -> Handshakes {
+    let mut histogram = micros_histogram();
+    for us in records.sent.iter().filter_map(|s| s.tls_handshake_us) {
+        latency::record(&mut histogram, i64::try_from(us).unwrap_or(i64::MAX));
+    }
+    let mean = if histogram.is_empty() {
+        0.0
+    } else {
+        latency::round_ms(histogram.mean() / 1000.0)
+    };
+    Handshakes {
+        percentiles: latency::percentiles(&histogram),
+        mean,
+    }
+}
+
 /// A request's outcome over all its transmissions (contract: Indeterminate outcomes): accepted
 /// if any was, else indeterminate if any was, else refused if any was, else failed.
 pub(crate) fn request_outcome(attempts: &[&SentRecord]) -> Outcome {

@@ -511,6 +511,7 @@ fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> Se
         // The web users are one group of their own.
         group: Some(WEB_GROUP.into()),
         raw_sha256: None,
+        tls_handshake_us: None,
     }
 }
 

@@ -126,6 +126,16 @@ pub(super) struct Session {
     /// When the firing threads wrote the staged transaction's next bytes (DATA, or the whole
     /// message when DATA was staged too), if they did.
     fired: Option<Instant>,
+    /// The STARTTLS handshake of the connection just opened, until a transmission records it.
+    tls_handshake: Option<Duration>,
+}
+
+impl Session {
+    /// Takes `conn` as the session's connection.
+    fn connected(&mut self, conn: Connection) {
+        self.tls_handshake = conn.tls_handshake();
+        self.conn = Some(conn);
+    }
 }
 
 /// What became of one transmission.
@@ -137,6 +147,8 @@ struct Transmission {
     error: Option<String>,
     /// Whether the reply is the one to the message (after end of data), not to the envelope.
     after_data: bool,
+    /// The STARTTLS handshake of the connection this transmission opened.
+    tls_handshake: Option<Duration>,
 }
 
 impl Transmission {
@@ -147,6 +159,7 @@ impl Transmission {
             reply: None,
             error: Some(error_class(error)),
             after_data: false,
+            tls_handshake: None,
         }
     }
 
@@ -164,6 +177,7 @@ impl Transmission {
             reply: Some(reply),
             error: None,
             after_data: false,
+            tls_handshake: None,
         }
     }
 }
@@ -372,11 +386,11 @@ async fn pre_connect(ctx: &Ctx, session: &mut Session, stats: &mut Stats, first:
         {
             Ok(None) => {
                 session.staged = if data { Staged::Data } else { Staged::Rcpt };
-                session.conn = Some(conn);
+                session.connected(conn);
             }
             Ok(Some(_)) => {
                 stats.pre_connect_failed += 1;
-                session.conn = Some(conn);
+                session.connected(conn);
             }
             Err(_) => stats.pre_connect_failed += 1,
         }
@@ -502,8 +516,11 @@ async fn transmit(
 ) -> Transmission {
     let live = &ctx.live;
     live.in_flight.fetch_add(1, Ordering::Relaxed);
-    let sent = transmit_inner(ctx, session, request, message, drop_after_dot).await;
+    let mut sent = transmit_inner(ctx, session, request, message, drop_after_dot).await;
     live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    // Recorded by the first transmission after the handshake (a pre-connected client's first
+    // request included), so each handshake counts once.
+    sent.tls_handshake = session.tls_handshake.take();
     sent
 }
 
@@ -551,7 +568,7 @@ async fn envelope(
         session.fired = None;
         session.on_conn = 0;
         match ctx.open(request.client).await {
-            Ok(Opened::Ready(conn)) => session.conn = Some(conn),
+            Ok(Opened::Ready(conn)) => session.connected(conn),
             Ok(Opened::Refused(reply)) => return Envelope::Ended(Transmission::refused(reply)),
             Err(e) => return Envelope::Ended(Transmission::failed(&e)),
         }
@@ -635,6 +652,7 @@ async fn send_message(
         reply: None,
         error: None,
         after_data: true,
+        tls_handshake: None,
     };
     if drop_after_dot {
         if let Some(conn) = session.conn.take() {
@@ -736,6 +754,7 @@ async fn emit(
         outcome,
         group: Some(ctx.group_name(request.group).to_string()),
         raw_sha256: Some(raw_sha256),
+        tls_handshake_us: sent.tls_handshake.map(|d| d.as_micros() as u64),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
     let _ = sink

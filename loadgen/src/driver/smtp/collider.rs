@@ -195,5 +195,6 @@ fn web_record(
         outcome,
         group: Some(ctx.group_name(group).to_string()),
         raw_sha256: None,
+        tls_handshake_us: None,
     }
 }

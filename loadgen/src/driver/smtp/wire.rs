@@ -79,6 +79,8 @@ pub struct Connection {
     deadline: Instant,
     /// Every write trickled at this many bytes a second (a slowloris), if set.
     trickle: Option<u64>,
+    /// How long the STARTTLS handshake took, when the connection did one.
+    tls_handshake: Option<Duration>,
 }
 
 /// Where and how a connection is opened.
@@ -167,6 +169,7 @@ impl Connection {
             reply_timeout,
             deadline,
             trickle,
+            tls_handshake: None,
         };
         let greeting = conn.read_reply().await?;
         if greeting.code != 220 {
@@ -222,7 +225,8 @@ impl Connection {
             // Bytes after the 220 came in plain text: they cannot be the server's (CVE-2011-0411).
             return Err(SmtpError::Protocol("data after the 220 to STARTTLS".into()));
         }
-        let limit = (Instant::now() + self.reply_timeout).min(self.deadline);
+        let begun = Instant::now();
+        let limit = (begun + self.reply_timeout).min(self.deadline);
         let handshake = tls.connector.connect(tls.server_name.clone(), tcp);
         let stream = match tokio::time::timeout_at(limit, handshake).await {
             Ok(stream) => stream?,
@@ -234,6 +238,7 @@ impl Connection {
             pos: 0,
             receiver: ResponseReceiver::default(),
             pipelining: false,
+            tls_handshake: Some(begun.elapsed()),
             ..self
         })
     }
@@ -252,6 +257,11 @@ impl Connection {
             Either::Left(tcp) if self.trickle.is_none() => tcp.try_write(bytes),
             _ => Err(std::io::ErrorKind::Unsupported.into()),
         }
+    }
+
+    /// How long this connection's STARTTLS handshake took (`None`: it did none).
+    pub fn tls_handshake(&self) -> Option<Duration> {
+        self.tls_handshake
     }
 
     /// Writes bytes, bounded by the reply timeout and the deadline (trickled on a slowloris
