@@ -3,6 +3,9 @@
 //! seq order: seqs gap-free from 1, accepted-at never decreasing, every row's `raw_sha256` and
 //! chain link; then, when the ack outbox is in use, exactly one outbox row per request that has
 //! an ack address; then the cursor at or below the last seq. It stops at the first bad seq.
+//! [`postgres`] does the same on the PostgreSQL journal (`--journal URL`).
+
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +34,8 @@ pub enum Problem {
     StrayOutboxRow,
     /// The cursor is beyond the last stored seq.
     CursorBeyond { cursor: u64, last_seq: u64 },
+    /// PostgreSQL: the counter row names another last seq than the last stored row's.
+    CounterDisagrees { counter: u64 },
 }
 
 impl fmt::Display for Problem {
@@ -62,6 +67,11 @@ impl fmt::Display for Problem {
             Problem::CursorBeyond { cursor, last_seq } => {
                 write!(f, "the cursor {cursor} is beyond the last seq {last_seq}")
             }
+            Problem::CounterDisagrees { counter } => write!(
+                f,
+                "the counter row says seq {counter} was the last given out, but this seq \
+                 follows the last stored row (rows at the end deleted, or the counter edited)"
+            ),
         }
     }
 }

@@ -45,8 +45,11 @@ enum Command {
     /// cursor at or below the last seq. Exits 0 with a summary, or 1 naming the first bad seq.
     Audit {
         /// The data dir of the journal to check (barrage may be serving it).
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
+        #[arg(long, value_name = "DIR", required_unless_present = "journal")]
+        data_dir: Option<PathBuf>,
+        /// The PostgreSQL journal to check instead, postgres://USER@HOST:PORT/DB.
+        #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+        journal: Option<String>,
     },
 }
 
@@ -70,6 +73,11 @@ struct ServeArgs {
     /// [default: ./barrage-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Keep the journal in PostgreSQL, shared with other barrage nodes, instead of SQLite in
+    /// the data dir: postgres://USER@HOST:PORT/DB (several HOST:PORT, comma-separated, with
+    /// ?target_session_attrs=read-write to follow a failover). Same as `[journal] url`.
+    #[arg(long, value_name = "URL")]
+    journal: Option<String>,
     /// Address of the SMTP intake. [default: 127.0.0.1:2525]
     #[arg(long, value_name = "ADDR")]
     smtp: Option<SocketAddr>,
@@ -129,6 +137,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(dir) = args.data_dir {
                 config.data_dir = dir;
             }
+            if let Some(url) = args.journal {
+                config.journal.url = Some(url);
+            }
             if let Some(addr) = args.smtp {
                 config.smtp.listen = addr;
             }
@@ -160,16 +171,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Audit { data_dir } => match crate::audit::audit(&data_dir)? {
-            Ok(summary) => {
-                println!("{summary}");
-                Ok(())
+        Command::Audit { data_dir, journal } => {
+            let (outcome, what) = match (&data_dir, &journal) {
+                (_, Some(url)) => {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let outcome = runtime.block_on(crate::audit::postgres::audit(url))?;
+                    let what = format!(
+                        "the journal in {} does not verify; keep a copy of the database \
+                         (pg_dump) as evidence",
+                        crate::journal::postgres::describe(url)
+                    );
+                    (outcome, what)
+                }
+                (Some(dir), None) => {
+                    let what = format!(
+                        "the journal of {} does not verify; keep a copy of the data dir as \
+                         evidence",
+                        dir.display()
+                    );
+                    (crate::audit::audit(dir)?, what)
+                }
+                (None, None) => anyhow::bail!("give --data-dir DIR or --journal URL"),
+            };
+            match outcome {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(finding) => Err(anyhow::Error::new(finding).context(what)),
             }
-            Err(finding) => Err(anyhow::Error::new(finding).context(format!(
-                "the journal of {} does not verify; keep a copy of the data dir as evidence",
-                data_dir.display()
-            ))),
-        },
+        }
         Command::Ack(AckCommand::Preview { config }) => {
             let config = Config::load(&config)?;
             let Some(ack) = &config.ack else {

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use crate::ack::AckConfig;
 use crate::anvil::ClientLimits;
 use crate::intake::web::WebLimits;
+use crate::journal::postgres::PostgresOptions;
 use crate::journal::sqlite::SqliteOptions;
 use crate::journal::sqlite::storage::StorageOptions;
 use crate::smtp::{Recipients, SmtpLimits, SmtpTls};
@@ -123,9 +124,16 @@ pub struct WebConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JournalConfig {
+    /// A PostgreSQL journal shared by several nodes (`postgres://USER@HOST:PORT/DB`); `None`:
+    /// the SQLite journal in the data dir.
+    pub url: Option<String>,
     pub max_batch: usize,
     pub queue_capacity: usize,
     pub dedup_window_secs: u64,
+    /// PostgreSQL: connections this node keeps to the database.
+    pub pool_size: usize,
+    /// PostgreSQL: how long a node owns the acks it claimed before another node may send them.
+    pub ack_lease_secs: u64,
 }
 
 impl Default for Config {
@@ -217,9 +225,12 @@ impl Default for JournalConfig {
     fn default() -> Self {
         let options = SqliteOptions::default();
         JournalConfig {
+            url: None,
             max_batch: options.max_batch,
             queue_capacity: options.queue_capacity,
             dedup_window_secs: (options.dedup_window_us / 1_000_000) as u64,
+            pool_size: 8,
+            ack_lease_secs: 60,
         }
     }
 }
@@ -282,6 +293,20 @@ impl Config {
         anyhow::ensure!(
             j.queue_capacity >= j.max_batch,
             "journal.queue_capacity must be at least journal.max_batch"
+        );
+        if let Some(url) = &j.url {
+            anyhow::ensure!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "journal.url (--journal) must be a PostgreSQL URL, postgres://USER@HOST:PORT/DB"
+            );
+        }
+        anyhow::ensure!(
+            (1..=64).contains(&j.pool_size),
+            "journal.pool_size must be between 1 and 64"
+        );
+        anyhow::ensure!(
+            j.ack_lease_secs >= 1,
+            "journal.ack_lease_secs must be at least 1"
         );
         if let Some(ack) = &self.ack {
             ack.validate()?;
@@ -384,6 +409,22 @@ impl Config {
         let certificates = Certificates::load(cert, key, &[b"http/1.1"])
             .context("web.tls_cert / web.tls_key cannot be used")?;
         Ok(Some(certificates))
+    }
+
+    /// The PostgreSQL journal's options, when `journal.url` names one.
+    pub fn postgres_options(&self) -> Option<PostgresOptions> {
+        let j = &self.journal;
+        Some(PostgresOptions {
+            url: j.url.clone()?,
+            max_batch: j.max_batch,
+            queue_capacity: j.queue_capacity,
+            dedup_window_us: j.dedup_window_secs as i64 * 1_000_000,
+            acks: self.ack.is_some(),
+            pool_size: j.pool_size,
+            ack_lease_us: j.ack_lease_secs as i64 * 1_000_000,
+            max_queue_depth: self.storage.max_queue_depth,
+            page_bytes: self.storage.max_page_bytes,
+        })
     }
 
     pub fn journal_options(&self) -> SqliteOptions {

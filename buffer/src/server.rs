@@ -1,5 +1,6 @@
 //! `barrage serve`: opens and locks the data dir (private: see [`privacy`]), fits the connection
-//! limits into the descriptors it has ([`descriptors`]), starts the journal, the SMTP and web
+//! limits into the descriptors it has ([`descriptors`]), starts the journal (SQLite in the data
+//! dir, or PostgreSQL with `--journal postgres://…`: the same services on either), the SMTP and web
 //! intakes and the handover API, and shuts them down in order on SIGTERM/SIGINT, checkpointing
 //! the WAL last so `barrage.db` alone is the complete journal.
 
@@ -19,6 +20,9 @@ use crate::endpoints::Endpoints;
 use crate::intake::IntakeCounters;
 use crate::intake::smtp::SmtpIntake;
 use crate::intake::web::WebIntake;
+use crate::journal::Journal;
+use crate::journal::outbox::AckOutbox;
+use crate::journal::postgres::PostgresJournal;
 use crate::journal::privacy;
 use crate::journal::sqlite::SqliteJournal;
 
@@ -78,21 +82,46 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     // Logged absolute: a relative `./barrage-data` started elsewhere is another journal.
     config.data_dir = std::fs::canonicalize(&config.data_dir)
         .with_context(|| format!("cannot resolve data dir {}", config.data_dir.display()))?;
-    let journal = Arc::new(
-        SqliteJournal::open(&config.data_dir, config.journal_options())
-            .with_context(|| format!("cannot open the journal in {}", config.data_dir.display()))?,
-    );
-    for warning in privacy::exposed_entries(&config.data_dir)? {
-        tracing::warn!("{warning}");
+    if let Some(options) = config.postgres_options() {
+        let journal = Arc::new(PostgresJournal::open(options).await?);
+        let stats = Journal::stats(&*journal);
+        tracing::info!(
+            "journal {} on PostgreSQL: last seq {}, cursor {}",
+            journal.journal_id(),
+            stats.accepted,
+            stats.cursor
+        );
+        run(&config, journal).await?;
+    } else {
+        let journal = Arc::new(
+            SqliteJournal::open(&config.data_dir, config.journal_options()).with_context(|| {
+                format!("cannot open the journal in {}", config.data_dir.display())
+            })?,
+        );
+        for warning in privacy::exposed_entries(&config.data_dir)? {
+            tracing::warn!("{warning}");
+        }
+        let stats = Journal::stats(&*journal);
+        tracing::info!(
+            "journal {} in {}: last seq {}, cursor {}",
+            journal.instance_id(),
+            config.data_dir.display(),
+            stats.accepted,
+            stats.cursor
+        );
+        run(&config, journal.clone()).await?;
+        match journal.checkpoint() {
+            Ok(()) => tracing::info!("journal checkpointed: barrage.db alone is complete"),
+            Err(e) => tracing::warn!("{e:#}"),
+        }
     }
-    let stats = crate::journal::Journal::stats(&*journal);
-    tracing::info!(
-        "journal {} in {}: last seq {}, cursor {}",
-        journal.instance_id(),
-        config.data_dir.display(),
-        stats.accepted,
-        stats.cursor
-    );
+    Endpoints::remove(&config.data_dir);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Serves on `journal` until SIGTERM or SIGINT, then stops the services in order.
+async fn run<J: Journal + AckOutbox>(config: &Config, journal: Arc<J>) -> anyhow::Result<()> {
     // Before any listener: a configured key that cannot be used stops the start here.
     let signer =
         crate::signing::Signer::from_config(config.signing.key_file.as_deref(), &config.data_dir)?;
@@ -101,39 +130,35 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
          (SHA-256 of the public key; GET /v1/public-key)",
         signer.fingerprint()
     );
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(config).await?;
     let endpoints = listeners.endpoints()?;
     // Before the endpoints file and READY=1 say barrage runs: a SIGTERM from then on stops it
     // cleanly, never kills it with the signal's default action.
     let stopped = stop_signal()?;
     endpoints.write(&config.data_dir)?;
+    let journal_at = match &config.journal.url {
+        Some(url) => crate::journal::postgres::describe(url),
+        None => config.data_dir.display().to_string(),
+    };
     tracing::info!(
         "barrage {} serving: SMTP intake on {}, web intake on {}, handover API on http://{}, \
-         journal in {}",
+         journal in {journal_at}",
         env!("CARGO_PKG_VERSION"),
         endpoints.smtp,
         endpoints
             .web
             .map_or("(none)".to_string(), |a| format!("http://{a}/")),
         endpoints.http,
-        config.data_dir.display()
     );
 
     let stop = CancellationToken::new();
-    let services = Services::start(&config, listeners, journal.clone(), Arc::new(signer), &stop)?;
+    let services = Services::start(config, listeners, journal.clone(), Arc::new(signer), &stop)?;
     crate::notify::ready(&journal);
     stopped.await;
     crate::notify::stopping();
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     stop.cancel();
-    services.finish().await?;
-    match journal.checkpoint() {
-        Ok(()) => tracing::info!("journal checkpointed: barrage.db alone is complete"),
-        Err(e) => tracing::warn!("{e:#}"),
-    }
-    Endpoints::remove(&config.data_dir);
-    tracing::info!("stopped cleanly");
-    Ok(())
+    services.finish().await
 }
 
 /// Clamps the connection limits into `nofile` descriptors, with a warning naming what to raise.
@@ -220,10 +245,10 @@ struct Services {
 }
 
 impl Services {
-    fn start(
+    fn start<J: Journal + AckOutbox>(
         config: &Config,
         listeners: Listeners,
-        journal: Arc<SqliteJournal>,
+        journal: Arc<J>,
         signer: Arc<crate::signing::Signer>,
         stop: &CancellationToken,
     ) -> anyhow::Result<Self> {
@@ -260,7 +285,7 @@ impl Services {
         let acks = crate::ack::start(
             config.ack.as_ref(),
             journal.clone(),
-            journal.instance_id(),
+            journal.journal_id(),
             &config.hostname,
             signer.clone(),
             stop.clone(),

@@ -730,3 +730,94 @@ async fn remote_targets_must_be_named() {
             .is_ok()
     );
 }
+
+/// An intake node that is down the way a stopping MTA is: it accepts the connection, says
+/// `421` and closes.
+async fn node_saying_421() -> SocketAddr {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"421 4.3.2 shutting down\r\n").await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() {
+    use landrush::driver::smtp::targets::Targets;
+    let s = scenario(
+        12,
+        "",
+        "model = \"constant\"\nrate = 200\nduration = \"600ms\"",
+        "",
+    );
+    let (a, b) = (
+        server(Handler::default()).await,
+        server(Handler::default()).await,
+    );
+    let targets = Targets::new(vec![a.addr, b.addr]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spread = tokio::time::timeout(
+        TEST_LIMIT,
+        run_scenario(&s, targets.clone(), dir.path(), quiet()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let sent = records(dir.path());
+    assert_eq!(
+        spread.info.accepted,
+        sent.len() as u64,
+        "every request accepted"
+    );
+    // Each request arrived at its client's own node, as the seed picked it.
+    let at: HashMap<String, usize> = [&a, &b]
+        .iter()
+        .enumerate()
+        .flat_map(|(n, srv)| {
+            let got = srv.handler.got.lock().unwrap().clone();
+            got.into_iter().map(move |g| (g.landrush_id, n))
+        })
+        .collect();
+    for r in &sent {
+        assert_eq!(at[&r.id], targets.preferred(s.seed, r.client), "{r:?}");
+    }
+    let nodes_used: BTreeSet<usize> = at.values().copied().collect();
+    assert_eq!(nodes_used.len(), 2, "both nodes got clients");
+    assert_eq!(spread.info.target_addr, targets.label());
+
+    // Node 0 down (421 at the greeting): its clients go to node 1, nothing is lost.
+    let down = node_saying_421().await;
+    let c = server(Handler::default()).await;
+    let with_down = Targets::new(vec![down, c.addr]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = tokio::time::timeout(
+        TEST_LIMIT,
+        run_scenario(&s, with_down.clone(), dir.path(), quiet()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let sent = records(dir.path());
+    assert!(
+        sent.iter().all(|r| r.outcome == Outcome::Accepted),
+        "{sent:?}"
+    );
+    assert_eq!(c.handler.got.lock().unwrap().len(), sent.len());
+    // Each client opens one connection and keeps it: one move to the next node per client.
+    let rescued = sent
+        .iter()
+        .filter(|r| with_down.preferred(s.seed, r.client) == 0)
+        .map(|r| r.client)
+        .collect::<BTreeSet<u32>>()
+        .len() as u64;
+    assert!(rescued > 0, "some clients preferred the node that was down");
+    assert!(
+        run.info.errors["node down: connected to the next one"] >= rescued,
+        "{:?}",
+        run.info.errors
+    );
+}

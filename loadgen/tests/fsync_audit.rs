@@ -81,7 +81,7 @@ async fn barrage_passes_the_fsync_audit() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = dir.path().join("barrage.toml");
-    std::fs::write(&config, buffer_config(&data, None)).unwrap();
+    std::fs::write(&config, buffer_config(&data, None, None)).unwrap();
     let program = BufferProgram::landrush_at(env!("CARGO_BIN_EXE_landrush"));
     let target = AuditTarget::barrage(&program, &data, &config);
     let report = tokio::time::timeout(

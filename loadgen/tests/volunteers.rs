@@ -147,7 +147,7 @@ fn reserve_port() -> u16 {
 async fn start_barrage(root: &Path, http_port: u16, ack_sink: Option<SocketAddr>) -> Buffer {
     let data_dir = root.join("barrage-data");
     let config = root.join("barrage.toml");
-    std::fs::write(&config, buffer_config(&data_dir, ack_sink)).unwrap();
+    std::fs::write(&config, buffer_config(&data_dir, ack_sink, None)).unwrap();
     let program = BufferProgram::landrush_at(LANDRUSH);
     let spec = BufferSpec {
         extra_args: program.extra_serve_args(),

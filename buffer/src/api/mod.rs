@@ -147,7 +147,10 @@ async fn list_requests<J: Journal>(
         Ok(Query(query)) => query,
         Err(e) => return problem(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    let last = state.journal.stats().accepted;
+    let last = match state.journal.last_seq().await {
+        Ok(last) => last,
+        Err(e) => return journal_problem(e),
+    };
     let journal_id = state.journal.journal_id().to_string();
     if query.after > last {
         let message = format!(
@@ -173,7 +176,10 @@ async fn public_key<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Respon
 /// A signed checkpoint of the newest committed request (`chain(0)` and seq 0 when empty).
 async fn checkpoint<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response {
     let journal_id = state.journal.journal_id().to_string();
-    let last = state.journal.stats().accepted;
+    let last = match state.journal.last_seq().await {
+        Ok(last) => last,
+        Err(e) => return journal_problem(e),
+    };
     let (accepted_at, chain) = if last == 0 {
         let genesis = contract::chain::genesis(&journal_id);
         (None, contract::chain::hex(&genesis))

@@ -1,11 +1,13 @@
 //! The journal: the durable, totally ordered record of accepted requests, the registration
 //! system's cursor, and (with acks) the ack outbox.
 //!
-//! [`Journal`] is the interface the intakes and the handover API use; [`sqlite::SqliteJournal`] is
-//! the one implementation today (an embedded SQLite file with a single group-committing writer).
-//! A shared networked store for multi-node intake would be a second implementation.
+//! [`Journal`] is the interface the intakes and the handover API use. Two implementations:
+//! [`sqlite::SqliteJournal`] (an embedded SQLite file with a single group-committing writer, the
+//! default) and [`postgres::PostgresJournal`] (a PostgreSQL database shared by several intake
+//! nodes, each with its own group-committing writer, one counter row ordering them all).
 
 pub mod outbox;
+pub mod postgres;
 pub mod privacy;
 pub mod sqlite;
 
@@ -158,6 +160,13 @@ pub trait Journal: Send + Sync + 'static {
 
     fn stats(&self) -> JournalStats;
 
+    /// The highest committed seq now, as the handover needs it: for a journal other nodes also
+    /// write, read from the store, not from [`Journal::stats`]' cached counters.
+    fn last_seq(&self) -> impl Future<Output = Result<u64, JournalError>> + Send {
+        let last = self.stats().accepted;
+        async move { Ok(last) }
+    }
+
     /// Whether a new request may come in now; asked before its data is read. Counted in
     /// [`JournalStats`] when refused.
     fn admission(&self) -> Result<(), Refusal> {
@@ -197,6 +206,51 @@ pub fn content_digest(request: &NewRequest) -> [u8; 32] {
         hash.update(&request.raw);
     }
     hash.finalize().into()
+}
+
+/// A request's digests, computed by the caller off the journal's writer (contract: Provable
+/// order, Retransmission).
+pub(crate) struct Digests {
+    /// For dedup (see [`content_digest`]).
+    pub content: [u8; 32],
+    /// `raw_sha256`, lowercase hex, for the chain.
+    pub raw: String,
+    /// The request's part of `canonical(n)`: the writer adds only the seq and the time.
+    pub middle: contract::chain::Middle,
+}
+
+impl Digests {
+    pub fn of(request: &NewRequest) -> Digests {
+        let content = content_digest(request);
+        // A mail's content digest is the SHA-256 of its raw bytes already: not hashed twice.
+        let raw = if request.intake == "http" {
+            contract::chain::raw_sha256(&request.raw)
+        } else {
+            contract::chain::hex(&content)
+        };
+        let middle = contract::chain::Middle::of(&contract::chain::Entry {
+            seq: 0,
+            accepted_at: "",
+            intake: request.intake,
+            message_id: &request.message_id,
+            sender: &request.sender,
+            domain: &request.domain,
+            fields: &request.fields,
+            raw_sha256: &raw,
+        });
+        Digests {
+            content,
+            raw,
+            middle,
+        }
+    }
+}
+
+/// About what a row takes in a page's JSON (pages are bounded by bytes as well as rows).
+pub(crate) fn row_bytes(row: &StoredRequest) -> usize {
+    let fields: usize = row.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    let text = row.message_id.len() + row.sender.len() + row.domain.len();
+    text + fields + row.raw.as_ref().map_or(0, String::len) + 160
 }
 
 /// The current time in microseconds since the epoch.

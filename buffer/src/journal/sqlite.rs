@@ -33,8 +33,8 @@ pub use backup::backup;
 pub use identity::FILE as HIGH_WATER_MARK_FILE;
 
 use super::{
-    Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest, Ticket,
-    content_digest, format_micros, now_micros,
+    Digests, Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest,
+    Ticket, format_micros, now_micros, row_bytes,
 };
 
 /// The most rows one fetch returns, whatever the caller asks.
@@ -100,16 +100,6 @@ impl Default for SqliteOptions {
             storage: StorageOptions::default(),
         }
     }
-}
-
-/// A request's digests, computed by the caller off the writer thread.
-struct Digests {
-    /// For dedup (see [`content_digest`]).
-    content: [u8; 32],
-    /// `raw_sha256`, lowercase hex, for the chain.
-    raw: String,
-    /// The request's part of `canonical(n)`: the writer adds only the seq and the time.
-    middle: contract::chain::Middle,
 }
 
 /// What the writer thread is asked to do.
@@ -746,27 +736,7 @@ impl WriterState {
 
 impl Journal for SqliteJournal {
     async fn append(&self, request: NewRequest) -> Result<Ticket, JournalError> {
-        let content = content_digest(&request);
-        let raw = if request.intake == "http" {
-            contract::chain::raw_sha256(&request.raw)
-        } else {
-            contract::chain::hex(&content)
-        };
-        let middle = contract::chain::Middle::of(&contract::chain::Entry {
-            seq: 0,
-            accepted_at: "",
-            intake: request.intake,
-            message_id: &request.message_id,
-            sender: &request.sender,
-            domain: &request.domain,
-            fields: &request.fields,
-            raw_sha256: &raw,
-        });
-        let digests = Box::new(Digests {
-            content,
-            raw,
-            middle,
-        });
+        let digests = Box::new(Digests::of(&request));
         self.send(|tx| Command::Append(request, digests, tx)).await
     }
 
@@ -882,13 +852,6 @@ impl Journal for SqliteJournal {
     fn not_ready(&self) -> Option<NotReady> {
         self.why_not_ready()
     }
-}
-
-/// About what a row takes in a page's JSON.
-fn row_bytes(row: &StoredRequest) -> usize {
-    let fields: usize = row.fields.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
-    let text = row.message_id.len() + row.sender.len() + row.domain.len();
-    text + fields + row.raw.as_ref().map_or(0, String::len) + 160
 }
 
 #[cfg(test)]

@@ -53,7 +53,7 @@ pub async fn fsync_audit_command(args: FsyncAuditArgs) -> anyhow::Result<ExitCod
     };
     std::fs::create_dir_all(&out)?;
     let config = out.join("barrage.toml");
-    std::fs::write(&config, buffer_config(data.path(), None))?;
+    std::fs::write(&config, buffer_config(data.path(), None, None))?;
     let target = AuditTarget::barrage(&program, data.path(), &config);
     let report = run_audit(&target, &scenario, &out, &args.journal_suffix).await?;
     print!("{}", report.render());

@@ -278,6 +278,8 @@ fn run_flags(run: &RunSpec) -> RehearsalFlags {
         progress: false,
         // A gate's run folder holds only this run.
         existing: Existing::Overwrite,
+        // The scenario's own [buffer], if any.
+        buffer: Default::default(),
         // STARTTLS comes from the scenario's client groups (`starttls = true`).
         tls: None,
     }

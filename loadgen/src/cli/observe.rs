@@ -84,7 +84,7 @@ impl Observers {
                 config.token = token.clone();
                 config.rate = args.registry_rate;
                 let registry = Registry::start(config, &out.join(HANDED))?;
-                let sampler = Sampler::start(url.clone(), token, &out.join(STATS))?;
+                let sampler = Sampler::start(vec![url.clone()], token, &out.join(STATS))?;
                 (Some(registry), Some(sampler))
             }
             None => (None, None),

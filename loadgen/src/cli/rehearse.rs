@@ -20,6 +20,7 @@ use crate::rehearse::options::{Handover, RehearseOptions, Target};
 use crate::rehearse::tls::RehearsalTls;
 use crate::rehearse::{Rehearsal, rehearse};
 use crate::scenario::Start;
+use crate::scenario::buffer::{BufferSection, JournalKind};
 use crate::schedule::ValidScenario;
 
 /// `landrush rehearse`: the whole rehearsal in one command.
@@ -116,6 +117,22 @@ pub struct RehearseArgs {
     #[arg(long)]
     pub keep_data: bool,
 
+    /// Start this many intake nodes sharing one journal (needs --journal postgres), the
+    /// clients spread over them as over equal-preference MX records [default: the scenario's
+    /// [buffer] nodes, or 1].
+    #[arg(long, value_name = "N", conflicts_with = "target")]
+    pub nodes: Option<u32>,
+
+    /// The journal of the buffer landrush starts: `sqlite` (one file, one node) or `postgres`
+    /// (a throwaway PostgreSQL cluster in OUT/postgres) [default: the scenario's [buffer]
+    /// journal, or sqlite].
+    #[arg(long, value_name = "KIND", conflicts_with = "target")]
+    pub journal: Option<JournalKind>,
+
+    /// Give the PostgreSQL primary a synchronous standby (needs --journal postgres), which a
+    /// `postgres` fault with action = "failover" promotes.
+    #[arg(long, conflicts_with = "target")]
+    pub standby: bool,
     /// Rehearse STARTTLS: the buffer gets a throwaway certificate (OUT/tls/) with smtp.tls =
     /// MODE, and every client group upgrades with STARTTLS, trusting that certificate only.
     /// Without it, a scenario whose client groups say `starttls = true` gets the same with `may`.
@@ -141,7 +158,11 @@ What happens:
   2. barrage starts as a child process (landrush's own executable, `landrush buffer serve`) on
      free loopback ports in a temporary data dir, its [ack] relay pointed at the sink
      (OUT/barrage.toml, its log in OUT/buffer.log); with --tls, over a throwaway certificate
-     authority and certificate made for the run (OUT/tls/), which the clients trust;
+     authority and certificate made for the run (OUT/tls/), which the clients trust.
+     With --journal postgres (or a [buffer] section) a throwaway PostgreSQL cluster starts
+     first in OUT/postgres (and a synchronous standby with --standby), and --nodes N nodes start
+     on it, each with OUT/barrage-K.toml and OUT/buffer-K.log; the clients are spread over the
+     nodes from the seed, and a client whose node is down connects to the next one;
   3. the fake registration system pulls the handover API into OUT/handed.jsonl, and /v1/stats is
      sampled every 250 ms into OUT/stats.jsonl;
   4. the scenario is played (OUT/sent.jsonl, run.json, histograms);
@@ -163,6 +184,8 @@ Examples:
   landrush rehearse scenarios/landrush-2004.toml
   landrush rehearse scenarios/ci-smoke.toml --out runs/smoke --registry-rate 200
   landrush rehearse scenarios/ci-smoke.toml --barrage target/release/barrage
+  landrush rehearse scenarios/ci-smoke.toml --nodes 2 --journal postgres --standby
+  landrush rehearse scenarios/ha-failover.toml
   # every client over STARTTLS, barrage serving a certificate made for the run:
   landrush rehearse scenarios/ci-smoke.toml --tls=required
   # a buffer already running (its ack relay pointed at 127.0.0.1:2526):
@@ -196,6 +219,8 @@ pub struct RehearsalFlags {
     pub keep_data: bool,
     pub progress: bool,
     pub existing: Existing,
+    /// `--nodes`, `--journal`, `--standby`: over the scenario's [buffer], key by key.
+    pub buffer: BufferSection,
     /// STARTTLS over a throwaway certificate (`--tls`).
     pub tls: Option<RehearsalTls>,
 }
@@ -244,6 +269,7 @@ impl RehearsalFlags {
             scenario_file: Some(scenario_file.to_path_buf()),
             progress: self.progress,
             keep_data: self.keep_data,
+            buffer: self.buffer,
             tls: self.tls,
             check: CheckOptions {
                 clock_tolerance_us: self.clock_tolerance.as_micros() as u64,
@@ -275,6 +301,11 @@ impl RehearseArgs {
             keep_data: self.keep_data,
             progress: !self.quiet,
             existing: Existing::overwrite_if(self.overwrite),
+            buffer: BufferSection {
+                nodes: self.nodes,
+                journal: self.journal,
+                standby: self.standby.then_some(true),
+            },
             tls: self.tls,
         }
     }
@@ -352,6 +383,17 @@ pub fn summary(r: &Rehearsal) -> String {
             }
         );
     }
+    let (commits, requests) = r.commits.iter().fold((0, 0), |(c, q), n| {
+        (c + n.commits, q + n.committed_requests)
+    });
+    if commits > 0 {
+        let _ = writeln!(
+            out,
+            "journal    {}: {commits} commits, mean batch {:.1} requests per commit",
+            r.layout.describe(),
+            requests as f64 / commits as f64
+        );
+    }
     for w in &r.run.info.warnings {
         let _ = writeln!(out, "  !! {w}");
     }
@@ -392,6 +434,7 @@ mod tests {
             keep_data: false,
             progress: false,
             existing: Existing::Refuse,
+            buffer: BufferSection::default(),
             tls: None,
         }
     }

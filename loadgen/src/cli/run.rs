@@ -164,6 +164,12 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
              `landrush rehearse`, which owns the buffer"
         );
     }
+    if !scenario.buffer.is_empty() {
+        eprintln!(
+            "landrush: the scenario's [buffer] (how many nodes, which journal) is for the buffer \
+             `landrush rehearse` starts; `landrush run` sends to --target only"
+        );
+    }
     // Both parts share one absolute start instant.
     let start_at = start.resolve(reports::records::Stamp::now());
     let _countdown = super::countdown::start(start_at, &stop);

@@ -35,6 +35,9 @@ pub const MAX_BATCH: usize = 1000;
 pub struct RegistryConfig {
     /// The handover API's base, `http://HOST:PORT` (the `/v1/…` paths are appended).
     pub base_url: String,
+    /// Other bases serving the same handover (intake nodes sharing one journal): after a failed
+    /// call the registry goes on with the next one, in turn, as a back office would.
+    pub other_urls: Vec<String>,
     /// Bearer token for `/v1` calls, if the buffer wants one.
     pub token: Option<String>,
     /// Capacity in requests per second; 0 = as fast as the API serves them.
@@ -53,6 +56,7 @@ impl RegistryConfig {
     pub fn new(base_url: impl Into<String>) -> Self {
         RegistryConfig {
             base_url: base_url.into(),
+            other_urls: Vec::new(),
             token: None,
             rate: 0.0,
             batch: 500,
@@ -124,6 +128,24 @@ impl RegistryHandle {
     /// Points the registry at another API base (a buffer restarted on another port).
     pub fn set_base_url(&self, url: impl Into<String>) {
         *self.shared.base_url.lock().expect("url poisoned") = url.into();
+    }
+
+    /// After a failed call to `failed`: goes on with the next of the configured bases (none
+    /// without `other_urls`), unless someone pointed the registry elsewhere meanwhile.
+    fn next_node(&self, config: &RegistryConfig, failed: &str) {
+        if config.other_urls.is_empty() {
+            return;
+        }
+        let all: Vec<String> = std::iter::once(&config.base_url)
+            .chain(&config.other_urls)
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
+        let mut url = self.shared.base_url.lock().expect("url poisoned");
+        if *url != failed {
+            return;
+        }
+        let at = all.iter().position(|u| u == failed).unwrap_or(0);
+        *url = all[(at + 1) % all.len()].clone();
     }
 
     /// The highest seq taken so far.
@@ -250,6 +272,7 @@ async fn pull(
                 shared.errors.fetch_add(1, Ordering::Relaxed);
                 *shared.last_error.lock().expect("error poisoned") = Some(format!("{e:#}"));
                 next_allowed = Instant::now() + Duration::from_millis(100);
+                handle.next_node(&config, &base);
                 continue;
             }
         };
@@ -274,6 +297,7 @@ async fn pull(
             // The next pull goes on from what was taken; a buffer that lost the cursor redelivers.
             shared.errors.fetch_add(1, Ordering::Relaxed);
             *shared.last_error.lock().expect("error poisoned") = Some(format!("{e:#}"));
+            handle.next_node(&config, &base);
         }
         let rate = *shared.rate.lock().expect("rate poisoned");
         // Processing the batch takes as long as the capacity says; then the next one is taken.

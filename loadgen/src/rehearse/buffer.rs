@@ -19,9 +19,30 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-/// The buffer's log and config within the run folder.
+/// The buffer's log and config within the run folder (one node; node K of several has
+/// `buffer-K.log` and `barrage-K.toml`, see [`node_files`]).
 pub const BUFFER_LOG: &str = "buffer.log";
 pub const BUFFER_CONFIG: &str = "barrage.toml";
+
+/// Where node `node` (1-based) of `nodes` keeps its config and log in the run folder.
+pub struct NodeFiles {
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The config and log of node `node` of `nodes` in `out_dir`.
+pub fn node_files(out_dir: &Path, node: u32, nodes: u32) -> NodeFiles {
+    match nodes {
+        1 => NodeFiles {
+            config: out_dir.join(BUFFER_CONFIG),
+            log: out_dir.join(BUFFER_LOG),
+        },
+        _ => NodeFiles {
+            config: out_dir.join(format!("barrage-{node}.toml")),
+            log: out_dir.join(format!("buffer-{node}.log")),
+        },
+    }
+}
 
 /// How long a starting buffer may take to write its endpoints.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -277,9 +298,19 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// The config a spawned barrage runs with: its data dir, and acks relayed to our sink with short
-/// backoffs (a relay outage in a rehearsal lasts seconds, not hours).
-pub fn buffer_config(data_dir: &Path, ack_relay: Option<SocketAddr>) -> String {
+/// How long a node of a rehearsal owns the acks it claimed (barrage's default is a minute): a
+/// node killed in a rehearsal is back or replaced within seconds, and the drain waits for its
+/// acks.
+pub const REHEARSAL_ACK_LEASE_SECS: i64 = 3;
+
+/// The config a spawned barrage runs with: its data dir, acks relayed to our sink with short
+/// backoffs (a relay outage in a rehearsal lasts seconds, not hours), and the PostgreSQL journal
+/// at `journal_url` when the nodes share one (with short ack leases).
+pub fn buffer_config(
+    data_dir: &Path,
+    ack_relay: Option<SocketAddr>,
+    journal_url: Option<&str>,
+) -> String {
     let mut config = toml::Table::new();
     config.insert(
         "data_dir".into(),
@@ -301,6 +332,15 @@ pub fn buffer_config(data_dir: &Path, ack_relay: Option<SocketAddr>) -> String {
         ack.insert("backoff_max_ms".into(), toml::Value::Integer(1000));
         ack.insert("timeout_secs".into(), toml::Value::Integer(10));
         config.insert("ack".into(), toml::Value::Table(ack));
+    }
+    if let Some(url) = journal_url {
+        let mut journal = toml::Table::new();
+        journal.insert("url".into(), toml::Value::String(url.into()));
+        journal.insert(
+            "ack_lease_secs".into(),
+            toml::Value::Integer(REHEARSAL_ACK_LEASE_SECS),
+        );
+        config.insert("journal".into(), toml::Value::Table(journal));
     }
     format!(
         "# Written by `landrush rehearse` for the buffer it started.\n{}",

@@ -1,4 +1,5 @@
-//! Playing a scenario's faults into a rehearsal against the rig's parts, each recorded in
+//! Playing a scenario's faults into a rehearsal against the rig's parts (a node, the database the
+//! nodes share, the registry, the ack sink…), each recorded in
 //! `faults.jsonl` (kind, when it began, when it ended, details) so the report lists them and draws
 //! them on its time plots. What the faults are is `crate::scenario::faults`; times are after the
 //! scenario's time zero (`start`).
@@ -14,26 +15,28 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::rig::Rig;
-use crate::scenario::faults::{Fault, FaultKind};
+use crate::scenario::faults::{Fault, FaultKind, PostgresAction};
 
 /// A step of the fault timeline.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum Step {
     Begin(usize),
     End(usize),
 }
 
-/// The faults' beginnings and ends in time order, ends before beginnings at the same instant.
+/// The faults' beginnings and ends in time order: at one instant, the ends of earlier faults,
+/// then beginnings, then the ends of faults that last no time (a failover promoting at once), so
+/// that every fault ends after it began.
 fn timeline(faults: &[Fault]) -> Vec<(Duration, Step)> {
-    let mut steps: Vec<(Duration, Step)> = Vec::new();
+    let mut steps: Vec<(Duration, u8, Step)> = Vec::new();
     for (i, f) in faults.iter().enumerate() {
-        steps.push((f.at, Step::Begin(i)));
+        steps.push((f.at, 1, Step::Begin(i)));
         if let Some(d) = f.kind.lasts() {
-            steps.push((f.at + d, Step::End(i)));
+            steps.push((f.at + d, if d.is_zero() { 2 } else { 0 }, Step::End(i)));
         }
     }
-    steps.sort_by_key(|(at, s)| (*at, matches!(s, Step::Begin(_))));
-    steps
+    steps.sort_by_key(|(at, rank, _)| (*at, *rank));
+    steps.into_iter().map(|(at, _, step)| (at, step)).collect()
 }
 
 /// The faults being played, and what has become of each.
@@ -123,10 +126,14 @@ impl Playing<'_> {
     async fn end(&mut self, rig: &mut Rig, i: usize) -> anyhow::Result<()> {
         let fault = &self.faults[i];
         let mut detail = self.began[i].take();
-        // Until the fault is lifted; a kill lasts until the restarted buffer listens.
+        // Until the fault is lifted; a kill lasts until the restarted buffer listens, a database
+        // fault until the database takes writes again.
         let mut ended = Stamp::now();
         let result = end(rig, &fault.kind, self.registry_rate, &mut self.held[i]).await;
-        if matches!(fault.kind, FaultKind::Kill { .. }) {
+        if matches!(
+            fault.kind,
+            FaultKind::Kill { .. } | FaultKind::Postgres { .. }
+        ) {
             ended = Stamp::now();
         }
         if let Err(e) = result {
@@ -158,15 +165,29 @@ async fn begin(
     held: &mut Vec<TcpStream>,
 ) -> anyhow::Result<serde_json::Value> {
     Ok(match kind {
-        FaultKind::Kill { restart_after } => {
-            let buffer = rig
-                .buffer
-                .as_mut()
-                .context("kill needs a buffer started by the rehearsal")?;
+        FaultKind::Kill {
+            node,
+            restart_after,
+        } => {
+            let buffer = rig.node(*node).context("kill")?;
             let pid = buffer.endpoints().pid;
             buffer.kill().await?;
-            json!({"signal": "SIGKILL", "pid": pid,
+            json!({"signal": "SIGKILL", "pid": pid, "node": node,
                    "restart_after_ms": restart_after.as_millis() as u64})
+        }
+        FaultKind::Postgres { action, down } => {
+            let database = rig
+                .database
+                .as_ref()
+                .context("a postgres fault needs the buffer on PostgreSQL ([buffer] journal)")?;
+            let mut detail = database.describe_current();
+            match action {
+                PostgresAction::Restart => database.stop().await?,
+                PostgresAction::Kill | PostgresAction::Failover => database.kill().await?,
+            }
+            detail["action"] = json!(action.name());
+            detail["down_ms"] = json!(down.as_millis() as u64);
+            detail
         }
         FaultKind::RegistrySlow { rate, .. } => {
             let registry = rig
@@ -192,17 +213,17 @@ async fn begin(
         }
         FaultKind::DiskFull { limit_bytes, .. } => {
             let buffer = rig
-                .buffer
-                .as_ref()
+                .nodes
+                .first()
                 .context("disk-full needs a buffer started by the rehearsal")?;
             let pid = buffer.endpoints().pid;
             set_fsize(pid, &limit_bytes.to_string()).await?;
             json!({"method": "RLIMIT_FSIZE", "limit_bytes": limit_bytes, "pid": pid})
         }
         FaultKind::Connections { count, .. } => {
-            let before = rig.buffer.as_ref().and_then(|b| rss_kib(b.endpoints().pid));
-            let (opened, failed) = open_idle(rig.target, *count, held).await;
-            let after = rig.buffer.as_ref().and_then(|b| rss_kib(b.endpoints().pid));
+            let before = rig.nodes.first().and_then(|b| rss_kib(b.endpoints().pid));
+            let (opened, failed) = open_idle(rig.targets.first(), *count, held).await;
+            let after = rig.nodes.first().and_then(|b| rss_kib(b.endpoints().pid));
             json!({"requested": count, "opened": opened, "failed": failed,
                    "buffer_rss_kib_before": before, "buffer_rss_kib_held": after})
         }
@@ -216,9 +237,15 @@ async fn end(
     held: &mut Vec<TcpStream>,
 ) -> anyhow::Result<()> {
     match kind {
-        FaultKind::Kill { .. } => {
-            if let Some(buffer) = rig.buffer.as_mut() {
-                buffer.restart().await?;
+        FaultKind::Kill { node, .. } => rig.node(*node)?.restart().await?,
+        FaultKind::Postgres { action, .. } => {
+            if let Some(database) = rig.database.as_mut() {
+                match action {
+                    PostgresAction::Restart | PostgresAction::Kill => {
+                        database.start_again().await?
+                    }
+                    PostgresAction::Failover => database.promote().await?,
+                }
             }
         }
         FaultKind::RegistrySlow { .. } => {
@@ -237,7 +264,7 @@ async fn end(
             }
         }
         FaultKind::DiskFull { .. } => {
-            if let Some(buffer) = rig.buffer.as_ref() {
+            if let Some(buffer) = rig.nodes.first() {
                 set_fsize(buffer.endpoints().pid, "unlimited").await?;
             }
         }
@@ -330,5 +357,42 @@ mod futures_util_lite {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::faults::PostgresAction;
+
+    #[test]
+    fn every_fault_ends_after_it_began_even_when_it_lasts_no_time() {
+        let s = Duration::from_secs;
+        let faults = [
+            Fault {
+                at: s(6),
+                kind: FaultKind::Postgres {
+                    action: PostgresAction::Failover,
+                    down: Duration::ZERO,
+                },
+            },
+            Fault {
+                at: s(5),
+                kind: FaultKind::Kill {
+                    node: 1,
+                    restart_after: s(1),
+                },
+            },
+        ];
+        let steps = timeline(&faults);
+        assert_eq!(
+            steps,
+            [
+                (s(5), Step::Begin(1)),
+                (s(6), Step::End(1)),
+                (s(6), Step::Begin(0)),
+                (s(6), Step::End(0)),
+            ]
+        );
     }
 }

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use super::drain::Drain;
 use super::options::{Handover, RehearseOptions, Target};
+use super::rig::NodeCommits;
+use crate::scenario::buffer::BufferLayout;
 
 /// What the rehearsal itself did (buffer, drain, observers): also merged into run.json.
 pub const REHEARSE_JSON: &str = "rehearse.json";
@@ -16,6 +18,8 @@ pub const REHEARSE_JSON: &str = "rehearse.json";
 pub fn write_rehearse_info(
     out_dir: &Path,
     options: &RehearseOptions,
+    layout: BufferLayout,
+    commits: &[NodeCommits],
     drain: &Drain,
     notes: &[String],
 ) -> anyhow::Result<()> {
@@ -30,6 +34,8 @@ pub fn write_rehearse_info(
     };
     let info = json!({
         "buffer": target,
+        "layout": layout,
+        "commits": commits_json(commits),
         "handover": handover,
         "acks": options.acks,
         "tls": options.tls.map(|mode| mode.as_str()),
@@ -54,4 +60,17 @@ pub fn write_rehearse_info(
         std::fs::write(&run_path, serde_json::to_string_pretty(&run)? + "\n")?;
     }
     Ok(())
+}
+
+/// The nodes' group commit: per node, and the mean batch (requests per commit) over all of them.
+fn commits_json(commits: &[NodeCommits]) -> Value {
+    let (n, requests) = commits.iter().fold((0, 0), |(c, r), node| {
+        (c + node.commits, r + node.committed_requests)
+    });
+    json!({
+        "nodes": commits,
+        "commits": n,
+        "committed_requests": requests,
+        "mean_batch": (n > 0).then(|| requests as f64 / n as f64),
+    })
 }

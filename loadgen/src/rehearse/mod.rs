@@ -10,13 +10,14 @@
 //! setup → play ([`play`]) → drain ([`drain`]) → teardown → [`judge`].
 //!
 //! Modules, lowest first: [`child`] (child processes that die with landrush), [`buffer`] (the
-//! buffer child process), [`sampler`] (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing
-//! `[[faults]]`), [`play`], [`drain`], [`info`] (rehearse.json), [`tls`] (STARTTLS over a
-//! throwaway certificate).
+//! buffer child process), [`database`] (the PostgreSQL cluster several nodes share), [`sampler`]
+//! (`/v1/stats`), [`options`], [`rig`], [`faults`] (playing `[[faults]]`), [`play`], [`drain`],
+//! [`info`] (rehearse.json), [`tls`] (STARTTLS over a throwaway certificate).
 
 pub mod audit;
 pub mod buffer;
 pub mod child;
+pub mod database;
 pub mod drain;
 pub mod faults;
 pub mod info;
@@ -37,6 +38,7 @@ use crate::check::{CheckOptions, check_run, load_check_inputs, save_check_inputs
 use crate::driver::RunSummary;
 use crate::records::folder::RunFolder;
 use crate::records::provenance;
+use crate::scenario;
 use crate::schedule::ValidScenario;
 use drain::Drain;
 use options::{RehearseOptions, unique_run_tag};
@@ -51,6 +53,9 @@ pub struct Rehearsal {
     pub report: Report,
     /// Notes for the reader (buffer exit status, registry errors, faults not played…).
     pub notes: Vec<String>,
+    /// How the spawned buffer was laid out, and each node's group-commit counts.
+    pub layout: scenario::buffer::BufferLayout,
+    pub commits: Vec<rig::NodeCommits>,
 }
 
 /// Runs a whole rehearsal of `scenario`, writing into `out_dir`, which it holds locked meanwhile
@@ -72,10 +77,13 @@ pub async fn rehearse_with(
     mut options: RehearseOptions,
     ready: impl FnOnce(&Rig),
 ) -> anyhow::Result<Rehearsal> {
+    // The command line over the scenario's [buffer], and the faults against what results.
+    let layout = scenario.buffer.overridden_by(options.buffer).layout()?;
+    layout.check_faults(scenario.faults())?;
     let folder = RunFolder::claim(out_dir, options.existing)?;
     options.tag.get_or_insert_with(|| unique_run_tag(None));
     let scenario = &with_tls(scenario, &mut options);
-    let mut rig = Rig::setup(folder.path(), options).await?;
+    let mut rig = Rig::setup(folder.path(), options, layout).await?;
     ready(&rig);
     let played = match rig.play(scenario).await {
         Ok(run) => rig.drain(&run).await.map(|drain| (run, drain)),
@@ -88,7 +96,7 @@ pub async fn rehearse_with(
             return Err(e);
         }
     };
-    let target = rig.target;
+    let target = rig.targets.label();
     if let Some(url) = rig.api_url.clone() {
         let check = audit::audit_check(&url, rig.options.api_token.as_deref()).await;
         crate::check::audit::save(out_dir, &check)?;
@@ -101,14 +109,21 @@ pub async fn rehearse_with(
     // Host, clock (from the buffer's replies) and scenario digest, as `landrush run` records them
     // (contract: Run records), so a rehearsal's folder merges and is checked like a shard's.
     let spec = serde_json::to_value(scenario.scenario())?;
-    provenance::stamp_after_run(out_dir, &spec, None, &target.to_string())?;
+    provenance::stamp_after_run(out_dir, &spec, None, &target)?;
     if !drain.complete {
         notes.push(format!(
             "stopped waiting after {:.1} s: {} accepted requests not handed over, {} not acked",
             drain.waited_s, drain.missing_handed, drain.missing_acks
         ));
     }
-    info::write_rehearse_info(out_dir, &options, &drain, &notes)?;
+    info::write_rehearse_info(
+        out_dir,
+        &options,
+        torn.layout,
+        &torn.commits,
+        &drain,
+        &notes,
+    )?;
     let inputs = CheckInputs {
         first_seq: torn.first_seq,
         highest_seq: torn.highest_seq,
@@ -132,6 +147,8 @@ pub async fn rehearse_with(
         checks,
         report,
         notes,
+        layout: torn.layout,
+        commits: torn.commits,
     })
 }
 

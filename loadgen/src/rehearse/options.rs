@@ -13,6 +13,7 @@ use super::tls::RehearsalTls;
 use crate::check::CheckOptions;
 use crate::records::folder::Existing;
 use crate::scenario::Start;
+use crate::scenario::buffer::BufferSection;
 
 /// Which buffer is rehearsed.
 #[derive(Debug, Clone)]
@@ -69,6 +70,9 @@ pub struct RehearseOptions {
     /// How the checkers read the run (clock tolerance, examples…); `acks_expected` and
     /// `first_seq` are set by the rehearsal.
     pub check: CheckOptions,
+    /// The spawned buffer's layout as the command line says it (`--nodes`, `--journal`,
+    /// `--standby`), over the scenario's `[buffer]` key by key.
+    pub buffer: BufferSection,
     /// STARTTLS rehearsed: the spawned buffer serves a throwaway certificate with this
     /// `smtp.tls`, and every client group upgrades trusting it (see [`super::tls`]).
     pub tls: Option<RehearsalTls>,
@@ -94,6 +98,7 @@ impl Default for RehearseOptions {
             progress: true,
             keep_data: false,
             check: CheckOptions::default(),
+            buffer: BufferSection::default(),
             tls: None,
         }
     }

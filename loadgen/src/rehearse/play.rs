@@ -27,18 +27,22 @@ impl Rig {
             print_summary: self.options.progress,
             scenario_file: self.options.scenario_file.clone(),
             tls: self.client_tls.clone(),
-            target_label: Some(match &self.buffer {
+            target_label: Some(match self.nodes.first() {
                 Some(b) => format!(
-                    "{} (barrage, {})",
-                    b.endpoints().smtp,
-                    b.spec().program.describe()
+                    "{} (barrage, {}{})",
+                    self.targets.label(),
+                    b.spec().program.describe(),
+                    match self.layout == Default::default() {
+                        true => String::new(),
+                        false => format!("; {}", self.layout.describe()),
+                    }
                 ),
-                None => self.target.to_string(),
+                None => self.targets.label(),
             }),
             ..RunOptions::default()
         };
         // The web part plays against the spawned buffer's web intake, when it has one.
-        let web = match (&scenario.http, &self.buffer) {
+        let web = match (&scenario.http, self.nodes.first()) {
             (Some(_), Some(buffer)) => buffer.endpoints().web,
             _ => None,
         };
@@ -51,7 +55,7 @@ impl Rig {
             );
         }
         if scenario.faults().is_empty() && web.is_none() {
-            return run_scenario(scenario, self.target, &self.out_dir, options).await;
+            return run_scenario(scenario, self.targets.clone(), &self.out_dir, options).await;
         }
         // Faults and the web part are timed from the scenario's time zero: fix it here and give
         // it to the drivers.
@@ -86,13 +90,13 @@ impl Rig {
         options: RunOptions,
     ) -> anyhow::Result<RunSummary> {
         if scenario.faults().is_empty() {
-            return run_scenario(scenario, self.target, &self.out_dir, options).await;
+            return run_scenario(scenario, self.targets.clone(), &self.out_dir, options).await;
         }
-        let (target, out_dir) = (self.target, self.out_dir.clone());
+        let (targets, out_dir) = (self.targets.clone(), self.out_dir.clone());
         let sent_all = CancellationToken::new();
         // The driver plays the requests; the faults are played here.
         let driver = async {
-            let run = run_scenario(scenario, target, &out_dir, options).await;
+            let run = run_scenario(scenario, targets, &out_dir, options).await;
             sent_all.cancel();
             run
         };

@@ -1,6 +1,7 @@
 //! The running parts of a rehearsal, started and stopped together: the buffer (when the
-//! rehearsal spawns it), the ack sink, the handover observer (fake registry, SMTP sink or Maildir)
-//! and the stats sampler. Faults steer them through [`Rig`]'s public fields.
+//! rehearsal spawns it: one node, or several intake nodes sharing a PostgreSQL database started
+//! for them, see [`super::database`]), the ack sink, the handover observer (fake registry, SMTP
+//! sink or Maildir) and the stats sampler. Faults steer them through [`Rig`]'s public fields.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,24 +11,34 @@ use std::time::Duration;
 use anyhow::Context;
 use reports::records::{self, JsonlWriter};
 
-use super::buffer::{BUFFER_CONFIG, BUFFER_LOG, Buffer, BufferProgram, BufferSpec, buffer_config};
+use super::buffer::{Buffer, BufferProgram, BufferSpec, buffer_config, node_files};
+use super::database::Database;
 use super::options::{Handover, RehearseOptions, Target};
-use super::sampler::{Sampler, get_stats};
+use super::sampler::{Sampler, get_stats_of_any};
 use super::tls;
+use crate::driver::smtp::targets::Targets;
 use crate::driver::smtp::tls::ClientTls;
 use crate::observe::maildir::{self, MaildirWatcher};
 use crate::observe::registry::{Registry, RegistryConfig, RegistryHandle, RegistryReport};
 use crate::observe::{Seen, acksink, smtp_handover};
+use crate::scenario::buffer::BufferLayout;
 
 /// The running parts of a rehearsal. Faults steer them through the public fields.
 pub struct Rig {
     pub out_dir: PathBuf,
-    /// The spawned buffer (none against a running one).
-    pub buffer: Option<Buffer>,
-    /// The buffer's SMTP intake.
-    pub target: SocketAddr,
-    /// The handover API base, when there is one.
+    /// The spawned buffer's intake nodes, node 1 first (none against a running buffer).
+    pub nodes: Vec<Buffer>,
+    /// The database the nodes share (a layout on PostgreSQL).
+    pub database: Option<Database>,
+    /// The SMTP intakes the clients are spread over (every node's).
+    pub targets: Targets,
+    /// The handover API base, when there is one (node 1's).
     pub api_url: Option<String>,
+    /// Every node's API base, node 1 first: the registry and the sampler go on with the next
+    /// one when one is down.
+    pub api_urls: Vec<String>,
+    /// How the spawned buffer is laid out.
+    pub layout: BufferLayout,
     pub registry: Option<Registry>,
     pub handover_sink: Option<smtp_handover::HandoverSink>,
     pub maildir: Option<(PathBuf, MaildirWatcher)>,
@@ -44,15 +55,30 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Starts the ack sink, the buffer, the handover observer and the stats sampler.
-    pub async fn setup(out_dir: &Path, options: RehearseOptions) -> anyhow::Result<Rig> {
+    /// Starts the ack sink, the buffer (laid out as `layout` says), the handover observer and
+    /// the stats sampler.
+    pub async fn setup(
+        out_dir: &Path,
+        options: RehearseOptions,
+        layout: BufferLayout,
+    ) -> anyhow::Result<Rig> {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("cannot create {}", out_dir.display()))?;
+        anyhow::ensure!(
+            layout == BufferLayout::default() || matches!(options.target, Target::Spawn(_)),
+            "the buffer's layout ({}) is for a buffer the rehearsal starts, not one already \
+             running: drop [buffer] from the scenario (or --nodes, --journal, --standby) or \
+             --target",
+            layout.describe()
+        );
         let mut rig = Rig {
             out_dir: out_dir.to_path_buf(),
-            buffer: None,
-            target: SocketAddr::from(([127, 0, 0, 1], 0)),
+            nodes: Vec::new(),
+            database: None,
+            targets: Targets::from(SocketAddr::from(([127, 0, 0, 1], 0))),
             api_url: None,
+            api_urls: Vec::new(),
+            layout,
             registry: None,
             handover_sink: None,
             maildir: None,
@@ -85,7 +111,7 @@ impl Rig {
         }
         match self.options.target.clone() {
             Target::Spawn(program) => self.start_buffer(program).await?,
-            Target::Running(addr) => self.target = addr,
+            Target::Running(addr) => self.targets = Targets::from(addr),
         }
         match self.options.handover.clone() {
             Handover::Api(url) => {
@@ -94,6 +120,9 @@ impl Rig {
                      --handover-maildir DIR for a buffer that is already running",
                 )?;
                 self.api_url = Some(url.trim_end_matches('/').to_string());
+                if self.api_urls.is_empty() {
+                    self.api_urls = self.api_url.clone().into_iter().collect();
+                }
                 self.start_registry().await?;
             }
             Handover::Smtp(addr) => {
@@ -114,9 +143,9 @@ impl Rig {
                 self.maildir = Some((dir, watcher));
             }
         }
-        if let Some(url) = &self.api_url {
+        if self.api_url.is_some() {
             self.sampler = Some(Sampler::start(
-                url.clone(),
+                self.api_urls.clone(),
                 self.options.api_token.clone(),
                 &out.join(records::STATS),
             )?);
@@ -124,62 +153,93 @@ impl Rig {
         Ok(())
     }
 
+    /// Starts the layout's database (if on PostgreSQL), then its nodes one after the other, each
+    /// in its own data dir, on ports the OS chose.
     async fn start_buffer(&mut self, program: BufferProgram) -> anyhow::Result<()> {
         let data = tempfile::Builder::new()
             .prefix("landrush-buffer-")
             .tempdir()
             .context("cannot create the buffer's data dir")?;
-        let config_path = self.out_dir.join(BUFFER_CONFIG);
-        let data_dir = if self.options.keep_data {
+        let data_root = if self.options.keep_data {
             self.out_dir.join("buffer-data")
         } else {
             data.path().to_path_buf()
         };
-        let mut config = buffer_config(&data_dir, self.ack_sink.as_ref().map(|s| s.addr()));
+        self.data_dir = Some(data);
+        let extra_args = program.extra_serve_args();
+        if self.layout.uses_postgres() {
+            self.database = Some(Database::start(&self.out_dir, self.layout.standby).await?);
+        }
+        let journal_url = self.database.as_ref().map(Database::url);
+        // One certificate for every node: the clients trust it whichever node they reach.
         let certificate = match self.options.tls {
-            Some(mode) => {
-                let certificate = tls::throwaway_certificate(&self.out_dir.join(tls::TLS_DIR))?;
-                config.push_str(&tls::smtp_section(mode, &certificate));
-                Some(certificate)
-            }
+            Some(_) => Some(tls::throwaway_certificate(
+                &self.out_dir.join(tls::TLS_DIR),
+            )?),
             None => None,
         };
-        std::fs::write(&config_path, config)?;
-        let _ = std::fs::remove_file(self.out_dir.join(BUFFER_LOG));
-        let extra_args = program.extra_serve_args();
-        let spec = BufferSpec {
-            program,
-            extra_args,
-            data_dir,
-            config: config_path,
-            log: self.out_dir.join(BUFFER_LOG),
-            smtp: SocketAddr::from(([127, 0, 0, 1], 0)),
-            http: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let buffer = Buffer::start(spec).await?;
-        let endpoints = buffer.endpoints();
+        for node in 1..=self.layout.nodes {
+            let files = node_files(&self.out_dir, node, self.layout.nodes);
+            let data_dir = match self.layout.nodes {
+                1 => data_root.clone(),
+                _ => data_root.join(format!("node-{node}")),
+            };
+            let mut config = buffer_config(
+                &data_dir,
+                self.ack_sink.as_ref().map(|s| s.addr()),
+                journal_url.as_deref(),
+            );
+            if let (Some(mode), Some(certificate)) = (self.options.tls, &certificate) {
+                config.push_str(&tls::smtp_section(mode, certificate));
+            }
+            std::fs::write(&files.config, config)?;
+            let _ = std::fs::remove_file(&files.log);
+            let spec = BufferSpec {
+                program: program.clone(),
+                extra_args: extra_args.clone(),
+                data_dir,
+                config: files.config,
+                log: files.log,
+                smtp: SocketAddr::from(([127, 0, 0, 1], 0)),
+                http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            self.nodes.push(Buffer::start(spec).await?);
+        }
+        let endpoints: Vec<_> = self.nodes.iter().map(Buffer::endpoints).collect();
         if let Some(certificate) = &certificate {
-            let host = endpoints.smtp.ip().to_string();
+            let host = endpoints[0].smtp.ip().to_string();
             self.client_tls = Some(tls::client(certificate, &host)?);
         }
-        self.target = endpoints.smtp;
-        self.api_url = Some(endpoints.http_url());
+        self.targets = Targets::new(endpoints.iter().map(|e| e.smtp).collect())?;
+        self.api_urls = endpoints.iter().map(|e| e.http_url()).collect();
+        self.api_url = self.api_urls.first().cloned();
         self.first_seq = Some(1);
-        self.buffer = Some(buffer);
-        self.data_dir = Some(data);
         Ok(())
+    }
+
+    /// Intake node `node` (1-based), as a `kill` fault names it.
+    pub fn node(&mut self, node: u32) -> anyhow::Result<&mut Buffer> {
+        let count = self.nodes.len();
+        let index = (node as usize).checked_sub(1);
+        index
+            .and_then(|i| self.nodes.get_mut(i))
+            .with_context(|| match count {
+                0 => "the fault needs a buffer started by the rehearsal".to_string(),
+                n => format!("there is no node {node}: the buffer has {n} node(s)"),
+            })
     }
 
     async fn start_registry(&mut self) -> anyhow::Result<()> {
         let url = self.api_url.clone().expect("api url set");
         let mut config = RegistryConfig::new(url.clone());
+        config.other_urls = self.api_urls.iter().skip(1).cloned().collect();
         config.token = self.options.api_token.clone();
         config.rate = self.options.registry_rate;
         config.batch = self.options.registry_batch;
         config.start_delay = self.options.registry_delay;
-        if self.buffer.is_none() {
+        if self.nodes.is_empty() {
             // A buffer that already held requests: this run's are the ones after its last seq.
-            let stats = get_stats(&url, self.options.api_token.as_deref())
+            let stats = get_stats_of_any(&self.api_urls, self.options.api_token.as_deref())
                 .await
                 .with_context(|| format!("cannot read {url}/v1/stats"))?;
             let accepted = stats["accepted"].as_u64().unwrap_or(0);
@@ -221,14 +281,15 @@ impl Rig {
         // The buffer's own highest stored seq, read before it stops: seqs up to it must all be
         // handed over (trailing gaps).
         let mut final_stats = None;
-        if let Some(url) = &self.api_url {
-            match get_stats(url, self.options.api_token.as_deref()).await {
+        if self.api_url.is_some() {
+            match get_stats_of_any(&self.api_urls, self.options.api_token.as_deref()).await {
                 Ok(stats) => final_stats = Some(stats),
                 Err(e) => self.notes.push(format!(
                     "cannot read the buffer's stats at the end ({e:#}): trailing gaps are not checked"
                 )),
             }
         }
+        let commits = self.node_commits().await;
         if let Some(sampler) = self.sampler.take() {
             sampler.finish().await?;
         }
@@ -241,13 +302,21 @@ impl Rig {
                 ));
             }
         }
-        if let Some(mut buffer) = self.buffer.take() {
+        for mut buffer in std::mem::take(&mut self.nodes) {
             match buffer.terminate(Duration::from_secs(20)).await? {
                 Some(status) if !status.success() => self.notes.push(format!(
                     "the buffer exited with {status} after SIGTERM (see {})",
                     buffer.spec().log.display()
                 )),
                 _ => {}
+            }
+        }
+        // After the nodes, which may still write to it as they stop.
+        if let Some(database) = self.database.take() {
+            let dir = database.dir().to_path_buf();
+            database.shut_down().await;
+            if !self.options.keep_data {
+                let _ = std::fs::remove_dir_all(&dir);
             }
         }
         if let Some(mut sink) = self.handover_sink.take() {
@@ -270,8 +339,30 @@ impl Rig {
             final_queue_depth: stat("/queue_depth"),
             final_acks_pending: stat("/acks/pending"),
             options: self.options.clone(),
+            layout: self.layout,
+            commits,
             notes: std::mem::take(&mut self.notes),
         })
+    }
+
+    /// Each spawned node's group-commit counts since its last start (`commits`,
+    /// `committed_requests` of its `/v1/stats`), read before it stops.
+    async fn node_commits(&self) -> Vec<NodeCommits> {
+        let mut out = Vec::new();
+        for (i, buffer) in self.nodes.iter().enumerate() {
+            let url = buffer.endpoints().http_url();
+            let Ok(stats) = get_stats_of_any(&[url], self.options.api_token.as_deref()).await
+            else {
+                continue;
+            };
+            out.push(NodeCommits {
+                node: i as u32 + 1,
+                starts: buffer.starts(),
+                commits: stats["commits"].as_u64().unwrap_or(0),
+                committed_requests: stats["committed_requests"].as_u64().unwrap_or(0),
+            });
+        }
+        out
     }
 }
 
@@ -286,5 +377,20 @@ pub struct TornDown {
     pub final_queue_depth: Option<u64>,
     pub final_acks_pending: Option<u64>,
     pub options: RehearseOptions,
+    /// How the spawned buffer was laid out.
+    pub layout: BufferLayout,
+    /// Each node's group-commit counts (rehearse.json's `commits`).
+    pub commits: Vec<NodeCommits>,
     pub notes: Vec<String>,
+}
+
+/// One node's journal transactions and the requests they wrote, since its last start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeCommits {
+    /// 1-based.
+    pub node: u32,
+    /// How many times it was started (a kill and restart resets its counts).
+    pub starts: u32,
+    pub commits: u64,
+    pub committed_requests: u64,
 }

@@ -13,11 +13,32 @@ use tokio_util::sync::CancellationToken;
 
 /// Reads the buffer's `/v1/stats` once.
 pub async fn get_stats(base: &str, token: Option<&str>) -> anyhow::Result<Value> {
+    get_stats_of_any(&[base.to_string()], token).await
+}
+
+/// Reads `/v1/stats` once from the first of `bases` (intake nodes sharing one journal) that
+/// answers; the last one's error when none does.
+pub async fn get_stats_of_any(bases: &[String], token: Option<&str>) -> anyhow::Result<Value> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()?;
-    fetch_stats(&client, base, token).await
+    fetch_any(&client, bases, token).await
+}
+
+async fn fetch_any(
+    client: &reqwest::Client,
+    bases: &[String],
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let mut last = anyhow::anyhow!("no handover API to read /v1/stats from");
+    for base in bases {
+        match fetch_stats(client, base, token).await {
+            Ok(stats) => return Ok(stats),
+            Err(e) => last = e.context(format!("{base}/v1/stats")),
+        }
+    }
+    Err(last)
 }
 
 async fn fetch_stats(
@@ -45,7 +66,13 @@ pub struct Sampler {
 pub const STATS_INTERVAL: Duration = Duration::from_millis(250);
 
 impl Sampler {
-    pub fn start(base: String, token: Option<String>, path: &Path) -> anyhow::Result<Sampler> {
+    /// Samples the first of `bases` that answers (intake nodes sharing one journal, whose stats
+    /// are the journal's).
+    pub fn start(
+        bases: Vec<String>,
+        token: Option<String>,
+        path: &Path,
+    ) -> anyhow::Result<Sampler> {
         let mut out = JsonlWriter::<StatsSample>::create(path)?;
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -64,7 +91,7 @@ impl Sampler {
                     _ = stopped.cancelled() => break,
                 }
                 // A buffer down for a moment (restart) has no stats: skip the sample.
-                let Ok(stats) = fetch_stats(&client, &base, token.as_deref()).await else {
+                let Ok(stats) = fetch_any(&client, &bases, token.as_deref()).await else {
                     continue;
                 };
                 let sample = StatsSample {

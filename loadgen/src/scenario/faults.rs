@@ -10,6 +10,16 @@
 //! random = 2                 # and this many more at instants drawn (from the seed) in `window`
 //! window = ["1s", "15s"]
 //! restart_after = "300ms"
+//! node = 2                   # which intake node (1..=buffer.nodes; default 1)
+//!
+//! [[faults]]                 # the PostgreSQL journal's database (a [buffer] on postgres)
+//! kind = "postgres"
+//! at = "6s"
+//! action = "failover"        # "restart" (fast shutdown, started again), "kill" (SIGKILL of the
+//!                            # primary, started again) or "failover" (SIGKILL of the primary,
+//!                            # the standby promoted)
+//! for = "500ms"              # down this long before it is started again (restart: 0s, kill:
+//!                            # 1s) or before the standby is promoted (failover: 0s)
 //!
 //! [[faults]]                 # the registration system slows down, or stops, then comes back
 //! kind = "registry"
@@ -84,6 +94,13 @@ enum What {
     Kill {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         restart_after: Option<Dur>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<u32>,
+    },
+    Postgres {
+        action: PostgresAction,
+        #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+        duration: Option<Dur>,
     },
     Registry {
         #[serde(default)]
@@ -167,11 +184,48 @@ pub enum RegistryAction {
     Stop,
 }
 
+/// What a `postgres` fault does to the journal's database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PostgresAction {
+    /// A fast shutdown (every session cut, a checkpoint), then started again.
+    Restart,
+    /// SIGKILL of the primary's postmaster (crash recovery at the next start), started again.
+    Kill,
+    /// SIGKILL of the primary, and the synchronous standby promoted in its place.
+    Failover,
+}
+
+impl PostgresAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            PostgresAction::Restart => "restart",
+            PostgresAction::Kill => "kill",
+            PostgresAction::Failover => "failover",
+        }
+    }
+
+    /// How long the database stays down when the file does not say (`for`).
+    fn default_down(self) -> Duration {
+        match self {
+            PostgresAction::Kill => Duration::from_secs(1),
+            PostgresAction::Restart | PostgresAction::Failover => Duration::ZERO,
+        }
+    }
+}
+
 /// What a fault does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
+    /// SIGKILL of intake node `node` (1-based), restarted after `restart_after`.
     Kill {
+        node: u32,
         restart_after: Duration,
+    },
+    /// The database down for `down` (restarted, or the standby promoted, after it).
+    Postgres {
+        action: PostgresAction,
+        down: Duration,
     },
     RegistrySlow {
         rate: f64,
@@ -198,6 +252,7 @@ impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::Kill { .. } => "kill",
+            FaultKind::Postgres { .. } => "postgres",
             FaultKind::RegistrySlow { .. } | FaultKind::RegistryStop { .. } => "registry",
             FaultKind::AckRelayDown { .. } => "ack-relay",
             FaultKind::DiskFull { .. } => "disk-full",
@@ -208,7 +263,8 @@ impl FaultKind {
     /// How long after its beginning the fault ends (`None`: when every request is sent).
     pub fn lasts(&self) -> Option<Duration> {
         match self {
-            FaultKind::Kill { restart_after } => Some(*restart_after),
+            FaultKind::Kill { restart_after, .. } => Some(*restart_after),
+            FaultKind::Postgres { down, .. } => Some(*down),
             FaultKind::RegistrySlow { duration, .. }
             | FaultKind::RegistryStop { duration }
             | FaultKind::AckRelayDown { duration }
@@ -229,6 +285,7 @@ impl FaultSpec {
     fn name(&self) -> &'static str {
         match self.what {
             What::Kill { .. } => "kill",
+            What::Postgres { .. } => "postgres",
             What::Registry { .. } => "registry",
             What::AckRelay { .. } => "ack-relay",
             What::DiskFull { .. } => "disk-full",
@@ -240,8 +297,23 @@ impl FaultSpec {
     /// What the fault does, checked.
     fn kind(&self) -> anyhow::Result<FaultKind> {
         Ok(match &self.what {
-            What::Kill { restart_after } => FaultKind::Kill {
-                restart_after: restart_after.map_or(Duration::from_millis(500), |d| d.0),
+            What::Kill {
+                restart_after,
+                node,
+            } => {
+                let node = node.unwrap_or(1);
+                ensure!(
+                    node >= 1,
+                    "`node`: intake nodes are numbered from 1 (1..=buffer.nodes)"
+                );
+                FaultKind::Kill {
+                    node,
+                    restart_after: restart_after.map_or(Duration::from_millis(500), |d| d.0),
+                }
+            }
+            What::Postgres { action, duration } => FaultKind::Postgres {
+                action: *action,
+                down: duration.map_or(action.default_down(), |d| d.0),
             },
             What::Registry {
                 action: RegistryAction::Slow,
@@ -437,6 +509,33 @@ mod tests {
     }
 
     #[test]
+    fn postgres_faults_are_down_for_their_default_or_for() {
+        let f = parse(
+            "[[faults]]\nkind = \"postgres\"\naction = \"kill\"\nat = \"2s\"\n\
+             [[faults]]\nkind = \"postgres\"\naction = \"restart\"\nat = \"1s\"\n\
+             [[faults]]\nkind = \"postgres\"\naction = \"failover\"\nat = \"3s\"\nfor = \"200ms\"",
+            1,
+        )
+        .unwrap();
+        let down: Vec<(PostgresAction, Duration)> = f
+            .iter()
+            .map(|f| match f.kind {
+                FaultKind::Postgres { action, down } => (action, down),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(
+            down,
+            [
+                (PostgresAction::Restart, Duration::ZERO),
+                (PostgresAction::Kill, Duration::from_secs(1)),
+                (PostgresAction::Failover, Duration::from_millis(200)),
+            ]
+        );
+        assert!(f.iter().all(|f| f.kind.name() == "postgres"));
+    }
+
+    #[test]
     fn bad_faults_are_refused_naming_the_fault() {
         for (bad, says) in [
             ("[[faults]]\nkind = \"meteor\"\nat = \"1s\"", "meteor"),
@@ -458,6 +557,15 @@ mod tests {
             (
                 "[[faults]]\nkind = \"kill\"\nat = \"1s\"\nfor = \"1s\"",
                 "for",
+            ),
+            (
+                "[[faults]]\nkind = \"kill\"\nat = \"1s\"\nnode = 0",
+                "numbered from 1",
+            ),
+            ("[[faults]]\nkind = \"postgres\"\nat = \"1s\"", "action"),
+            (
+                "[[faults]]\nkind = \"postgres\"\nat = \"1s\"\naction = \"drop\"",
+                "drop",
             ),
         ] {
             let err = format!("{:#}", parse(bad, 1).unwrap_err());

@@ -11,6 +11,7 @@
 //! request's index, never from shared mutable state, so shards and reruns yield the same requests and nothing has to be
 //! held in memory.
 
+pub mod buffer;
 pub mod duration;
 pub mod faults;
 pub mod groups;
@@ -77,6 +78,10 @@ pub struct Scenario {
     /// Faults played by `landrush rehearse` (see [`faults`]); not played by `run`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<faults::FaultSpec>,
+    /// How the buffer `landrush rehearse` starts is laid out (nodes, journal, standby; see
+    /// [`buffer`]); not used by `run`.
+    #[serde(default, skip_serializing_if = "buffer::BufferSection::is_empty")]
+    pub buffer: buffer::BufferSection,
 }
 
 /// When the scenario's time zero is.

@@ -42,7 +42,14 @@ impl Scenario {
                 g.name
             );
         }
-        faults::resolve(&self.faults, self.seed)
+        let faults = faults::resolve(&self.faults, self.seed)?;
+        // The file's own layout, and the faults against it when it says one; the layout a
+        // rehearsal ends up with (the command line over the file) is checked again then.
+        let layout = self.buffer.layout()?;
+        if !self.buffer.is_empty() {
+            layout.check_faults(&faults)?;
+        }
+        Ok(faults)
     }
 
     fn validate_bounds(&self) -> anyhow::Result<()> {

@@ -32,7 +32,10 @@ const END_MARK: &[u8] = b".\r\n";
 
 /// What every client of a run shares.
 pub struct Ctx {
-    pub target: SocketAddr,
+    /// The intake nodes, tried in each client's seeded order (see [`super::targets`]).
+    pub targets: super::targets::Targets,
+    /// Connections that went to another node because a client's first one was down.
+    pub next_node: std::sync::atomic::AtomicU64,
     /// The web intake (for a web key-collider), if the run plays one.
     pub web_target: Option<SocketAddr>,
     pub requests: RequestMaker,
@@ -211,11 +214,17 @@ impl Ctx {
     /// the group is a slowloris.
     pub async fn open(&self, client: u32) -> Result<Opened, SmtpError> {
         let (group, local) = self.group_of(client);
-        self.open_as(group, local).await
+        self.open_as(group, local, client).await
     }
 
-    /// Opens a connection as client `local` of `group`.
-    pub async fn open_as(&self, group: &GroupRun, local: u32) -> Result<Opened, SmtpError> {
+    /// Opens a connection as client `local` of `group`, to the first node of `who`'s order that
+    /// answers `220` (the next MX when one is down; the last one's failure when all are).
+    pub async fn open_as(
+        &self,
+        group: &GroupRun,
+        local: u32,
+        who: u32,
+    ) -> Result<Opened, SmtpError> {
         let c = &group.spec;
         let requesters = self.requests.scenario().requests.requesters;
         let _permit = self
@@ -223,17 +232,37 @@ impl Ctx {
             .acquire()
             .await
             .expect("gate never closed");
-        Connection::dial(Dial {
-            target: self.target,
-            source: group.source_of(local, requesters),
-            helo: &c.helo,
-            connect_timeout: c.connect_timeout.0,
-            reply_timeout: c.reply_timeout.0,
-            deadline: self.deadline,
-            trickle: (c.behaviour == Behaviour::Slowloris).then(|| c.bytes_per_second()),
-            tls: self.tls.as_deref().filter(|_| c.starttls),
-        })
-        .await
+        let order = self.targets.order(self.requests.scenario().seed, who);
+        let last = order.len() - 1;
+        for (i, target) in order.into_iter().enumerate() {
+            let opened = Connection::dial(Dial {
+                target,
+                source: group.source_of(local, requesters),
+                helo: &c.helo,
+                connect_timeout: c.connect_timeout.0,
+                reply_timeout: c.reply_timeout.0,
+                deadline: self.deadline,
+                trickle: (c.behaviour == Behaviour::Slowloris).then(|| c.bytes_per_second()),
+                tls: self.tls.as_deref().filter(|_| c.starttls),
+            })
+            .await;
+            if i == last || !node_down(&opened) || Instant::now() >= self.deadline {
+                return opened;
+            }
+            self.next_node.fetch_add(1, Ordering::Relaxed);
+        }
+        unreachable!("the last node's result is returned")
+    }
+}
+
+/// Whether opening a connection failed as a host that is down fails (no connection, a cut one,
+/// no greeting in time, a temporary refusal at the greeting), so that an MTA tries the next MX.
+fn node_down(opened: &Result<Opened, SmtpError>) -> bool {
+    match opened {
+        Ok(Opened::Ready(_)) => false,
+        Ok(Opened::Refused(reply)) => reply.code / 100 == 4,
+        Err(SmtpError::Io(_) | SmtpError::Closed | SmtpError::Timeout) => true,
+        Err(SmtpError::Protocol(_)) => false,
     }
 }
 
@@ -776,7 +805,7 @@ pub async fn hold_idle(
     done: CancellationToken,
     stop: CancellationToken,
 ) {
-    let Ok(Opened::Ready(mut conn)) = ctx.open_as(&ctx.groups[group], n).await else {
+    let Ok(Opened::Ready(mut conn)) = ctx.open_as(&ctx.groups[group], n, n).await else {
         return;
     };
     ctx.stats.lock().unwrap().idle_opened += 1;

@@ -12,6 +12,7 @@ pub mod adversary;
 pub mod client;
 pub mod collider;
 pub mod firing;
+pub mod targets;
 pub mod tls;
 pub mod wire;
 
@@ -32,9 +33,11 @@ use super::{Clock, LagReport, RunInfo, RunOptions, RunSummary, progress, write_r
 use crate::scenario::Behaviour;
 use crate::schedule::ValidScenario;
 use crate::schedule::request::RequestMaker;
+use targets::Targets;
 
-/// Plays `scenario` (or the `options.shard` slice of it) against `target`, writing `sent.jsonl`,
-/// the histograms and `run.json` into `out_dir` (created if missing).
+/// Plays `scenario` (or the `options.shard` slice of it) against `targets` (one address, or the
+/// intake nodes the clients are spread over, see [`targets`]), writing `sent.jsonl`, the
+/// histograms and `run.json` into `out_dir` (created if missing).
 ///
 /// Usable from inside any tokio runtime (multi-threaded preferred: the recorder runs on its own
 /// thread either way). Returns once every client is done, the deadline (`bounds.max_duration`
@@ -42,10 +45,12 @@ use crate::schedule::request::RequestMaker;
 /// folder, start instant passed); what happens on the wire is recorded, not returned as an error.
 pub async fn run_scenario(
     scenario: &ValidScenario,
-    target: SocketAddr,
+    targets: impl Into<Targets>,
     out_dir: &Path,
     options: RunOptions,
 ) -> anyhow::Result<RunSummary> {
+    let targets: Targets = targets.into();
+    let target = targets.first();
     let shard = options.shard;
     ensure!(
         shard.count as u64 <= scenario.clients.sending_clients(),
@@ -72,7 +77,8 @@ pub async fn run_scenario(
         scenario.bounds.max_duration.0,
     );
     let ctx = Arc::new(client::Ctx {
-        target,
+        targets,
+        next_node: std::sync::atomic::AtomicU64::new(0),
         web_target: options.web_target,
         requests: RequestMaker::new(scenario, scenario.plan(), options.tag.clone()),
         clock: times.clock,
@@ -99,7 +105,13 @@ pub async fn run_scenario(
     let histograms = recorded.histograms;
     histograms.save(out_dir)?;
     adversary::write(out_dir, &ctx, &recorded.groups)?;
-    let stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
+    let mut stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
+    let next_node = ctx.next_node.load(Ordering::Relaxed);
+    if next_node > 0 {
+        stats
+            .errors
+            .insert("node down: connected to the next one".into(), next_node);
+    }
     let ended = Ended {
         times,
         finished_at,
@@ -109,7 +121,7 @@ pub async fn run_scenario(
         histograms: &histograms,
         stats,
     };
-    let info = run_info(scenario, target, &options, ended);
+    let info = run_info(scenario, &ctx.targets, &options, ended);
     write_run_info(out_dir, &info)?;
     if options.print_summary {
         progress::print_summary(&info, out_dir);
@@ -310,7 +322,7 @@ struct Ended<'a> {
 /// `run.json` of a finished run.
 fn run_info(
     scenario: &ValidScenario,
-    target: SocketAddr,
+    targets: &Targets,
     options: &RunOptions,
     ended: Ended<'_>,
 ) -> RunInfo {
@@ -338,8 +350,8 @@ fn run_info(
         target: options
             .target_label
             .clone()
-            .unwrap_or_else(|| target.to_string()),
-        target_addr: target.to_string(),
+            .unwrap_or_else(|| targets.label()),
+        target_addr: targets.label(),
         shard: options.shard,
         merged_from: Vec::new(),
         launched_at: times.launched_at,
