@@ -4,15 +4,18 @@
 #   barrage   (release build, fsync before every 250, group commit)
 #   postfix   (loopback only, discard transport: it fsyncs each queue file before its 250)
 #   smtp-sink (no disk at all: the SMTP ceiling of this machine)
-# once with session reuse (-d) and once with a new connection per message, and prints msg/s and
-# the ratios barrage/postfix and barrage/smtp-sink (README.md, "Performance").
+# once with session reuse (-d) and once with a new connection per message, and prints msg/s, the
+# ratios barrage/postfix and barrage/smtp-sink, and the CPU time (user + system, from
+# /proc/PID/stat) barrage and smtp-sink spent per mail in the same run (README.md, "Performance").
+# With ROUNDS > 1 the three servers are measured in turn that many times, for the spread.
 #
-# Usage: ci/bench-accept.sh [MESSAGES] [SESSIONS]      (defaults: 12000 50)
+# Usage: ci/bench-accept.sh [MESSAGES] [SESSIONS] [ROUNDS]      (defaults: 12000 50 1)
 # Needs root for apt-get and for starting Postfix. Loopback only; every run is bounded.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-12000}
 SESSIONS=${2:-50}
+ROUNDS=${3:-1}
 BARRAGE_PORT=2591
 SINK_PORT=2592
 POSTFIX_PORT=2593
@@ -62,6 +65,15 @@ for port in "$BARRAGE_PORT" "$SINK_PORT" "$POSTFIX_PORT"; do
   done
 done
 
+# cpu_us PID: CPU time (user + system, all threads) the process has used so far, in µs.
+TICK=$(getconf CLK_TCK)
+cpu_us() {
+  local fields
+  # The fields after the command name, which is in parentheses and may hold spaces.
+  read -r -a fields <<<"$(sed 's/^.*) //' "/proc/$1/stat")"
+  echo $(((fields[11] + fields[12]) * 1000000 / TICK))
+}
+
 # rate NAME PORT FLAGS: runs smtp-source and prints messages per second.
 rate() {
   local start end
@@ -76,20 +88,36 @@ rate() {
   echo "$MESSAGES / ($end - $start)" | bc -l
 }
 
-printf '\n%-34s %12s %12s %12s %10s %10s\n' "mode ($MESSAGES mails, $SESSIONS sessions)" barrage postfix smtp-sink "vs postfix" "vs sink"
-for mode in reuse new; do
-  flags=""; label="session reuse (-d)"
-  if [ "$mode" = reuse ]; then flags="-d"; else label="new connection per message"; fi
-  b=$(rate barrage-$mode $BARRAGE_PORT "$flags")
-  p=$(rate postfix-$mode $POSTFIX_PORT "$flags")
-  s=$(rate sink-$mode $SINK_PORT "$flags")
-  printf '%-34s %12.0f %12.0f %12.0f %9.1fx %9.2fx\n' "$label" "$b" "$p" "$s" \
-    "$(echo "$b / $p" | bc -l)" "$(echo "$b / $s" | bc -l)"
+# per_mail NAME PORT FLAGS PID: rate NAME PORT FLAGS, then the µs of CPU PID spent per mail,
+# printed as "RATE CPU".
+per_mail() {
+  local before r after
+  before=$(cpu_us "$4")
+  r=$(rate "$1" "$2" "$3")
+  after=$(cpu_us "$4")
+  echo "$r $(echo "($after - $before) / $MESSAGES" | bc -l)"
+}
+
+echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '\n%-30s %9s %9s %9s %8s %8s %9s %9s\n' "mode ($MESSAGES mails, $SESSIONS sessions)" \
+  barrage postfix smtp-sink "/postfix" "/sink" "CPU/mail" "sink CPU"
+for round in $(seq "$ROUNDS"); do
+  for mode in reuse new; do
+    flags=""; label="session reuse (-d)"
+    if [ "$mode" = reuse ]; then flags="-d"; else label="new connection per message"; fi
+    read -r b b_cpu < <(per_mail "barrage-$mode-$round" $BARRAGE_PORT "$flags" "$BARRAGE_PID")
+    p=$(rate "postfix-$mode-$round" $POSTFIX_PORT "$flags")
+    read -r s s_cpu < <(per_mail "sink-$mode-$round" $SINK_PORT "$flags" "$SINK_PID")
+    printf '%-30s %9.0f %9.0f %9.0f %7.1fx %7.2fx %7.1fµs %7.1fµs\n' "$label" "$b" "$p" "$s" \
+      "$(echo "$b / $p" | bc -l)" "$(echo "$b / $s" | bc -l)" "$b_cpu" "$s_cpu"
+  done
 done
+echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "(CPU/mail: user + system time of the server process per mail; smtp-source's is not counted)"
 
 stats=$(curl -s "http://$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["http"])' "$WORK/barrage/endpoints.json")/v1/stats" || true)
 echo
 echo "barrage journal: $stats"
 accepted=$(echo "$stats" | python3 -c 'import json,sys;print(json.load(sys.stdin)["accepted"])' 2>/dev/null || echo "?")
-echo "barrage stored $accepted requests (expected $((2 * MESSAGES)))"
-[ "$accepted" = "$((2 * MESSAGES))" ] || { echo "barrage did not store every message: see $WORK" >&2; exit 1; }
+echo "barrage stored $accepted requests (expected $((2 * MESSAGES * ROUNDS)))"
+[ "$accepted" = "$((2 * MESSAGES * ROUNDS))" ] || { echo "barrage did not store every message: see $WORK" >&2; exit 1; }

@@ -132,6 +132,9 @@ async fn run<J: Journal + AckOutbox>(config: &Config, journal: Arc<J>) -> anyhow
     );
     let listeners = Listeners::bind(config).await?;
     let endpoints = listeners.endpoints()?;
+    // Before the endpoints file and READY=1 say barrage runs: a SIGTERM from then on stops it
+    // cleanly, never kills it with the signal's default action.
+    let stopped = stop_signal()?;
     endpoints.write(&config.data_dir)?;
     let journal_at = match &config.journal.url {
         Some(url) => crate::journal::postgres::describe(url),
@@ -151,7 +154,7 @@ async fn run<J: Journal + AckOutbox>(config: &Config, journal: Arc<J>) -> anyhow
     let stop = CancellationToken::new();
     let services = Services::start(config, listeners, journal.clone(), Arc::new(signer), &stop)?;
     crate::notify::ready(&journal);
-    wait_for_signal().await?;
+    stopped.await;
     crate::notify::stopping();
     tracing::info!("stopping: no new connections, finishing transactions in flight");
     stop.cancel();
@@ -356,13 +359,15 @@ fn reload_on_hangup(
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now; the future ends at the first of them.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    })
 }

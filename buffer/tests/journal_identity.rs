@@ -24,6 +24,20 @@ async fn submit(barrage: &Barrage, first: u32, count: u32) -> u64 {
     last
 }
 
+/// Waits until the data dir's high-water mark says `seq` (it may lag the journal).
+async fn wait_for_mark(dir: &Path, seq: u64) {
+    let path = dir.join("high-water-mark.json");
+    for _ in 0..1000 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let mark: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if mark["seq"].as_u64() == Some(seq) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} never reached seq {seq}", path.display());
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -113,6 +127,9 @@ async fn a_journal_that_lost_its_wal_is_refused_at_start() {
         .unwrap();
     assert_eq!(pinned, 3);
     assert_eq!(submit(&barrage, 3, 5).await, 8);
+    // The mark may lag the journal (its own thread writes it): the loss is the WAL's, so wait
+    // until the mark has seen seq 8, then kill.
+    wait_for_mark(&dir, 8).await;
     barrage.kill();
     std::fs::remove_file(dir.join("barrage.db-wal")).unwrap();
     let _ = std::fs::remove_file(dir.join("barrage.db-shm"));

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::journal::outbox::AckMark;
 use acks::{AckCounters, AckDelta};
 
-use identity::HighWaterMark;
+use identity::{HighWaterMark, MarkWriter};
 use storage::{Admission, StorageOptions};
 
 mod acks;
@@ -142,6 +142,8 @@ pub struct SqliteJournal {
     ack_counters: Arc<AckCounters>,
     admission: Admission,
     path: std::path::PathBuf,
+    /// The high-water mark's thread, shared with the writer (flushed at a clean stop).
+    marks: Arc<MarkWriter>,
 }
 
 /// A batch in the writer longer than this means the writer is stuck (a hung disk).
@@ -186,6 +188,7 @@ impl SqliteJournal {
         // checkpointer thread does it beside the writer instead (WAL lets both run at once).
         writer.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         let (tx, rx) = mpsc::channel(options.queue_capacity);
+        let marks = Arc::new(MarkWriter::start(dir.to_path_buf())?);
         let state = WriterState {
             conn: writer,
             last_seq,
@@ -196,8 +199,8 @@ impl SqliteJournal {
             counters: counters.clone(),
             ack_counters: ack_counters.clone(),
             ack_delta: AckDelta::default(),
-            dir: dir.to_path_buf(),
             mark: found,
+            marks: marks.clone(),
         };
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -219,6 +222,7 @@ impl SqliteJournal {
             ack_counters,
             admission,
             path,
+            marks,
         })
     }
 
@@ -240,8 +244,10 @@ impl SqliteJournal {
     }
 
     /// Copies the whole WAL into `barrage.db` and empties it (a TRUNCATE checkpoint), so that
-    /// `barrage.db` alone is the complete journal; barrage does it at stop.
+    /// `barrage.db` alone is the complete journal, and writes the high-water mark still pending;
+    /// barrage does it at stop.
     pub fn checkpoint(&self) -> anyhow::Result<()> {
+        self.marks.flush();
         let conn = open_connection(&self.path)?;
         let (busy, _, _): (i64, i64, i64) =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
@@ -430,10 +436,9 @@ struct WriterState {
     ack_counters: Arc<AckCounters>,
     /// Ack outbox changes of the batch being written, published after its commit.
     ack_delta: AckDelta,
-    /// The data dir, where the high-water mark is kept.
-    dir: std::path::PathBuf,
-    /// The high-water mark as last written.
+    /// The high-water mark as last published, and the thread that writes it.
     mark: HighWaterMark,
+    marks: Arc<MarkWriter>,
 }
 
 /// The answer owed to one command of a batch, sent only after the commit.
@@ -518,6 +523,9 @@ impl WriterState {
                 self.counters.cursor.store(self.cursor, Ordering::Relaxed);
                 self.counters.failing.store(false, Ordering::Relaxed);
                 self.ack_counters.publish(&self.ack_delta);
+                // Before the answers, so that a client that saw its ticket finds a mark at least
+                // that far along soon after; the mark thread writes it meanwhile.
+                self.raise_mark();
                 for answer in answers {
                     match answer {
                         Answer::Ticket(tx, ticket) => {
@@ -539,8 +547,6 @@ impl WriterState {
                         }
                     }
                 }
-                // After the answers: the mark may lag the journal, so nobody waits for it.
-                self.raise_mark();
             }
             Err(e) => {
                 tracing::error!("journal write failed, batch refused: {e}");
@@ -562,21 +568,18 @@ impl WriterState {
         }
     }
 
-    /// Rewrites the high-water mark after a commit that moved the last seq or the cursor. A
-    /// failure only lets the mark lag, which is allowed; the next commit tries again.
+    /// Hands the mark thread a new high-water mark after a commit that moved the last seq or the
+    /// cursor.
     fn raise_mark(&mut self) {
         if (self.mark.seq, self.mark.cursor) == (self.last_seq, self.cursor) {
             return;
         }
-        let mark = HighWaterMark {
+        self.mark = HighWaterMark {
             seq: self.last_seq,
             cursor: self.cursor,
             ..self.mark.clone()
         };
-        match mark.write(&self.dir) {
-            Ok(()) => self.mark = mark,
-            Err(e) => tracing::warn!("cannot write the journal's high-water mark: {e}"),
-        }
+        self.marks.publish(self.mark.clone());
     }
 
     /// Applies the batch in one transaction and commits. On error the caller rolls back.

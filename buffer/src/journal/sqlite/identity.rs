@@ -1,12 +1,15 @@
 //! The journal's high-water mark: a small file beside the database, `high-water-mark.json`
 //! (`{"journal_id": ID, "seq": N, "cursor": C}`), rewritten (atomically: a temporary file renamed
-//! over it) after every commit that moved the last seq or the cursor. It is written only after
-//! the commit, so it may lag the journal but never lead it. At open, a journal found behind its
+//! over it) after commits that moved the last seq or the cursor, by a thread of its own
+//! ([`MarkWriter`]) so that the journal writer never waits for it. It is written only after the
+//! commit, so it may lag the journal but never lead it. At open, a journal found behind its
 //! mark — fewer requests than were committed, a cursor the registry holds beyond the last seq, or
 //! another journal id — lost committed requests (a deleted WAL, an old copy restored): barrage
 //! refuses to start rather than hand the same tickets out again (contract: Durability).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -22,6 +25,100 @@ pub struct HighWaterMark {
     pub seq: u64,
     /// The last committed cursor of the registration system.
     pub cursor: u64,
+}
+
+/// The mark thread writes at most once per this: under a flood a rewrite after every commit (a
+/// file written and renamed) cost as much CPU as the commit's fsync.
+const MARK_SPACING: Duration = Duration::from_millis(50);
+
+/// Writes the marks the journal writer publishes, the latest one, at most once per
+/// [`MARK_SPACING`], on a thread of its own; [`MarkWriter::flush`] writes the pending one at
+/// once (at a clean stop). The thread ends when the last handle is dropped, after writing what is
+/// pending.
+pub struct MarkWriter {
+    shared: Arc<Pending>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The mark waiting to be written, and whether the writer has gone. `writing` is held from
+/// taking a mark to having renamed it into place, so an older mark never lands after a newer.
+struct Pending {
+    dir: PathBuf,
+    state: Mutex<(Option<HighWaterMark>, bool)>,
+    changed: Condvar,
+    writing: Mutex<()>,
+}
+
+impl MarkWriter {
+    pub fn start(dir: PathBuf) -> std::io::Result<MarkWriter> {
+        let shared = Arc::new(Pending {
+            dir,
+            state: Mutex::new((None, false)),
+            changed: Condvar::new(),
+            writing: Mutex::new(()),
+        });
+        let pending = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("journal-mark".into())
+            .spawn(move || write_marks(&pending))?;
+        Ok(MarkWriter {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Replaces the mark waiting to be written (a newer one makes the older one moot).
+    pub fn publish(&self, mark: HighWaterMark) {
+        self.shared.state.lock().unwrap().0 = Some(mark);
+        self.shared.changed.notify_one();
+    }
+
+    /// Writes the pending mark now, on the caller's thread.
+    pub fn flush(&self) {
+        self.shared.write_pending();
+    }
+}
+
+impl Drop for MarkWriter {
+    fn drop(&mut self) {
+        self.shared.state.lock().unwrap().1 = true;
+        self.shared.changed.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Pending {
+    /// Writes the pending mark, if any. A failed write only lets the mark lag, which is
+    /// allowed; the next commit publishes another.
+    fn write_pending(&self) {
+        let _writing = self.writing.lock().unwrap();
+        let Some(mark) = self.state.lock().unwrap().0.take() else {
+            return;
+        };
+        if let Err(e) = mark.write(&self.dir) {
+            tracing::warn!("cannot write the journal's high-water mark: {e}");
+        }
+    }
+}
+
+/// The mark thread: waits for a mark, writes it, pauses, until its handle is dropped with nothing
+/// pending.
+fn write_marks(pending: &Pending) {
+    loop {
+        {
+            let mut state = pending.state.lock().unwrap();
+            while state.0.is_none() && !state.1 {
+                state = pending.changed.wait(state).unwrap();
+            }
+            if state.0.is_none() {
+                return;
+            }
+        }
+        pending.write_pending();
+        std::thread::sleep(MARK_SPACING);
+    }
 }
 
 pub fn path(dir: &Path) -> PathBuf {

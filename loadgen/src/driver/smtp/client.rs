@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::firing::{FireOutcome, Firing};
 use super::wire::{
     Connection, Dial, Opened, Reply, SmtpError, parse_ticket, reply_text, unstuffed,
 };
@@ -56,6 +57,8 @@ pub struct Ctx {
     pub adversaries: Vec<Mutex<super::adversary::Achieved>>,
     /// STARTTLS for the groups that ask for it (`starttls = true`).
     pub tls: Option<std::sync::Arc<super::tls::ClientTls>>,
+    /// Where pre-connected clients leave their first write for the instant.
+    pub firing: Firing,
 }
 
 /// A client group as the driver plays it.
@@ -123,6 +126,9 @@ pub(super) struct Session {
     staged: Staged,
     /// Transmissions on the current connection.
     on_conn: u32,
+    /// When the firing threads wrote the staged transaction's next bytes (DATA, or the whole
+    /// message when DATA was staged too), if they did.
+    fired: Option<Instant>,
     /// The STARTTLS handshake of the connection just opened, until a transmission records it.
     tls_handshake: Option<Duration>,
 }
@@ -301,20 +307,22 @@ pub async fn run_client(
         };
         // max_duration: nothing new is started at or after the deadline, even if it was due
         // before (a client stuck on a slow reply gives up its remaining requests).
-        if intended >= ctx.deadline
-            || Instant::now() >= ctx.deadline
-            || !sleep_until(intended, &stop).await
-        {
+        if intended >= ctx.deadline || Instant::now() >= ctx.deadline {
             break;
         }
-        let begun = Instant::now();
+        // Made before the wait, so that the due instant costs only the write.
+        let request = ctx.requests.request(index);
+        message.clear();
+        request.render(ctx.clock.stamp(intended), &mut message);
+        let Some(begun) =
+            wait_to_start(&ctx, &mut session, &request, &message, intended, &stop).await
+        else {
+            break;
+        };
         // The driver's own lag: how late it started a request it was free to start. Waiting for
         // this client's previous reply is the target's doing and shows in corrected latency.
         let lag = (!closed).then(|| begun.saturating_duration_since(intended.max(ready_at)));
         warn_if_behind(&ctx, client, lag);
-        let request = ctx.requests.request(index);
-        message.clear();
-        request.render(ctx.clock.stamp(intended), &mut message);
         stats.requests_started += 1;
         let mut play = Play {
             ctx: &ctx,
@@ -352,6 +360,44 @@ impl Session {
     pub(super) async fn quit(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.quit().await;
+        }
+    }
+}
+
+/// Waits until `intended` and returns when the request began: for a staged connection, when the
+/// firing threads wrote its next bytes; `None` if the run was stopped first.
+async fn wait_to_start(
+    ctx: &Ctx,
+    session: &mut Session,
+    request: &Request,
+    message: &[u8],
+    intended: Instant,
+    stop: &CancellationToken,
+) -> Option<Instant> {
+    let bytes = match session.staged {
+        Staged::Rcpt => b"DATA\r\n".to_vec(),
+        Staged::Data if !request.slow => message.to_vec(),
+        _ => return sleep_until(intended, stop).await.then(Instant::now),
+    };
+    let Some(fired) = ctx.firing.load(intended, &mut session.conn, bytes) else {
+        return sleep_until(intended, stop).await.then(Instant::now);
+    };
+    // The firing threads answer every shot; only a torn-down run drops one (the connection is
+    // lost with it, and the normal path opens another).
+    let Ok(fired) = fired.await else {
+        return sleep_until(intended, stop).await.then(Instant::now);
+    };
+    session.conn = Some(fired.conn);
+    match fired.outcome {
+        FireOutcome::Written => {
+            session.fired = Some(fired.begun);
+            Some(fired.begun)
+        }
+        FireOutcome::NotWritten if stop.is_cancelled() => None,
+        FireOutcome::NotWritten => Some(Instant::now()),
+        FireOutcome::Broken => {
+            session.conn = None;
+            Some(Instant::now())
         }
     }
 }
@@ -548,6 +594,7 @@ async fn envelope(
     let reused = session.conn.is_some();
     if !reused {
         session.staged = Staged::Nothing;
+        session.fired = None;
         session.on_conn = 0;
         match ctx.open(request.client).await {
             Ok(Opened::Ready(conn)) => session.connected(conn),
@@ -562,6 +609,7 @@ async fn envelope(
             conn.envelope(&request.sender, &request.recipient, true)
                 .await
         }
+        Staged::Rcpt if session.fired.take().is_some() => conn.data_reply().await,
         Staged::Rcpt => conn.data().await,
         Staged::Data => Ok(None),
     };
@@ -575,6 +623,7 @@ async fn envelope(
         }
         Err(e) => {
             session.conn = None;
+            session.fired = None;
             if reused && !try_fresh && !matches!(e, SmtpError::Timeout) {
                 return Envelope::TryFresh;
             }
@@ -602,7 +651,10 @@ async fn send_message(
     // the checker see real-time precedence where there was none.
     let (body, end_mark) = message.split_at(message.len().saturating_sub(END_MARK.len()));
     debug_assert_eq!(end_mark, END_MARK);
-    let written = if request.slow {
+    let written = if let Some(sent_at) = session.fired.take() {
+        // The firing threads wrote the whole message (DATA was staged).
+        Ok(sent_at)
+    } else if request.slow {
         let rate = ctx.requests.scenario().misbehaviour.slow_bytes_per_second;
         match conn.write_slowly(body, rate).await {
             Ok(()) => {

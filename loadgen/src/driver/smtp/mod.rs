@@ -11,6 +11,7 @@
 pub mod adversary;
 pub mod client;
 pub mod collider;
+pub mod firing;
 pub mod targets;
 pub mod tls;
 pub mod wire;
@@ -91,6 +92,7 @@ pub async fn run_scenario(
         adversaries: groups.iter().map(|_| Mutex::default()).collect(),
         groups,
         tls: options.tls.clone(),
+        firing: firing::Firing::new(),
     });
     let idle_held_at_end = play_clients(scenario, &ctx, sink, &options).await;
     let finished_at = times.clock.stamp(Instant::now());
@@ -242,6 +244,7 @@ async fn play_clients(
         }
     });
     idle.spawn(adversary::sample_at_start(ctx.clone()));
+    let firing = tokio::spawn(fire_at_start(ctx.clone(), options.stop.clone()));
     let mut senders = JoinSet::new();
     for c in (0..scenario.plan().clients()).filter(|&c| shard.owns_client(c)) {
         let (group, _) = ctx.group_of(c);
@@ -269,11 +272,41 @@ async fn play_clients(
             std::panic::resume_unwind(e.into_panic());
         }
     }
+    if let Err(e) = firing.await
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
     let idle_held_at_end = ctx.live.idle_held.load(Ordering::Relaxed);
     senders_done.cancel();
     while idle.join_next().await.is_some() {}
     idle_held_at_end
 }
+
+/// Fires the pre-connected clients' first writes at the start (see [`firing`]), or hands them
+/// back if the run is stopped before it.
+async fn fire_at_start(ctx: Arc<client::Ctx>, stop: CancellationToken) {
+    // Woken a little early on the runtime; the firing threads sleep the rest precisely.
+    let early = ctx
+        .start
+        .checked_sub(FIRING_WAKE_EARLY)
+        .unwrap_or(ctx.start);
+    if !client::sleep_until(early, &stop).await {
+        ctx.firing.cancel();
+        return;
+    }
+    let start = ctx.start;
+    let fire = ctx.clone();
+    let fired = tokio::task::spawn_blocking(move || fire.firing.fire_at(start, &stop)).await;
+    if let Err(e) = fired
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// How long before the start the firing thread is started (it then sleeps to the instant).
+const FIRING_WAKE_EARLY: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// What a finished run hands to [`run_info`].
 struct Ended<'a> {

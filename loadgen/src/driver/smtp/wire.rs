@@ -243,6 +243,22 @@ impl Connection {
         })
     }
 
+    /// Whether [`Connection::try_write_now`] can write on this connection from any thread: plain
+    /// TCP, not trickled.
+    pub fn can_fire(&self) -> bool {
+        matches!(self.stream, Either::Left(_)) && self.trickle.is_none()
+    }
+
+    /// Writes what the socket takes at once, without waiting and from any thread (the firing
+    /// threads' write); an error when it takes nothing or the connection cannot be written so
+    /// (see [`Connection::can_fire`]).
+    pub fn try_write_now(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        match &self.stream {
+            Either::Left(tcp) if self.trickle.is_none() => tcp.try_write(bytes),
+            _ => Err(std::io::ErrorKind::Unsupported.into()),
+        }
+    }
+
     /// How long this connection's STARTTLS handshake took (`None`: it did none).
     pub fn tls_handshake(&self) -> Option<Duration> {
         self.tls_handshake
@@ -423,6 +439,11 @@ impl Connection {
     /// Sends DATA alone (after a staged envelope); `Some(reply)` if it was not a 354.
     pub async fn data(&mut self) -> Result<Option<Reply>, SmtpError> {
         self.write(b"DATA\r\n").await?;
+        self.data_reply().await
+    }
+
+    /// Reads the reply to a DATA already written; `Some(reply)` if it was not a 354.
+    pub async fn data_reply(&mut self) -> Result<Option<Reply>, SmtpError> {
         let reply = self.read_reply().await?;
         if reply.code == 354 {
             Ok(None)
