@@ -244,95 +244,16 @@ impl Config {
 
     /// Refuses settings that cannot work, with a message saying what to change.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let s = &self.smtp;
-        anyhow::ensure!(
-            s.max_message_size >= 1024,
-            "smtp.max_message_size must be at least 1024"
-        );
-        anyhow::ensure!(
-            (80..=1_000_000).contains(&s.max_line_length),
-            "smtp.max_line_length must be between 80 and 1000000"
-        );
-        anyhow::ensure!(
-            s.max_recipients >= 1,
-            "smtp.max_recipients must be at least 1"
-        );
-        anyhow::ensure!(
-            s.max_connections >= 1,
-            "smtp.max_connections must be at least 1"
-        );
-        if let Err(bad) = Recipients::new(&s.recipients) {
-            anyhow::bail!(
-                "smtp.recipients: {bad:?} is not an address: write each as local@domain, \
-                 without <> or spaces"
-            );
-        }
-        anyhow::ensure!(
-            s.tls == TlsMode::Off || (s.tls_cert.is_some() && s.tls_key.is_some()),
-            "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
-        );
-        let w = &self.web;
-        anyhow::ensure!(
-            w.tls_cert.is_some() == w.tls_key.is_some(),
-            "give both web.tls_cert and web.tls_key (PEM files), or neither for plain HTTP"
-        );
-        anyhow::ensure!(
-            (256..=64 * 1024 * 1024).contains(&w.max_body_size),
-            "web.max_body_size must be between 256 and 67108864"
-        );
-        anyhow::ensure!(
-            w.max_connections >= 1 && w.max_concurrent_requests >= 1,
-            "web.max_connections and web.max_concurrent_requests must be at least 1"
-        );
-        anyhow::ensure!(
-            w.header_timeout_secs >= 1 && w.request_timeout_secs >= 1,
-            "web.header_timeout_secs and web.request_timeout_secs must be at least 1"
-        );
-        let j = &self.journal;
-        anyhow::ensure!(j.max_batch >= 1, "journal.max_batch must be at least 1");
-        anyhow::ensure!(
-            j.queue_capacity >= j.max_batch,
-            "journal.queue_capacity must be at least journal.max_batch"
-        );
-        if let Some(url) = &j.url {
-            anyhow::ensure!(
-                url.starts_with("postgres://") || url.starts_with("postgresql://"),
-                "journal.url (--journal) must be a PostgreSQL URL, postgres://USER@HOST:PORT/DB"
-            );
-        }
-        anyhow::ensure!(
-            (1..=64).contains(&j.pool_size),
-            "journal.pool_size must be between 1 and 64"
-        );
-        anyhow::ensure!(
-            j.ack_lease_secs >= 1,
-            "journal.ack_lease_secs must be at least 1"
-        );
+        self.smtp.validate()?;
+        self.web.validate()?;
+        self.journal.validate()?;
         if let Some(ack) = &self.ack {
             ack.validate()?;
         }
-        let st = &self.storage;
-        anyhow::ensure!(
-            (0.0..=50.0).contains(&st.min_free_percent),
-            "storage.min_free_percent must be between 0 and 50"
-        );
-        anyhow::ensure!(
-            st.max_page_bytes >= 4096,
-            "storage.max_page_bytes must be at least 4096"
-        );
-        let h = &self.http;
-        anyhow::ensure!(
-            h.max_connections >= 1 && h.header_timeout_secs >= 1 && h.request_timeout_secs >= 1,
-            "http.max_connections, http.header_timeout_secs and http.request_timeout_secs must \
-             be at least 1"
-        );
-        if h.api_token.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            anyhow::bail!(
-                "the API token is empty: every client would pass. Give a real token (at least \
-                 one character; a long random one, e.g. `openssl rand -hex 32`), or none"
-            );
-        }
-        self.fair.validate(s.max_connections, w.max_connections)?;
+        self.storage.validate()?;
+        self.http.validate()?;
+        self.fair
+            .validate(self.smtp.max_connections, self.web.max_connections)?;
         if !self.http.listen.ip().is_loopback() && self.http.api_token.is_none() {
             anyhow::bail!(
                 "the handover API would listen on {} without a token: anyone on the network could \
@@ -538,5 +459,126 @@ impl FairConfig {
             max_clients: self.max_tracked_clients,
             exempt: self.exempt.clone(),
         }
+    }
+}
+
+impl SmtpConfig {
+    /// Refuses this section's settings that cannot work, naming the key to change.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_message_size >= 1024,
+            "smtp.max_message_size must be at least 1024"
+        );
+        anyhow::ensure!(
+            (80..=1_000_000).contains(&self.max_line_length),
+            "smtp.max_line_length must be between 80 and 1000000"
+        );
+        anyhow::ensure!(
+            self.max_recipients >= 1,
+            "smtp.max_recipients must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1,
+            "smtp.max_connections must be at least 1"
+        );
+        if let Err(bad) = Recipients::new(&self.recipients) {
+            anyhow::bail!(
+                "smtp.recipients: {bad:?} is not an address: write each as local@domain, \
+                 without <> or spaces"
+            );
+        }
+        anyhow::ensure!(
+            self.tls == TlsMode::Off || (self.tls_cert.is_some() && self.tls_key.is_some()),
+            "smtp.tls = \"may\" or \"required\" needs smtp.tls_cert and smtp.tls_key (PEM files)"
+        );
+        Ok(())
+    }
+}
+
+impl WebConfig {
+    /// Refuses this section's settings that cannot work, naming the key to change.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "give both web.tls_cert and web.tls_key (PEM files), or neither for plain HTTP"
+        );
+        anyhow::ensure!(
+            (256..=64 * 1024 * 1024).contains(&self.max_body_size),
+            "web.max_body_size must be between 256 and 67108864"
+        );
+        anyhow::ensure!(
+            self.max_connections >= 1 && self.max_concurrent_requests >= 1,
+            "web.max_connections and web.max_concurrent_requests must be at least 1"
+        );
+        anyhow::ensure!(
+            self.header_timeout_secs >= 1 && self.request_timeout_secs >= 1,
+            "web.header_timeout_secs and web.request_timeout_secs must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+impl JournalConfig {
+    /// Refuses this section's settings that cannot work, naming the key to change.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_batch >= 1, "journal.max_batch must be at least 1");
+        anyhow::ensure!(
+            self.queue_capacity >= self.max_batch,
+            "journal.queue_capacity must be at least journal.max_batch"
+        );
+        if let Some(url) = &self.url {
+            anyhow::ensure!(
+                url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                "journal.url (--journal) must be a PostgreSQL URL, postgres://USER@HOST:PORT/DB"
+            );
+        }
+        anyhow::ensure!(
+            (1..=64).contains(&self.pool_size),
+            "journal.pool_size must be between 1 and 64"
+        );
+        anyhow::ensure!(
+            self.ack_lease_secs >= 1,
+            "journal.ack_lease_secs must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    /// Refuses this section's settings that cannot work, naming the key to change.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (0.0..=50.0).contains(&self.min_free_percent),
+            "storage.min_free_percent must be between 0 and 50"
+        );
+        anyhow::ensure!(
+            self.max_page_bytes >= 4096,
+            "storage.max_page_bytes must be at least 4096"
+        );
+        Ok(())
+    }
+}
+
+impl HttpConfig {
+    /// Refuses this section's settings that cannot work, naming the key to change.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.max_connections >= 1
+                && self.header_timeout_secs >= 1
+                && self.request_timeout_secs >= 1,
+            "http.max_connections, http.header_timeout_secs and http.request_timeout_secs must \
+             be at least 1"
+        );
+        if self
+            .api_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            anyhow::bail!(
+                "the API token is empty: every client would pass. Give a real token (at least \
+                 one character; a long random one, e.g. `openssl rand -hex 32`), or none"
+            );
+        }
+        Ok(())
     }
 }

@@ -705,6 +705,39 @@ async fn send_message(
     sent
 }
 
+/// What a transmission came to. No reply and no end of data sent (no connection, broken before
+/// DATA or during the message): nothing can be stored (contract: Indeterminate outcomes).
+fn outcome_of(sent: &Transmission) -> Outcome {
+    match (&sent.reply, sent.after_data) {
+        (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
+        (Some(_), _) => Outcome::Refused,
+        (None, _) if sent.sent_at.is_none() => Outcome::Failed,
+        (None, _) => Outcome::Indeterminate,
+    }
+}
+
+/// The service and the corrected latency of a transmission. Timeouts after the end of data count
+/// at the reply timeout, so that a buffer that stops answering cannot look fast (the report
+/// counts the same set: contract: Run records).
+fn latencies(
+    sent: &Transmission,
+    intended: Instant,
+    timeout: Duration,
+) -> (Option<Duration>, Option<Duration>) {
+    let timed_out = sent.after_data && sent.error.as_deref() == Some(TIMEOUT);
+    match (sent.after_data, sent.sent_at, sent.replied_at) {
+        (true, Some(sent), Some(replied)) => (
+            Some(replied.saturating_duration_since(sent)),
+            Some(replied.saturating_duration_since(intended)),
+        ),
+        (true, Some(sent), None) if timed_out => (
+            Some(timeout),
+            Some((sent + timeout).saturating_duration_since(intended)),
+        ),
+        _ => (None, None),
+    }
+}
+
 /// Turns a transmission into a record and hands it to the recorder.
 async fn emit(
     ctx: &Ctx,
@@ -721,14 +754,7 @@ async fn emit(
         raw_sha256,
     } = attempt;
     let live = &ctx.live;
-    // No reply and no end of data sent (no connection, broken before DATA or during the
-    // message): nothing can be stored (contract: Indeterminate outcomes).
-    let outcome = match (&sent.reply, sent.after_data) {
-        (Some(reply), true) if reply.code / 100 == 2 => Outcome::Accepted,
-        (Some(_), _) => Outcome::Refused,
-        (None, _) if sent.sent_at.is_none() => Outcome::Failed,
-        (None, _) => Outcome::Indeterminate,
-    };
+    let outcome = outcome_of(&sent);
     match outcome {
         Outcome::Accepted => live.accepted.fetch_add(1, Ordering::Relaxed),
         Outcome::Refused => live.refused.fetch_add(1, Ordering::Relaxed),
@@ -740,21 +766,8 @@ async fn emit(
     if let Some(error) = &sent.error {
         *stats.errors.entry(error.clone()).or_default() += 1;
     }
-    // Timeouts after the end of data count at the reply timeout, so that a buffer that stops
-    // answering cannot look fast (the report counts the same set: contract: Run records).
     let timeout = ctx.groups[request.group].spec.reply_timeout.0;
-    let timed_out = sent.after_data && sent.error.as_deref() == Some(TIMEOUT);
-    let (service, corrected) = match (sent.after_data, sent.sent_at, sent.replied_at) {
-        (true, Some(sent), Some(replied)) => (
-            Some(replied.saturating_duration_since(sent)),
-            Some(replied.saturating_duration_since(intended)),
-        ),
-        (true, Some(sent), None) if timed_out => (
-            Some(timeout),
-            Some((sent + timeout).saturating_duration_since(intended)),
-        ),
-        _ => (None, None),
-    };
+    let (service, corrected) = latencies(&sent, intended, timeout);
     let clock = &ctx.clock;
     let record = SentRecord {
         id: request.id.clone(),

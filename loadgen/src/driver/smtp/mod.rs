@@ -52,18 +52,7 @@ pub async fn run_scenario(
     let targets: Targets = targets.into();
     let target = targets.first();
     let shard = options.shard;
-    ensure!(
-        shard.count as u64 <= scenario.clients.sending_clients(),
-        "shard {shard}: the scenario has only {} sending clients to share among {} shards",
-        scenario.clients.sending_clients(),
-        shard.count
-    );
-    let groups = group_runs(scenario, target)?;
-    ensure!(
-        options.tls.is_some() || !groups.iter().any(|g| g.spec.starttls),
-        "a client group has starttls = true but the run has no TLS client: give --tls-ca FILE \
-         (the certificate or CA the buffer serves) or --tls-insecure"
-    );
+    let groups = runnable_groups(scenario, target, &options)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let times = RunTimes::resolve(scenario, &options)?;
@@ -105,13 +94,7 @@ pub async fn run_scenario(
     let histograms = recorded.histograms;
     histograms.save(out_dir)?;
     adversary::write(out_dir, &ctx, &recorded.groups)?;
-    let mut stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
-    let next_node = ctx.next_node.load(Ordering::Relaxed);
-    if next_node > 0 {
-        stats
-            .errors
-            .insert("node down: connected to the next one".into(), next_node);
-    }
+    let stats = final_stats(&ctx);
     let ended = Ended {
         times,
         finished_at,
@@ -130,6 +113,41 @@ pub async fn run_scenario(
         info,
         out_dir: out_dir.to_path_buf(),
     })
+}
+
+/// The scenario's groups, refused when this run cannot play them: more shards than sending
+/// clients, or STARTTLS groups without a TLS client.
+fn runnable_groups(
+    scenario: &ValidScenario,
+    target: SocketAddr,
+    options: &RunOptions,
+) -> anyhow::Result<Vec<client::GroupRun>> {
+    let shard = options.shard;
+    ensure!(
+        shard.count as u64 <= scenario.clients.sending_clients(),
+        "shard {shard}: the scenario has only {} sending clients to share among {} shards",
+        scenario.clients.sending_clients(),
+        shard.count
+    );
+    let groups = group_runs(scenario, target)?;
+    ensure!(
+        options.tls.is_some() || !groups.iter().any(|g| g.spec.starttls),
+        "a client group has starttls = true but the run has no TLS client: give --tls-ca FILE \
+         (the certificate or CA the buffer serves) or --tls-insecure"
+    );
+    Ok(groups)
+}
+
+/// The clients' counters at the end, with the connections sent on to another node.
+fn final_stats(ctx: &client::Ctx) -> client::Stats {
+    let mut stats = std::mem::take(&mut *ctx.stats.lock().unwrap());
+    let next_node = ctx.next_node.load(Ordering::Relaxed);
+    if next_node > 0 {
+        stats
+            .errors
+            .insert("node down: connected to the next one".into(), next_node);
+    }
+    stats
 }
 
 /// The scenario's groups with their source addresses, checked against the target: sources on
