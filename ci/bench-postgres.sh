@@ -53,7 +53,7 @@ source_to() { # PORT MESSAGES SESSIONS
 }
 stats() { # NAME FIELD
   local http; http=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["http"])' "$WORK/$1/endpoints.json")
-  curl -s "http://$http/v1/stats" | python3 -c "import json,sys;print(json.load(sys.stdin)[sys.argv[1]])" "$2"
+  curl -s "http://$http/v1/stats" | python3 -c "import json,sys;v=json.load(sys.stdin)[sys.argv[1]];print(round(v,1) if isinstance(v,float) else v)" "$2"
 }
 
 node sqlite 2611
