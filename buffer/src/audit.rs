@@ -162,24 +162,35 @@ pub fn audit(data_dir: &Path) -> anyhow::Result<Result<Summary, Finding>> {
         return Ok(Err(Finding { seq, problem }));
     }
     let cursor = read_cursor(&conn)?;
+    Ok(conclude(journal_id, scan, cursor, outbox_in_use))
+}
+
+/// The last check of every journal's audit, once its rows passed: the registry's cursor is not
+/// beyond the last seq. Then the summary.
+fn conclude(
+    journal_id: String,
+    scan: Scan,
+    cursor: u64,
+    outbox_in_use: bool,
+) -> Result<Summary, Finding> {
     if cursor > scan.last_seq {
         let problem = Problem::CursorBeyond {
             cursor,
             last_seq: scan.last_seq,
         };
-        return Ok(Err(Finding {
+        return Err(Finding {
             seq: cursor,
             problem,
-        }));
+        });
     }
-    Ok(Ok(Summary {
+    Ok(Summary {
         journal_id,
         requests: scan.last_seq,
         last_chain: hex(&scan.last_chain),
         last_accepted_at: scan.last_at.map(format_micros),
         cursor,
         outbox_rows: outbox_in_use.then_some(scan.outbox_rows),
-    }))
+    })
 }
 
 /// What the row scan ends with.
@@ -188,6 +199,18 @@ struct Scan {
     last_at: Option<i64>,
     last_chain: [u8; 32],
     outbox_rows: u64,
+}
+
+impl Scan {
+    /// Before the first row: the chain starts at the journal's genesis.
+    fn new(journal_id: &str) -> Scan {
+        Scan {
+            last_seq: 0,
+            last_at: None,
+            last_chain: genesis(journal_id),
+            outbox_rows: 0,
+        }
+    }
 }
 
 /// One stored row, as read for the audit.
@@ -233,12 +256,7 @@ fn scan_rows(
             has_outbox_row: r.get(11)?,
         })
     })?;
-    let mut scan = Scan {
-        last_seq: 0,
-        last_at: None,
-        last_chain: genesis(journal_id),
-        outbox_rows: 0,
-    };
+    let mut scan = Scan::new(journal_id);
     for row in rows {
         let row = row?;
         if let Err(problem) = check_row(&mut scan, &row, outbox_in_use) {

@@ -4,12 +4,10 @@
 //! deleted after the fact leaves it ahead).
 
 use anyhow::Context;
-use contract::chain::{genesis, hex};
 use futures_util::{StreamExt, pin_mut};
 use tokio_postgres::NoTls;
 
-use super::{Finding, Problem, Scan, StoredRow, Summary, check_row};
-use crate::journal::format_micros;
+use super::{Finding, Problem, Scan, StoredRow, Summary, check_row, conclude};
 use crate::journal::postgres::describe;
 
 /// Audits the journal in the database at `url` (see [`super::audit`] for the answer's shape).
@@ -69,24 +67,7 @@ pub async fn audit(url: &str) -> anyhow::Result<Result<Summary, Finding>> {
             return Ok(Err(Finding { seq, problem }));
         }
     }
-    if cursor > scan.last_seq {
-        let problem = Problem::CursorBeyond {
-            cursor,
-            last_seq: scan.last_seq,
-        };
-        return Ok(Err(Finding {
-            seq: cursor,
-            problem,
-        }));
-    }
-    Ok(Ok(Summary {
-        journal_id,
-        requests: scan.last_seq,
-        last_chain: hex(&scan.last_chain),
-        last_accepted_at: scan.last_at.map(format_micros),
-        cursor,
-        outbox_rows: outbox_in_use.then_some(scan.outbox_rows),
-    }))
+    Ok(conclude(journal_id, scan, cursor, outbox_in_use))
 }
 
 /// Walks every row in seq order, streaming (bounded memory whatever the journal's size).
@@ -104,12 +85,7 @@ async fn scan_rows(
         )
         .await?;
     pin_mut!(rows);
-    let mut scan = Scan {
-        last_seq: 0,
-        last_at: None,
-        last_chain: genesis(journal_id),
-        outbox_rows: 0,
-    };
+    let mut scan = Scan::new(journal_id);
     while let Some(r) = rows.next().await {
         let r = r?;
         let row = StoredRow {

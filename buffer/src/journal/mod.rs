@@ -94,6 +94,17 @@ pub struct JournalStats {
     pub refused_queue_full: u64,
 }
 
+impl JournalStats {
+    /// Requests per commit, the group-commit factor (0 before the first commit).
+    pub fn mean_batch_of(commits: u64, committed_requests: u64) -> f64 {
+        if commits == 0 {
+            0.0
+        } else {
+            committed_requests as f64 / commits as f64
+        }
+    }
+}
+
 /// Why the journal takes no new request right now, said before the request's data is read
 /// (contract: Refusals): SMTP `452 4.3.1` at MAIL FROM, HTTP `507`. Temporary: try again later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

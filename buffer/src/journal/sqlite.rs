@@ -816,11 +816,7 @@ impl Journal for SqliteJournal {
             retransmissions: c.retransmissions.load(Ordering::Relaxed),
             commits,
             committed_requests,
-            mean_batch: if commits == 0 {
-                0.0
-            } else {
-                committed_requests as f64 / commits as f64
-            },
+            mean_batch: JournalStats::mean_batch_of(commits, committed_requests),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             write_failures: c.write_failures.load(Ordering::Relaxed),
             refused_disk_reserve: c.refused_disk_reserve.load(Ordering::Relaxed),
