@@ -336,8 +336,12 @@ impl Journal for PostgresJournal {
 
     async fn last_seq(&self) -> Result<u64, JournalError> {
         let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT last_seq FROM barrage_counter WHERE id = 1")
+            .await
+            .map_err(unavailable)?;
         let last: i64 = client
-            .query_one("SELECT last_seq FROM barrage_counter WHERE id = 1", &[])
+            .query_one(&statement, &[])
             .await
             .map_err(unavailable)?
             .get(0);
@@ -356,12 +360,15 @@ impl Journal for PostgresJournal {
             )));
         }
         // GREATEST under the row's lock: two nodes committing cursors never move it back.
-        let cursor: i64 = client
-            .query_one(
+        let statement = client
+            .prepare_cached(
                 "UPDATE barrage_cursor SET through = GREATEST(through, $1) WHERE id = 1
                  RETURNING through",
-                &[&(through as i64)],
             )
+            .await
+            .map_err(unavailable)?;
+        let cursor: i64 = client
+            .query_one(&statement, &[&(through as i64)])
             .await
             .map_err(unavailable)?
             .get(0);

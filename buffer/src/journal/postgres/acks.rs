@@ -7,12 +7,39 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use tokio_postgres::types::ToSql;
+
 use super::{PostgresJournal, unavailable};
 use crate::journal::JournalError;
 use crate::journal::outbox::{AckCounts, AckMark, AckOutbox, PendingAck};
 
-/// The database's clock in microseconds: leases are judged on one clock whatever the nodes' say.
-const DB_NOW: &str = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint";
+/// Claims up to $3 due acks after seq $1 for node $4, for $5 µs on the database's clock (leases
+/// are judged on one clock whatever the nodes' say).
+const CLAIM: &str = "WITH due AS (
+        SELECT seq FROM acks
+        WHERE state = 'pending' AND seq > $1 AND next_attempt <= $2
+          AND (lease_until IS NULL
+               OR lease_until <= (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+        ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED),
+    claimed AS (
+        UPDATE acks a
+        SET lease_owner = $4,
+            lease_until = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + $5
+        FROM due WHERE a.seq = due.seq RETURNING a.seq, a.attempts)
+    SELECT c.seq, r.accepted_at, r.position, r.message_id, r.ack_to, r.domain, r.fields,
+           c.attempts, r.chain
+    FROM claimed c JOIN requests r ON r.seq = c.seq ORDER BY c.seq";
+
+/// Every mark of a run in one statement: row by row the new state, done_at, next attempt and
+/// error (NULL: unchanged), each releasing its lease. Only pending rows change.
+const MARK: &str = "UPDATE acks a
+    SET state = m.state, done_at = m.done_at,
+        next_attempt = COALESCE(m.next_attempt, a.next_attempt),
+        last_error = COALESCE(m.error, a.last_error),
+        attempts = a.attempts + 1, lease_owner = NULL, lease_until = NULL
+    FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
+        AS m(seq, state, done_at, next_attempt, error)
+    WHERE a.seq = m.seq AND a.state = 'pending'";
 
 impl AckOutbox for PostgresJournal {
     async fn pending_acks(
@@ -22,27 +49,15 @@ impl AckOutbox for PostgresJournal {
         limit: usize,
     ) -> Result<Vec<PendingAck>, JournalError> {
         let client = self.client().await?;
-        let sql = format!(
-            "WITH due AS (
-                 SELECT seq FROM acks
-                 WHERE state = 'pending' AND seq > $1 AND next_attempt <= $2
-                   AND (lease_until IS NULL OR lease_until <= {DB_NOW})
-                 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED),
-             claimed AS (
-                 UPDATE acks a SET lease_owner = $4, lease_until = {DB_NOW} + $5
-                 FROM due WHERE a.seq = due.seq RETURNING a.seq, a.attempts)
-             SELECT c.seq, r.accepted_at, r.position, r.message_id, r.ack_to, r.domain, r.fields,
-                    c.attempts, r.chain
-             FROM claimed c JOIN requests r ON r.seq = c.seq ORDER BY c.seq"
-        );
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+        let claim = client.prepare_cached(CLAIM).await.map_err(unavailable)?;
+        let params: [&(dyn ToSql + Sync); 5] = [
             &(after.min(i64::MAX as u64) as i64),
             &now,
             &(limit as i64),
             &self.settings.node,
             &self.settings.ack_lease_us,
         ];
-        let rows = client.query(&sql, &params).await.map_err(unavailable)?;
+        let rows = client.query(&claim, &params).await.map_err(unavailable)?;
         Ok(rows
             .iter()
             .map(|r| PendingAck {
@@ -59,43 +74,19 @@ impl AckOutbox for PostgresJournal {
             .collect())
     }
 
-    /// Only pending rows change: a mark for an ack another node already sent changes nothing.
+    /// A mark for an ack another node already sent changes nothing.
     async fn mark_acks(&self, marks: Vec<AckMark>) -> Result<(), JournalError> {
         if marks.is_empty() {
             return Ok(());
         }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(unavailable)?;
-        for mark in &marks {
-            let result = match mark {
-                AckMark::Sent { seq, at } => {
-                    let sql =
-                        "UPDATE acks SET state = 'sent', done_at = $2, attempts = attempts + 1,
-                                      lease_owner = NULL, lease_until = NULL
-                               WHERE seq = $1 AND state = 'pending'";
-                    tx.execute(sql, &[&(*seq as i64), at]).await
-                }
-                AckMark::Retry {
-                    seq,
-                    not_before,
-                    error,
-                } => {
-                    let sql = "UPDATE acks SET attempts = attempts + 1, next_attempt = $2,
-                                      last_error = $3, lease_owner = NULL, lease_until = NULL
-                               WHERE seq = $1 AND state = 'pending'";
-                    tx.execute(sql, &[&(*seq as i64), not_before, error]).await
-                }
-                AckMark::Failed { seq, at, error } => {
-                    let sql = "UPDATE acks SET state = 'failed', done_at = $2, last_error = $3,
-                                      attempts = attempts + 1, lease_owner = NULL,
-                                      lease_until = NULL
-                               WHERE seq = $1 AND state = 'pending'";
-                    tx.execute(sql, &[&(*seq as i64), at, error]).await
-                }
-            };
-            result.map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)
+        let columns = Marks::of(&marks);
+        let client = self.client().await?;
+        let mark = client.prepare_cached(MARK).await.map_err(unavailable)?;
+        let c = &columns;
+        let params: [&(dyn ToSql + Sync); 5] =
+            [&c.seq, &c.state, &c.done_at, &c.next_attempt, &c.error];
+        client.execute(&mark, &params).await.map_err(unavailable)?;
+        Ok(())
     }
 
     fn ack_counts(&self) -> AckCounts {
@@ -111,5 +102,56 @@ impl AckOutbox for PostgresJournal {
 
     async fn acks_queued(&self) {
         self.counters.acks_queued.notified().await
+    }
+}
+
+/// The marks as the columns of `MARK`.
+struct Marks<'a> {
+    seq: Vec<i64>,
+    state: Vec<&'static str>,
+    done_at: Vec<Option<i64>>,
+    next_attempt: Vec<Option<i64>>,
+    error: Vec<Option<&'a str>>,
+}
+
+impl<'a> Marks<'a> {
+    fn of(marks: &'a [AckMark]) -> Self {
+        let mut columns = Marks {
+            seq: Vec::with_capacity(marks.len()),
+            state: Vec::with_capacity(marks.len()),
+            done_at: Vec::with_capacity(marks.len()),
+            next_attempt: Vec::with_capacity(marks.len()),
+            error: Vec::with_capacity(marks.len()),
+        };
+        // The last mark of a seq is its outcome: UPDATE … FROM would apply any one of several.
+        let mut seen = std::collections::HashSet::new();
+        for mark in marks.iter().rev() {
+            let (seq, state, done_at, next_attempt, error) = match mark {
+                AckMark::Sent { seq, at } => (seq, "sent", Some(*at), None, None),
+                AckMark::Retry {
+                    seq,
+                    not_before,
+                    error,
+                } => (
+                    seq,
+                    "pending",
+                    None,
+                    Some(*not_before),
+                    Some(error.as_str()),
+                ),
+                AckMark::Failed { seq, at, error } => {
+                    (seq, "failed", Some(*at), None, Some(error.as_str()))
+                }
+            };
+            if !seen.insert(*seq) {
+                continue;
+            }
+            columns.seq.push(*seq as i64);
+            columns.state.push(state);
+            columns.done_at.push(done_at);
+            columns.next_attempt.push(next_attempt);
+            columns.error.push(error);
+        }
+        columns
     }
 }

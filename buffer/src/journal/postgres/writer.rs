@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::{Client, Pool};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use super::plan::{Head, NewRow, Originals, Plan, check, plan};
 use super::{Counters, Settings, unavailable};
@@ -65,13 +67,18 @@ const LOCK_HEAD: &str = "SELECT c.last_seq, c.last_at, c.last_chain, k.through
     FROM barrage_counter c CROSS JOIN barrage_cursor k
     WHERE c.id = 1 AND k.id = 1 FOR UPDATE OF c";
 
+// Both lookups are LATERAL … LIMIT 1 so that each is an index probe per key: written as EXISTS,
+// the second became a hashed subplan scanning every row of the window, once per batch.
 const ORIGINALS: &str = "SELECT k.key, k.digest, o.seq, o.accepted_at, o.position,
-           EXISTS (SELECT 1 FROM requests u WHERE u.dedup_key = k.key AND u.accepted_at >= $3)
+           u.used IS NOT NULL
     FROM UNNEST($1::text[], $2::bytea[]) AS k(key, digest)
     LEFT JOIN LATERAL (
         SELECT seq, accepted_at, position FROM requests r
         WHERE r.dedup_key = k.key AND r.content_sha256 = k.digest AND r.accepted_at >= $3
-        ORDER BY seq LIMIT 1) o ON true";
+        ORDER BY seq LIMIT 1) o ON true
+    LEFT JOIN LATERAL (
+        SELECT true AS used FROM requests r
+        WHERE r.dedup_key = k.key AND r.accepted_at >= $3 LIMIT 1) u ON true";
 
 const INSERT_REQUESTS: &str = "INSERT INTO requests (seq, accepted_at, intake, message_id,
         dedup_key, sender, ack_to, domain, fields, position, raw, content_sha256, raw_sha256,
@@ -192,34 +199,63 @@ impl Writer {
         (0..n).map(|_| Err(unavailable(error))).collect()
     }
 
-    // `&mut Vec`: the mutant build (below) takes the batch to answer it early.
-    #[cfg_attr(not(feature = "mutant-reply-before-commit"), allow(clippy::ptr_arg))]
-    async fn transact(&self, batch: &mut Vec<Append>) -> Result<Written, Failure> {
-        let mut client = self
+    async fn transact(&self, batch: &mut [Append]) -> Result<Written, Failure> {
+        let client = self
             .pool
             .get()
             .await
             .map_err(|e| Failure::Before(e.to_string()))?;
-        let tx = client.transaction().await?;
-        let lock = tx.prepare_cached(LOCK_HEAD).await?;
-        let row = tx.query_one(&lock, &[]).await?;
+        let result = self.transact_on(&client, batch).await;
+        if result.is_err() {
+            // It may still be inside the transaction: never back into the pool.
+            drop(Client::take(client));
+        }
+        result
+    }
+
+    /// The batch in two round trips, so that the counter row is held briefly: BEGIN, the lock
+    /// and the dedup lookup pipelined; then the inserts, the counter's move and COMMIT
+    /// pipelined.
+    // `&mut`: the mutant build (below) takes the batch's replies to answer it early.
+    async fn transact_on(&self, client: &Client, batch: &mut [Append]) -> Result<Written, Failure> {
+        // The mutant build (below) answers early, through the replies taken here.
+        #[cfg(feature = "mutant-reply-before-commit")]
+        let early: Vec<_> = batch
+            .iter_mut()
+            .map(|a| std::mem::replace(&mut a.reply, oneshot::channel().0))
+            .collect();
+        let keys = Keys::of(batch);
+        // Taken before the lock, so the window reaches a little further back: never shorter.
+        let since = now_micros() - self.settings.dedup_window_us;
+        let (lock, lookup) = tokio::try_join!(
+            client.prepare_cached(LOCK_HEAD),
+            client.prepare_cached(ORIGINALS)
+        )?;
+        // READ COMMITTED: the lookup's snapshot is taken after the lock was granted, so it sees
+        // every batch committed before ours.
+        let (_, head, found) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            client.query_one(&lock, &[]),
+            async {
+                if keys.key.is_empty() {
+                    return Ok(Vec::new());
+                }
+                client
+                    .query(&lookup, &[&keys.key, &keys.digest, &since])
+                    .await
+            }
+        )?;
         let head = Head {
-            last_seq: row.get::<_, i64>(0) as u64,
-            last_at: row.get(1),
-            last_chain: chain_bytes(row.get(2))?,
-            cursor: row.get::<_, i64>(3) as u64,
+            last_seq: head.get::<_, i64>(0) as u64,
+            last_at: head.get(1),
+            last_chain: chain_bytes(head.get(2))?,
+            cursor: head.get::<_, i64>(3) as u64,
         };
         // Taken under the lock: every batch after this one reads a later clock or our time.
         let now = now_micros();
-        let originals = self.originals(&tx, batch, now).await?;
         let requests = batch.iter().map(|a| (&a.request, &*a.digests));
-        let (plans, rows, after) = plan(requests, head, now, originals);
+        let (plans, rows, after) = plan(requests, head, now, originals(&found)?);
         check(&rows, &head, &after);
-        let acks = if rows.is_empty() {
-            0
-        } else {
-            self.insert(&tx, &rows, &after).await?
-        };
         let written = Written {
             plans,
             head: after,
@@ -227,86 +263,51 @@ impl Writer {
             first: rows
                 .first()
                 .map(|r| (r.ticket.seq, r.request.message_id.clone())),
-            acks,
+            acks: self.acked(&rows).count() as u64,
         };
         #[cfg(feature = "mutant-reply-before-commit")]
         {
             // A deliberately broken build, for the crash test to prove it catches one: every
             // request is answered before COMMIT, which then takes as long as a commit to a
             // distant synchronous standby would.
-            answer(std::mem::take(batch), self.committed(written.clone()));
+            for (reply, answer) in early.into_iter().zip(self.committed(written.clone())) {
+                let _ = reply.send(answer);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Err(e) = tx.commit().await {
-            return Err(Failure::AtCommit(e.to_string(), Box::new(written)));
-        }
-        Ok(written)
+        self.commit(client, &rows, written).await
     }
 
-    /// The stored originals the batch's dedup keys may repeat, inside the window.
-    async fn originals(
-        &self,
-        tx: &Transaction<'_>,
-        batch: &[Append],
-        now: i64,
-    ) -> Result<Originals, Failure> {
-        let mut originals = Originals::default();
-        let (keys, digests): (Vec<&str>, Vec<&[u8]>) = batch
-            .iter()
-            .filter_map(|a| Some((a.request.dedup_key.as_deref()?, &a.digests.content[..])))
-            .unzip();
-        if keys.is_empty() {
-            return Ok(originals);
-        }
-        let since = now - self.settings.dedup_window_us;
-        let statement = tx.prepare_cached(ORIGINALS).await?;
-        for row in tx.query(&statement, &[&keys, &digests, &since]).await? {
-            let key: &str = row.get(0);
-            match row.get::<_, Option<i64>>(2) {
-                Some(seq) => originals.found(
-                    key,
-                    chain_bytes(row.get(1))?,
-                    Ticket {
-                        seq: seq as u64,
-                        accepted_at: row.get(3),
-                        position: row.get::<_, i64>(4) as u64,
-                        retransmission: false,
-                    },
-                ),
-                None if row.get::<_, bool>(5) => originals.in_use(key),
-                None => {}
-            }
-        }
-        Ok(originals)
+    /// The rows that queue an ack.
+    fn acked<'r>(&self, rows: &'r [NewRow<'r>]) -> impl Iterator<Item = &'r NewRow<'r>> {
+        let acks = self.settings.acks;
+        rows.iter()
+            .filter(move |r| acks && r.request.ack_to.is_some())
     }
 
-    /// Inserts the rows and their acks and moves the counter, pipelined on one connection;
-    /// returns how many acks were queued.
-    async fn insert(
+    /// Inserts the rows and their acks, moves the counter and commits, all pipelined.
+    async fn commit(
         &self,
-        tx: &Transaction<'_>,
+        client: &Client,
         rows: &[NewRow<'_>],
-        after: &Head,
-    ) -> Result<u64, Failure> {
-        let columns = Columns::of(rows);
+        written: Written,
+    ) -> Result<Written, Failure> {
         let (requests, acks, head) = tokio::try_join!(
-            tx.prepare_cached(INSERT_REQUESTS),
-            tx.prepare_cached(INSERT_ACKS),
-            tx.prepare_cached(MOVE_HEAD)
+            client.prepare_cached(INSERT_REQUESTS),
+            client.prepare_cached(INSERT_ACKS),
+            client.prepare_cached(MOVE_HEAD)
         )?;
-        let (ack_seqs, ack_times): (Vec<i64>, Vec<i64>) = rows
-            .iter()
-            .filter(|r| self.settings.acks && r.request.ack_to.is_some())
+        let c = Columns::of(rows);
+        let node = self.settings.node.as_str();
+        let (ack_seqs, ack_times): (Vec<i64>, Vec<i64>) = self
+            .acked(rows)
             .map(|r| (r.ticket.seq as i64, r.ticket.accepted_at))
             .unzip();
-        let node = self.settings.node.as_str();
-        let last_seq = after.last_seq as i64;
-        let last_chain = &after.last_chain[..];
-        let c = &columns;
-        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&last_seq, &after.last_at, &last_chain];
-        let ack_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ack_seqs, &ack_times];
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+        let after = &written.head;
+        let (last_seq, last_chain) = (after.last_seq as i64, &after.last_chain[..]);
+        let head_params: [&(dyn ToSql + Sync); 3] = [&last_seq, &after.last_at, &last_chain];
+        let ack_params: [&(dyn ToSql + Sync); 2] = [&ack_seqs, &ack_times];
+        let params: [&(dyn ToSql + Sync); 15] = [
             &c.seq,
             &c.at,
             &c.intake,
@@ -323,17 +324,26 @@ impl Writer {
             &c.chain,
             &node,
         ];
-        tokio::try_join!(
-            tx.execute(&requests, &params),
-            async {
-                if ack_seqs.is_empty() {
-                    return Ok(0);
-                }
-                tx.execute(&acks, &ack_params).await
-            },
-            tx.execute(&head, &head_params)
-        )?;
-        Ok(ack_seqs.len() as u64)
+        let unless = |skip: bool, statement, params| async move {
+            match skip {
+                true => Ok(0),
+                false => client.execute(statement, params).await,
+            }
+        };
+        let (inserted, acked, moved, committed) = tokio::join!(
+            unless(rows.is_empty(), &requests, &params[..]),
+            unless(ack_seqs.is_empty(), &acks, &ack_params[..]),
+            unless(rows.is_empty(), &head, &head_params[..]),
+            client.batch_execute("COMMIT")
+        );
+        match (inserted.and(acked).and(moved), committed) {
+            (Ok(_), Ok(())) => Ok(written),
+            // The server refused a statement, so the COMMIT after it rolled back.
+            (Err(e), _) if e.as_db_error().is_some() => Err(Failure::Before(e.to_string())),
+            (Err(e), _) | (Ok(_), Err(e)) => {
+                Err(Failure::AtCommit(e.to_string(), Box::new(written)))
+            }
+        }
     }
 
     /// Whether the batch whose COMMIT answer was lost is stored: its first row is there, written
@@ -363,14 +373,49 @@ impl Writer {
 
 /// Sends each request of the batch its answer.
 fn answer(batch: Vec<Append>, answers: Vec<Result<Ticket, JournalError>>) {
-    let mutant_answered = cfg!(feature = "mutant-reply-before-commit") && batch.is_empty();
-    assert!(
-        answers.len() == batch.len() || mutant_answered,
-        "one answer per request"
-    );
+    assert_eq!(answers.len(), batch.len(), "one answer per request");
     for (append, answer) in batch.into_iter().zip(answers) {
         let _ = append.reply.send(answer);
     }
+}
+
+/// The batch's dedup keys with their content digests, for the lookup of their originals.
+struct Keys<'a> {
+    key: Vec<&'a str>,
+    digest: Vec<&'a [u8]>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(batch: &'a [Append]) -> Self {
+        let (key, digest) = batch
+            .iter()
+            .filter_map(|a| Some((a.request.dedup_key.as_deref()?, &a.digests.content[..])))
+            .unzip();
+        Keys { key, digest }
+    }
+}
+
+/// The stored originals the batch's dedup keys may repeat, from the lookup's rows.
+fn originals(found: &[Row]) -> Result<Originals, Failure> {
+    let mut originals = Originals::default();
+    for row in found {
+        let key: &str = row.get(0);
+        match row.get::<_, Option<i64>>(2) {
+            Some(seq) => originals.found(
+                key,
+                chain_bytes(row.get(1))?,
+                Ticket {
+                    seq: seq as u64,
+                    accepted_at: row.get(3),
+                    position: row.get::<_, i64>(4) as u64,
+                    retransmission: false,
+                },
+            ),
+            None if row.get::<_, bool>(5) => originals.in_use(key),
+            None => {}
+        }
+    }
+    Ok(originals)
 }
 
 /// The batch's rows as column arrays, for one `INSERT … SELECT FROM UNNEST`.
@@ -428,4 +473,60 @@ fn chain_bytes(bytes: &[u8]) -> Result<[u8; 32], Failure> {
             bytes.len()
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan PostgreSQL keeps for a prepared statement once the table has grown: a generic
+    /// plan made when it was still empty, as it is at the start of the day.
+    async fn generic_plan(client: &Client, sql: &str, args: &str) -> String {
+        client
+            .batch_execute(&format!(
+                "SET plan_cache_mode = force_generic_plan; PREPARE probe AS {sql}"
+            ))
+            .await
+            .unwrap();
+        let args = if args.is_empty() {
+            args.to_string()
+        } else {
+            format!("({args})")
+        };
+        let explained = client
+            .simple_query(&format!("EXPLAIN EXECUTE probe{args}"))
+            .await
+            .unwrap();
+        client.batch_execute("DEALLOCATE probe").await.unwrap();
+        explained
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every statement under the counter-row lock must cost the same on the day's last batch
+    /// as on its first: index probes, never a scan of the journal.
+    #[tokio::test]
+    async fn the_batch_never_scans_the_journal_under_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = pgcluster::Cluster::start(&dir.path().join("pg")).unwrap();
+        cluster.create_database("barrage").unwrap();
+        let pool = super::super::connect(&cluster.url("barrage"), 2).unwrap();
+        let mut client = pool.get().await.unwrap();
+        super::super::schema::migrate(&mut client).await.unwrap();
+        let plan = generic_plan(&client, ORIGINALS, "'{<k@t>}', '{\"\\\\x00\"}', 0").await;
+        assert!(plan.contains("requests_by_dedup_key"), "{plan}");
+        for scan in ["Seq Scan on requests", "SubPlan"] {
+            assert!(
+                !plan.contains(scan),
+                "the dedup lookup has a {scan}:\n{plan}"
+            );
+        }
+        let plan = generic_plan(&client, LOCK_HEAD, "").await;
+        assert!(!plan.contains("Seq Scan on requests"), "{plan}");
+    }
 }
