@@ -39,6 +39,10 @@ pub const STUCK_AFTER_US: i64 = 10_000_000;
 /// How often the counters other nodes move (last seq, cursor, outbox) are read again.
 const REFRESH: Duration = Duration::from_millis(250);
 
+/// Every how many refreshes the outbox's sent and failed totals are counted again (5 s):
+/// counting them reads every ack row of the day.
+const RECOUNT_EVERY: u32 = 20;
+
 /// Tuning of the PostgreSQL journal.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -132,7 +136,7 @@ impl PostgresJournal {
             ack_lease_us: options.ack_lease_us,
         });
         let counters = Arc::new(Counters::default());
-        refresh(&pool, &counters).await?;
+        refresh(&pool, &counters, true).await?;
         let (appends, queue) = mpsc::channel(options.queue_capacity);
         let writer = Writer {
             pool: pool.clone(),
@@ -233,38 +237,55 @@ fn node_name() -> String {
     format!("{}-{}-{random:08x}", host.trim(), std::process::id())
 }
 
-/// Reads what other nodes move: the last seq, the cursor and the outbox counts.
-async fn refresh(pool: &Pool, counters: &Counters) -> anyhow::Result<()> {
+/// Reads what other nodes move: the last seq, the cursor and the pending acks; with `recount`,
+/// also the sent and failed totals.
+async fn refresh(pool: &Pool, counters: &Counters, recount: bool) -> anyhow::Result<()> {
     let client = pool.get().await?;
-    let row = client
-        .query_one(
+    // Pending acks through their partial index: as costly as the backlog, not as the journal.
+    // accepted_at never decreases along seq, so the lowest pending seq is the oldest.
+    let head = client
+        .prepare_cached(
             "SELECT c.last_seq, k.through,
-                    count(*) FILTER (WHERE a.state = 'pending'),
-                    count(*) FILTER (WHERE a.state = 'sent'),
-                    count(*) FILTER (WHERE a.state = 'failed'),
-                    COALESCE(min(a.queued_at) FILTER (WHERE a.state = 'pending'), 0)
-             FROM barrage_counter c CROSS JOIN barrage_cursor k LEFT JOIN acks a ON true
-             WHERE c.id = 1 AND k.id = 1 GROUP BY c.last_seq, k.through",
-            &[],
+                    (SELECT count(*) FROM acks WHERE state = 'pending'),
+                    COALESCE((SELECT queued_at FROM acks WHERE state = 'pending'
+                              ORDER BY seq LIMIT 1), 0)
+             FROM barrage_counter c CROSS JOIN barrage_cursor k WHERE c.id = 1 AND k.id = 1",
         )
         .await?;
+    let row = client.query_one(&head, &[]).await?;
     let get = |i| row.get::<_, i64>(i) as u64;
     counters.accepted.fetch_max(get(0), Ordering::Relaxed);
     counters.cursor.fetch_max(get(1), Ordering::Relaxed);
     counters.acks_pending.store(get(2), Ordering::Relaxed);
-    counters.acks_sent.store(get(3), Ordering::Relaxed);
-    counters.acks_failed.store(get(4), Ordering::Relaxed);
-    counters.acks_oldest.store(row.get(5), Ordering::Relaxed);
+    counters.acks_oldest.store(row.get(3), Ordering::Relaxed);
+    if recount {
+        let totals = client
+            .prepare_cached(
+                "SELECT count(*) FILTER (WHERE state = 'sent'),
+                        count(*) FILTER (WHERE state = 'failed') FROM acks",
+            )
+            .await?;
+        let row = client.query_one(&totals, &[]).await?;
+        counters
+            .acks_sent
+            .store(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
+        counters
+            .acks_failed
+            .store(row.get::<_, i64>(1) as u64, Ordering::Relaxed);
+    }
     Ok(())
 }
 
 async fn keep_refreshing(pool: Pool, counters: Arc<Counters>, stop: CancellationToken) {
+    let mut refreshes = 0u32;
     while stop
         .run_until_cancelled(tokio::time::sleep(REFRESH))
         .await
         .is_some()
     {
-        if let Err(e) = refresh(&pool, &counters).await {
+        refreshes = refreshes.wrapping_add(1);
+        let recount = refreshes % RECOUNT_EVERY == 0;
+        if let Err(e) = refresh(&pool, &counters, recount).await {
             tracing::debug!("journal counters not refreshed: {e}");
         }
     }

@@ -31,7 +31,8 @@ const CLAIM: &str = "WITH due AS (
     FROM claimed c JOIN requests r ON r.seq = c.seq ORDER BY c.seq";
 
 /// Every mark of a run in one statement: row by row the new state, done_at, next attempt and
-/// error (NULL: unchanged), each releasing its lease. Only pending rows change.
+/// error (NULL: unchanged), each releasing its lease. Only pending rows change; their new states
+/// come back.
 const MARK: &str = "UPDATE acks a
     SET state = m.state, done_at = m.done_at,
         next_attempt = COALESCE(m.next_attempt, a.next_attempt),
@@ -39,7 +40,8 @@ const MARK: &str = "UPDATE acks a
         attempts = a.attempts + 1, lease_owner = NULL, lease_until = NULL
     FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[])
         AS m(seq, state, done_at, next_attempt, error)
-    WHERE a.seq = m.seq AND a.state = 'pending'";
+    WHERE a.seq = m.seq AND a.state = 'pending'
+    RETURNING a.state";
 
 impl AckOutbox for PostgresJournal {
     async fn pending_acks(
@@ -85,7 +87,15 @@ impl AckOutbox for PostgresJournal {
         let c = &columns;
         let params: [&(dyn ToSql + Sync); 5] =
             [&c.seq, &c.state, &c.done_at, &c.next_attempt, &c.error];
-        client.execute(&mark, &params).await.map_err(unavailable)?;
+        let changed = client.query(&mark, &params).await.map_err(unavailable)?;
+        // Fresh on this node at once; the journal's refresh recounts all nodes' now and then.
+        for row in changed {
+            match row.get::<_, &str>(0) {
+                "sent" => self.counters.acks_sent.fetch_add(1, Ordering::Relaxed),
+                "failed" => self.counters.acks_failed.fetch_add(1, Ordering::Relaxed),
+                _ => 0,
+            };
+        }
         Ok(())
     }
 
