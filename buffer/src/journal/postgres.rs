@@ -284,7 +284,7 @@ async fn keep_refreshing(pool: Pool, counters: Arc<Counters>, stop: Cancellation
         .is_some()
     {
         refreshes = refreshes.wrapping_add(1);
-        let recount = refreshes % RECOUNT_EVERY == 0;
+        let recount = refreshes.is_multiple_of(RECOUNT_EVERY);
         if let Err(e) = refresh(&pool, &counters, recount).await {
             tracing::debug!("journal counters not refreshed: {e}");
         }
