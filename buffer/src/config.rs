@@ -21,6 +21,10 @@ use crate::tls::{Certificates, TlsMode};
 /// `smtp.max_message_size` unless configured.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
 
+/// The longest `journal.commit_delay_us`: beyond a few milliseconds the wait costs more latency
+/// than any batch saves.
+const MAX_COMMIT_DELAY_US: u64 = 10_000;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -128,6 +132,9 @@ pub struct JournalConfig {
     /// the SQLite journal in the data dir.
     pub url: Option<String>,
     pub max_batch: usize,
+    /// SQLite: microseconds the writer waits for more before committing a small batch while
+    /// requests arrive together; 0: never.
+    pub commit_delay_us: u64,
     pub queue_capacity: usize,
     pub dedup_window_secs: u64,
     /// PostgreSQL: connections this node keeps to the database.
@@ -227,6 +234,7 @@ impl Default for JournalConfig {
         JournalConfig {
             url: None,
             max_batch: options.max_batch,
+            commit_delay_us: options.commit_delay.as_micros() as u64,
             queue_capacity: options.queue_capacity,
             dedup_window_secs: (options.dedup_window_us / 1_000_000) as u64,
             pool_size: 8,
@@ -351,6 +359,7 @@ impl Config {
     pub fn journal_options(&self) -> SqliteOptions {
         SqliteOptions {
             max_batch: self.journal.max_batch,
+            commit_delay: std::time::Duration::from_micros(self.journal.commit_delay_us),
             queue_capacity: self.journal.queue_capacity,
             dedup_window_us: self.journal.dedup_window_secs as i64 * 1_000_000,
             acks: self.ack.is_some(),
@@ -522,6 +531,12 @@ impl JournalConfig {
     /// Refuses this section's settings that cannot work, naming the key to change.
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.max_batch >= 1, "journal.max_batch must be at least 1");
+        anyhow::ensure!(
+            self.commit_delay_us <= MAX_COMMIT_DELAY_US,
+            "journal.commit_delay_us is {}: at most {MAX_COMMIT_DELAY_US} (every request of a busy \
+             moment waits that long for its reply); 300 is the default, 0 turns it off",
+            self.commit_delay_us
+        );
         anyhow::ensure!(
             self.queue_capacity >= self.max_batch,
             "journal.queue_capacity must be at least journal.max_batch"
