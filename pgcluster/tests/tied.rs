@@ -49,7 +49,7 @@ fn a_tied_child_outlives_its_thread_and_dies_with_its_process() {
 
 /// Starts `sleep` from a thread that ends at once, names it and waits to be killed.
 fn be_the_parent() -> ! {
-    let child = std::thread::spawn(|| {
+    let mut child = std::thread::spawn(|| {
         let mut sleep = Command::new("sleep");
         sleep.arg("600");
         pgcluster::spawn_tied(sleep).unwrap()
@@ -58,6 +58,8 @@ fn be_the_parent() -> ! {
     .unwrap();
     // On the harness's line `test NAME ... `, which the reader looks through.
     println!("child {}", child.id());
+    // The test kills this process first; should the child end before, it is reaped.
+    let _ = child.wait();
     loop {
         std::thread::park();
     }
