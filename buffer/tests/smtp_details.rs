@@ -2,7 +2,8 @@
 //! replies in printable ASCII whatever the client sent; Message-IDs unfolded and bounded before
 //! they are stored (an unusable one still acked, without `In-Reply-To`, and counted); an ack
 //! address that is no usable mailbox falling back to the envelope sender; the `smtp.recipients`
-//! allow-list; acks to the envelope sender by default (RFC 3834 §4), none to a null sender.
+//! allow-list; acks to the envelope sender by default (RFC 3834 §4), none to a null sender or to
+//! an automatic mail.
 
 mod ack_support;
 mod support;
@@ -308,7 +309,7 @@ async fn message_ids_are_unfolded_and_bounded_before_they_are_stored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_go_to_the_envelope_sender_by_default_and_never_to_a_null_sender() {
+async fn acks_go_to_the_envelope_sender_by_default_never_to_a_null_sender_or_a_program() {
     let (_dir, sink, barrage) = start_with_acks("").await;
     let mut c = Client::greet(barrage.smtp).await;
     let headers = "From: <client@example.net>\r\nReply-To: <answers@example.org>\r\n\
@@ -321,19 +322,47 @@ async fn acks_go_to_the_envelope_sender_by_default_and_never_to_a_null_sender() 
     let headers = "From: <client@example.net>\r\nMessage-ID: <null@client.test>\r\n";
     let null = c.submit("", &mail(headers, "nul.fr")).await;
     let null = null.ticket().unwrap();
+    // A mail sent by a program (RFC 3834 §5) is stored and not answered; `no` means a person.
+    let mut automatic = Vec::new();
+    for (n, value) in [
+        "auto-replied",
+        "Auto-Generated (vacation)",
+        "auto-notified; x=1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let headers = format!(
+            "From: <client@example.net>\r\nAuto-Submitted: {value}\r\n\
+             Message-ID: <auto{n}@client.test>\r\n"
+        );
+        let reply = c
+            .submit("robot@example.net", &mail(&headers, "robot.fr"))
+            .await;
+        automatic.push(reply.ticket().unwrap());
+    }
+    let headers = "From: <client@example.net>\r\nAuto-Submitted: No\r\n\
+                   Message-ID: <person@client.test>\r\n";
+    let person = c
+        .submit("person@example.net", &mail(headers, "personne.fr"))
+        .await;
+    let person = person.ticket().unwrap();
 
-    let acks = acks_once_sent(&barrage, &sink, 1).await;
-    assert_eq!(acks.keys().copied().collect::<Vec<_>>(), vec![ticket]);
+    let acks = acks_once_sent(&barrage, &sink, 2).await;
+    assert_eq!(
+        acks.keys().copied().collect::<Vec<_>>(),
+        vec![ticket, person]
+    );
     assert_eq!(
         acks[&ticket][0].rcpt_to,
         vec!["bounce@example.net".to_string()]
     );
     let stored = barrage.all_requests().await;
-    assert_eq!(
-        stored[(null - 1) as usize]["ack_to"],
-        serde_json::Value::Null
-    );
-    // A null sender is a sender asking for no replies, not an unusable address.
+    for unanswered in automatic.iter().chain([&null]) {
+        let row = &stored[(unanswered - 1) as usize];
+        assert_eq!(row["ack_to"], serde_json::Value::Null, "{row}");
+    }
+    // A null sender or a program asks for no replies: not an unusable address.
     let stats = barrage.get("/v1/stats").await;
     assert_eq!(stats["intake"]["unusable_ack_addresses"], 0, "{stats}");
     sink.stop().await;

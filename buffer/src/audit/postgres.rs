@@ -39,13 +39,7 @@ pub async fn audit(url: &str) -> anyhow::Result<Result<Summary, Finding>> {
         Ok(scan) => scan,
         Err(finding) => return Ok(Err(finding)),
     };
-    let row = tx
-        .query_one(
-            "SELECT c.last_seq, k.through FROM barrage_counter c CROSS JOIN barrage_cursor k",
-            &[],
-        )
-        .await?;
-    let (counter, cursor) = (row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64);
+    let (counter, cursor) = counter_and_cursor(&tx).await?;
     if counter != scan.last_seq {
         let problem = Problem::CounterDisagrees { counter };
         return Ok(Err(Finding {
@@ -53,21 +47,34 @@ pub async fn audit(url: &str) -> anyhow::Result<Result<Summary, Finding>> {
             problem,
         }));
     }
-    if outbox_in_use {
-        let stray = tx
-            .query_opt(
-                "SELECT a.seq FROM acks a LEFT JOIN requests r ON r.seq = a.seq
-                 WHERE r.seq IS NULL OR r.ack_to IS NULL ORDER BY a.seq LIMIT 1",
-                &[],
-            )
-            .await?;
-        if let Some(row) = stray {
-            let seq = row.get::<_, i64>(0) as u64;
-            let problem = Problem::StrayOutboxRow;
-            return Ok(Err(Finding { seq, problem }));
-        }
+    if outbox_in_use && let Some(seq) = stray_outbox_row(&tx).await? {
+        let problem = Problem::StrayOutboxRow;
+        return Ok(Err(Finding { seq, problem }));
     }
     Ok(conclude(journal_id, scan, cursor, outbox_in_use))
+}
+
+/// The counter row's last seq and the cursor.
+async fn counter_and_cursor(tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<(u64, u64)> {
+    let row = tx
+        .query_one(
+            "SELECT c.last_seq, k.through FROM barrage_counter c CROSS JOIN barrage_cursor k",
+            &[],
+        )
+        .await?;
+    Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+}
+
+/// The first outbox row without a request that asked for an ack.
+async fn stray_outbox_row(tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<Option<u64>> {
+    let stray = tx
+        .query_opt(
+            "SELECT a.seq FROM acks a LEFT JOIN requests r ON r.seq = a.seq
+             WHERE r.seq IS NULL OR r.ack_to IS NULL ORDER BY a.seq LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(stray.map(|row| row.get::<_, i64>(0) as u64))
 }
 
 /// Walks every row in seq order, streaming (bounded memory whatever the journal's size).

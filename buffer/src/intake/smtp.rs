@@ -102,9 +102,13 @@ impl<J: Journal> SmtpIntake<J> {
                 (message_id::generated(now_micros(), n, &self.hostname), None)
             }
         };
-        let ack_to = self.ack_address(&parsed, &sender);
-        // The null reverse-path asks for no replies (RFC 3834 §2): not an unusable address.
-        let unusable_ack_address = ack_to.is_none() && !sender.is_empty();
+        // The null reverse-path and an automatic mail ask for no replies (RFC 3834 §2, §5):
+        // theirs is not an unusable address.
+        let wants_reply = !sender.is_empty() && !auto_submitted(&parsed);
+        let ack_to = wants_reply
+            .then(|| self.ack_address(&parsed, &sender))
+            .flatten();
+        let unusable_ack_address = ack_to.is_none() && wants_reply;
         let request = NewRequest {
             intake: "smtp",
             message_id,
@@ -122,13 +126,10 @@ impl<J: Journal> SmtpIntake<J> {
         })
     }
 
-    /// Where the ack goes (contract: One ack): nowhere for the null reverse-path; else the
-    /// envelope sender, or with [`AckRecipient::Header`] the first usable mailbox of `Reply-To`,
-    /// `From` and the envelope sender.
+    /// Where the ack goes (contract: One ack): the envelope sender, or with
+    /// [`AckRecipient::Header`] the first usable mailbox of `Reply-To`, `From` and the envelope
+    /// sender.
     fn ack_address(&self, parsed: &mail_parser::Message<'_>, sender: &str) -> Option<String> {
-        if sender.is_empty() {
-            return None;
-        }
         let headers = match self.ack_recipient {
             AckRecipient::Envelope => None,
             AckRecipient::Header => {
@@ -137,6 +138,15 @@ impl<J: Journal> SmtpIntake<J> {
         };
         headers.or_else(|| usable_mailbox(sender).then(|| sender.to_string()))
     }
+}
+
+/// Whether the mail says it was sent by a program (RFC 3834 §5: `Auto-Submitted` other than
+/// `no`). Answering one could start a loop with another responder; it is stored all the same.
+fn auto_submitted(parsed: &mail_parser::Message<'_>) -> bool {
+    parsed.header_raw("Auto-Submitted").is_some_and(|value| {
+        let keyword = value.split([';', '(']).next().unwrap_or("").trim();
+        !keyword.eq_ignore_ascii_case("no")
+    })
 }
 
 /// The first address of a header when it is a usable mailbox (the ack goes to one address only).

@@ -142,34 +142,9 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     });
     let folder = RunFolder::claim(&out, Existing::overwrite_if(args.overwrite))?;
     let start = args.start.unwrap_or(scenario.start);
-    let plan = scenario.plan();
-    eprintln!(
-        "landrush: about to send {} requests ({} of scenario `{}`, shard {}) from {} clients to \
-         {} ({target}), starting {start}; records in {}",
-        args.shard.request_count(plan),
-        plan.total(),
-        scenario.name,
-        args.shard,
-        (0..scenario.plan().clients())
-            .filter(|&c| args.shard.owns_client(c) && scenario.plan().request_count_of(c) > 0)
-            .count(),
-        args.target,
-        out.display()
-    );
+    announce(&args, &scenario, start, target, &out);
     let exchanges = super::volunteer::before(&args.volunteer, &scenario, args.shard).await?;
     let stop = stop_on_ctrl_c();
-    if !scenario.faults().is_empty() {
-        eprintln!(
-            "landrush: the scenario's [[faults]] are not played by `landrush run`: they need \
-             `landrush rehearse`, which owns the buffer"
-        );
-    }
-    if !scenario.buffer.is_empty() {
-        eprintln!(
-            "landrush: the scenario's [buffer] (how many nodes, which journal) is for the buffer \
-             `landrush rehearse` starts; `landrush run` sends to --target only"
-        );
-    }
     // Both parts share one absolute start instant.
     let start_at = start.resolve(reports::records::Stamp::now());
     let _countdown = super::countdown::start(start_at, &stop);
@@ -200,6 +175,42 @@ pub async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     http::append_to_sent(out)?;
     http::print_summary(&web_run);
     super::volunteer::after(&args.volunteer, out, &scenario, target, exchanges).await
+}
+
+/// Says what is about to be sent, and which parts of the scenario `run` does not play.
+fn announce(
+    args: &RunArgs,
+    scenario: &ValidScenario,
+    start: Start,
+    target: std::net::SocketAddr,
+    out: &std::path::Path,
+) {
+    let plan = scenario.plan();
+    let clients = (0..plan.clients())
+        .filter(|&c| args.shard.owns_client(c) && plan.request_count_of(c) > 0)
+        .count();
+    eprintln!(
+        "landrush: about to send {} requests ({} of scenario `{}`, shard {}) from {clients} \
+         clients to {} ({target}), starting {start}; records in {}",
+        args.shard.request_count(plan),
+        plan.total(),
+        scenario.name,
+        args.shard,
+        args.target,
+        out.display()
+    );
+    if !scenario.faults().is_empty() {
+        eprintln!(
+            "landrush: the scenario's [[faults]] are not played by `landrush run`: they need \
+             `landrush rehearse`, which owns the buffer"
+        );
+    }
+    if !scenario.buffer.is_empty() {
+        eprintln!(
+            "landrush: the scenario's [buffer] (how many nodes, which journal) is for the buffer \
+             `landrush rehearse` starts; `landrush run` sends to --target only"
+        );
+    }
 }
 
 /// Cancelled at Ctrl-C: no new requests, the replies in flight are still read.

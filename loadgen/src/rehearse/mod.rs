@@ -42,7 +42,7 @@ use crate::scenario;
 use crate::schedule::ValidScenario;
 use drain::Drain;
 use options::{RehearseOptions, unique_run_tag};
-use rig::Rig;
+use rig::{Rig, TornDown};
 
 /// What a rehearsal produced.
 pub struct Rehearsal {
@@ -105,25 +105,41 @@ pub async fn rehearse_with(
         let _ = std::fs::remove_file(out_dir.join(crate::check::audit::AUDIT_JSON));
     }
     let torn = rig.teardown().await?;
-    let (options, mut notes) = (torn.options, torn.notes);
+    let (checks, report, notes) = record_and_judge(out_dir, scenario, &target, &torn, &drain)?;
+    drop(folder);
+    Ok(Rehearsal {
+        out_dir: out_dir.to_path_buf(),
+        run,
+        drain,
+        checks,
+        report,
+        notes,
+        layout: torn.layout,
+        commits: torn.commits,
+    })
+}
+
+/// Completes the run folder of a torn-down rehearsal (provenance, rehearse.json, the checkers'
+/// inputs) and judges it; returns the checks, the report and the notes.
+fn record_and_judge(
+    out_dir: &Path,
+    scenario: &ValidScenario,
+    target: &str,
+    torn: &TornDown,
+    drain: &Drain,
+) -> anyhow::Result<(Checks, Report, Vec<String>)> {
+    let (options, mut notes) = (&torn.options, torn.notes.clone());
     // Host, clock (from the buffer's replies) and scenario digest, as `landrush run` records them
     // (contract: Run records), so a rehearsal's folder merges and is checked like a shard's.
     let spec = serde_json::to_value(scenario.scenario())?;
-    provenance::stamp_after_run(out_dir, &spec, None, &target)?;
+    provenance::stamp_after_run(out_dir, &spec, None, target)?;
     if !drain.complete {
         notes.push(format!(
             "stopped waiting after {:.1} s: {} accepted requests not handed over, {} not acked",
             drain.waited_s, drain.missing_handed, drain.missing_acks
         ));
     }
-    info::write_rehearse_info(
-        out_dir,
-        &options,
-        torn.layout,
-        &torn.commits,
-        &drain,
-        &notes,
-    )?;
+    info::write_rehearse_info(out_dir, options, torn.layout, &torn.commits, drain, &notes)?;
     let inputs = CheckInputs {
         first_seq: torn.first_seq,
         highest_seq: torn.highest_seq,
@@ -139,17 +155,7 @@ pub async fn rehearse_with(
     check.max_examples = options.check.max_examples;
     check.seqs = options.check.seqs;
     let (checks, report) = judge(out_dir, &check)?;
-    drop(folder);
-    Ok(Rehearsal {
-        out_dir: out_dir.to_path_buf(),
-        run,
-        drain,
-        checks,
-        report,
-        notes,
-        layout: torn.layout,
-        commits: torn.commits,
-    })
+    Ok((checks, report, notes))
 }
 
 /// The scenario as a rehearsal plays it: with `options.tls`, every client group does STARTTLS;

@@ -233,24 +233,9 @@ async fn play_clients(
     sink: recorder::Sink,
     options: &RunOptions,
 ) -> u64 {
-    let shard = options.shard;
     let senders_done = CancellationToken::new();
     let mut idle = JoinSet::new();
-    let mut numbered = 0u32;
-    for (g, group) in scenario.clients.iter().enumerate() {
-        for n in 0..group.idle {
-            if shard.owns_idle(numbered) {
-                idle.spawn(client::hold_idle(
-                    ctx.clone(),
-                    g,
-                    n,
-                    senders_done.clone(),
-                    options.stop.clone(),
-                ));
-            }
-            numbered += 1;
-        }
-    }
+    spawn_idle(scenario, ctx, options, &senders_done, &mut idle);
     // Hogs and junk floods run beside the senders and stop when they are done.
     let adversaries_done = senders_done.child_token();
     let stop = options.stop.clone();
@@ -264,41 +249,67 @@ async fn play_clients(
     idle.spawn(adversary::sample_at_start(ctx.clone()));
     let firing = tokio::spawn(fire_at_start(ctx.clone(), options.stop.clone()));
     let mut senders = JoinSet::new();
-    for c in (0..scenario.plan().clients()).filter(|&c| shard.owns_client(c)) {
+    for c in (0..scenario.plan().clients()).filter(|&c| options.shard.owns_client(c)) {
         let (group, _) = ctx.group_of(c);
-        let stop = options.stop.clone();
+        let (ctx, stop, sink) = (ctx.clone(), options.stop.clone(), sink.clone());
         match group.spec.behaviour {
             Behaviour::Honest | Behaviour::Slowloris => {
-                senders.spawn(client::run_client(ctx.clone(), c, sink.clone(), stop));
+                senders.spawn(client::run_client(ctx, c, sink, stop));
             }
             Behaviour::KeyCollider => {
-                senders.spawn(collider::run_collider(ctx.clone(), c, sink.clone(), stop));
+                senders.spawn(collider::run_collider(ctx, c, sink, stop));
             }
             Behaviour::Hog => {
-                idle.spawn(adversary::hog(ctx.clone(), c, adversaries_done.clone()));
+                idle.spawn(adversary::hog(ctx, c, adversaries_done.clone()));
             }
             Behaviour::Junk => {
-                idle.spawn(adversary::junk(ctx.clone(), c, adversaries_done.clone()));
+                idle.spawn(adversary::junk(ctx, c, adversaries_done.clone()));
             }
         }
     }
     drop(sink);
     while let Some(joined) = senders.join_next().await {
-        if let Err(e) = joined
-            && e.is_panic()
-        {
-            std::panic::resume_unwind(e.into_panic());
-        }
+        unless_panicked(joined);
     }
-    if let Err(e) = firing.await
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    unless_panicked(firing.await);
     let idle_held_at_end = ctx.live.idle_held.load(Ordering::Relaxed);
     senders_done.cancel();
     while idle.join_next().await.is_some() {}
     idle_held_at_end
+}
+
+/// Starts the shard's idle connections, held until `senders_done`.
+fn spawn_idle(
+    scenario: &ValidScenario,
+    ctx: &Arc<client::Ctx>,
+    options: &RunOptions,
+    senders_done: &CancellationToken,
+    idle: &mut JoinSet<()>,
+) {
+    let mut numbered = 0u32;
+    for (g, group) in scenario.clients.iter().enumerate() {
+        for n in 0..group.idle {
+            if options.shard.owns_idle(numbered) {
+                idle.spawn(client::hold_idle(
+                    ctx.clone(),
+                    g,
+                    n,
+                    senders_done.clone(),
+                    options.stop.clone(),
+                ));
+            }
+            numbered += 1;
+        }
+    }
+}
+
+/// A task's panic goes on in the run that awaited it; a cancelled task is no news.
+fn unless_panicked(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined
+        && e.is_panic()
+    {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }
 
 /// Fires the pre-connected clients' first writes at the start (see [`firing`]), or hands them
@@ -315,12 +326,7 @@ async fn fire_at_start(ctx: Arc<client::Ctx>, stop: CancellationToken) {
     }
     let start = ctx.start;
     let fire = ctx.clone();
-    let fired = tokio::task::spawn_blocking(move || fire.firing.fire_at(start, &stop)).await;
-    if let Err(e) = fired
-        && e.is_panic()
-    {
-        std::panic::resume_unwind(e.into_panic());
-    }
+    unless_panicked(tokio::task::spawn_blocking(move || fire.firing.fire_at(start, &stop)).await);
 }
 
 /// How long before the start the firing thread is started (it then sleeps to the instant).
