@@ -4,7 +4,9 @@
 //! synchronous standby on request, and faults on request (SIGKILL, restart, promote).
 //!
 //! Every postmaster is a direct child of this process (not daemonised by `pg_ctl`), so it dies
-//! with it (see [`spawn`]) and is SIGKILLed by [`Cluster::kill`] itself, not through a pid file.
+//! with it (see [`spawn_tied`]) and is SIGKILLed by [`Cluster::kill`] itself, not through a pid
+//! file. Callers start their own children that must die with them the same way ([`spawn_tied`],
+//! [`dies_with_parent`]).
 //! Under root every PostgreSQL command runs as the `postgres` user, which must be able to reach
 //! the folder (its parents searchable by others, as `/tmp` and a run folder under it are).
 
@@ -26,6 +28,7 @@ use nix::unistd::Pid;
 pub use bin::bindir;
 pub use log::Log;
 use spawn::Owner;
+pub use spawn::{dies_with_parent, spawn_tied};
 
 /// The superuser every URL names (`initdb -U`); authentication is `trust` on loopback.
 pub const SUPERUSER: &str = "postgres";

@@ -1,4 +1,5 @@
-//! Children that die with this process, run as the PostgreSQL owner when we are root.
+//! Children that die with this process ([`spawn_tied`], also for the callers' own children),
+//! run as the PostgreSQL owner when we are root.
 //!
 //! PostgreSQL refuses to run as root, so under euid 0 every PostgreSQL command is run as the
 //! `postgres` user (set between fork and exec). The kernel kills each child when this process
@@ -47,26 +48,21 @@ impl Owner {
 
     /// Sets the uid change and the death signal on `command` and starts it.
     pub fn spawn(&self, mut command: Command) -> Result<Child> {
-        let owner = self.0;
-        let parent = Pid::this();
-        // SAFETY: between fork and exec only async-signal-safe calls are made (setgroups,
-        // setgid, setuid, prctl, getppid, kill): no allocation, no locks.
-        unsafe {
-            command.pre_exec(move || {
-                if let Some((uid, gid)) = owner {
+        if let Some((uid, gid)) = self.0 {
+            // SAFETY: between fork and exec only async-signal-safe calls are made (setgroups,
+            // setgid, setuid): no allocation, no locks.
+            unsafe {
+                command.pre_exec(move || {
                     nix::unistd::setgroups(&[gid])?;
                     nix::unistd::setgid(gid)?;
                     nix::unistd::setuid(uid)?;
-                }
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // We died before the signal was armed: follow now.
-                if getppid() != parent {
-                    nix::sys::signal::kill(Pid::this(), Signal::SIGKILL)?;
-                }
-                Ok(())
-            });
+                    Ok(())
+                });
+            }
         }
-        spawn_from_spawner(command)
+        let program = command.get_program().to_string_lossy().into_owned();
+        // After the uid change (hooks run in the order they were set), which would clear it.
+        spawn_tied(command).with_context(|| format!("starting {program}"))
     }
 
     /// Runs `command` to its end and returns its output; fails naming `what` when it fails.
@@ -91,11 +87,34 @@ impl Owner {
     }
 }
 
+/// Arms `command` so that the kernel SIGKILLs its process when the thread that forks it ends
+/// (`PR_SET_PDEATHSIG`), or kills it at once when this process died before the signal was
+/// armed. A uid change clears the signal: set it in an earlier hook (hooks run in order).
+pub fn dies_with_parent(command: &mut Command) -> &mut Command {
+    let parent = Pid::this();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, getppid,
+    // kill): no allocation, no locks.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // We died before the signal was armed: follow now.
+            if getppid() != parent {
+                nix::sys::signal::kill(Pid::this(), Signal::SIGKILL)?;
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
 
-/// Forks `command` from the one long-lived spawner thread (see the module doc).
-fn spawn_from_spawner(command: Command) -> Result<Child> {
+/// Starts `command` as a child the kernel kills when this process dies, however it dies: armed
+/// by [`dies_with_parent`] and forked from the one long-lived spawner thread (see the module
+/// doc), so that it outlives the thread that asked, such as a test's.
+pub fn spawn_tied(mut command: Command) -> std::io::Result<Child> {
     static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+    dies_with_parent(&mut command);
     let jobs = SPAWNER
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -112,12 +131,8 @@ fn spawn_from_spawner(command: Command) -> Result<Child> {
             jobs
         })
         .clone();
-    let program = command.get_program().to_string_lossy().into_owned();
     let (reply, spawned) = mpsc::channel();
     jobs.send((command, reply))
         .expect("the spawner thread runs as long as the process");
-    spawned
-        .recv()
-        .expect("the spawner thread answers")
-        .with_context(|| format!("starting {program}"))
+    spawned.recv().expect("the spawner thread answers")
 }

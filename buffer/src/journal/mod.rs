@@ -6,6 +6,7 @@
 //! default) and [`postgres::PostgresJournal`] (a PostgreSQL database shared by several intake
 //! nodes, each with its own group-committing writer, one counter row ordering them all).
 
+mod counters;
 pub mod outbox;
 pub mod postgres;
 pub mod privacy;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +19,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::counters::WriterCounters;
 use super::{
     Digests, Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest,
     Ticket, format_micros, now_micros, row_bytes,
@@ -32,9 +33,6 @@ mod writer;
 
 /// The most rows one fetch returns, whatever the caller asks.
 pub const MAX_FETCH: usize = 1000;
-
-/// A batch in the writer longer than this means the writer is stuck (a hung database).
-pub const STUCK_AFTER_US: i64 = 10_000_000;
 
 /// How often the counters other nodes move (last seq, cursor, outbox) are read again.
 const REFRESH: Duration = Duration::from_millis(250);
@@ -75,17 +73,7 @@ pub(crate) struct Settings {
 
 #[derive(Default)]
 pub(crate) struct Counters {
-    accepted: AtomicU64,
-    cursor: AtomicU64,
-    retransmissions: AtomicU64,
-    commits: AtomicU64,
-    committed_requests: AtomicU64,
-    largest_batch: AtomicU64,
-    write_failures: AtomicU64,
-    refused_queue_full: AtomicU64,
-    /// When the writer began its current batch (microseconds), 0 while it waits for work.
-    busy_since: AtomicI64,
-    failing: AtomicBool,
+    writer: WriterCounters,
     acks_queued: Notify,
     acks_pending: AtomicU64,
     acks_sent: AtomicU64,
@@ -254,8 +242,11 @@ async fn refresh(pool: &Pool, counters: &Counters, recount: bool) -> anyhow::Res
         .await?;
     let row = client.query_one(&head, &[]).await?;
     let get = |i| row.get::<_, i64>(i) as u64;
-    counters.accepted.fetch_max(get(0), Ordering::Relaxed);
-    counters.cursor.fetch_max(get(1), Ordering::Relaxed);
+    counters
+        .writer
+        .accepted
+        .fetch_max(get(0), Ordering::Relaxed);
+    counters.writer.cursor.fetch_max(get(1), Ordering::Relaxed);
     counters.acks_pending.store(get(2), Ordering::Relaxed);
     counters.acks_oldest.store(row.get(3), Ordering::Relaxed);
     if recount {
@@ -367,6 +358,7 @@ impl Journal for PostgresJournal {
             .map_err(unavailable)?
             .get(0);
         self.counters
+            .writer
             .accepted
             .fetch_max(last as u64, Ordering::Relaxed);
         Ok(last as u64)
@@ -394,36 +386,26 @@ impl Journal for PostgresJournal {
             .map_err(unavailable)?
             .get(0);
         self.counters
+            .writer
             .cursor
             .fetch_max(cursor as u64, Ordering::Relaxed);
         Ok(cursor as u64)
     }
 
     fn stats(&self) -> JournalStats {
-        let c = &self.counters;
-        let accepted = c.accepted.load(Ordering::Relaxed);
-        let cursor = c.cursor.load(Ordering::Relaxed).min(accepted);
-        let commits = c.commits.load(Ordering::Relaxed);
-        let committed_requests = c.committed_requests.load(Ordering::Relaxed);
+        let stats = self.counters.writer.stats();
+        // Never a cursor beyond what this node knows is accepted: another node's cursor commit
+        // can reach these counters before the seqs it took do.
         JournalStats {
-            accepted,
-            cursor,
-            queue_depth: accepted - cursor,
-            retransmissions: c.retransmissions.load(Ordering::Relaxed),
-            commits,
-            committed_requests,
-            mean_batch: JournalStats::mean_batch_of(commits, committed_requests),
-            largest_batch: c.largest_batch.load(Ordering::Relaxed),
-            write_failures: c.write_failures.load(Ordering::Relaxed),
-            refused_disk_reserve: 0,
-            refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
+            cursor: stats.cursor.min(stats.accepted),
+            ..stats
         }
     }
 
     fn admission(&self) -> Result<(), Refusal> {
         let depth = self.stats().queue_depth;
         if self.max_queue_depth > 0 && depth >= self.max_queue_depth {
-            let c = &self.counters;
+            let c = &self.counters.writer;
             c.refused_queue_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::QueueFull { depth });
         }
@@ -431,15 +413,8 @@ impl Journal for PostgresJournal {
     }
 
     fn not_ready(&self) -> Option<NotReady> {
-        let busy_since = self.counters.busy_since.load(Ordering::Relaxed);
-        if busy_since != 0 && now_micros() - busy_since > STUCK_AFTER_US {
-            let secs = ((now_micros() - busy_since) / 1_000_000) as u64;
-            return Some(NotReady::WriterStuck { secs });
-        }
-        if self.counters.failing.load(Ordering::Relaxed) {
-            return Some(NotReady::WriteFailing);
-        }
-        self.admission().err().map(NotReady::Refusing)
+        let refusing = || self.admission().err().map(NotReady::Refusing);
+        self.counters.writer.not_ready().or_else(refusing)
     }
 
     fn journal_id(&self) -> &str {

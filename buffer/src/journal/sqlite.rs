@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub mod storage;
 pub use backup::backup;
 pub use identity::FILE as HIGH_WATER_MARK_FILE;
 
+use super::counters::WriterCounters;
 use super::{
     Digests, Journal, JournalError, JournalStats, NewRequest, NotReady, Refusal, StoredRequest,
     Ticket, format_micros, now_micros, row_bytes,
@@ -134,19 +135,9 @@ enum Command {
 
 #[derive(Default)]
 struct Counters {
-    accepted: AtomicU64,
-    cursor: AtomicU64,
-    retransmissions: AtomicU64,
-    commits: AtomicU64,
-    committed_requests: AtomicU64,
-    largest_batch: AtomicU64,
-    write_failures: AtomicU64,
+    writer: WriterCounters,
+    /// Only this journal refuses for the disk reserve: it owns the disk it writes.
     refused_disk_reserve: AtomicU64,
-    refused_queue_full: AtomicU64,
-    /// When the writer began its current batch (microseconds), 0 while it waits for work.
-    busy_since: AtomicI64,
-    /// Whether the last batch failed to write.
-    failing: AtomicBool,
 }
 
 pub struct SqliteJournal {
@@ -162,9 +153,6 @@ pub struct SqliteJournal {
     /// The high-water mark's thread, shared with the writer (flushed at a clean stop).
     marks: Arc<MarkWriter>,
 }
-
-/// A batch in the writer longer than this means the writer is stuck (a hung disk).
-pub const STUCK_AFTER_US: i64 = 10_000_000;
 
 impl SqliteJournal {
     /// Opens (creating if needed) `barrage.db` in `dir` and starts the writer thread.
@@ -182,8 +170,8 @@ impl SqliteJournal {
             })?;
         let (instance_id, last_seq, cursor) = (found.journal_id.clone(), found.seq, found.cursor);
         let counters = Arc::new(Counters::default());
-        counters.accepted.store(last_seq, Ordering::Relaxed);
-        counters.cursor.store(cursor, Ordering::Relaxed);
+        counters.writer.accepted.store(last_seq, Ordering::Relaxed);
+        counters.writer.cursor.store(cursor, Ordering::Relaxed);
         if let Some(mark) = mark {
             mark.check(&found, dir)?;
         }
@@ -245,13 +233,8 @@ impl SqliteJournal {
 
     /// Why the journal cannot take requests now, if it cannot (see [`Journal::not_ready`]).
     fn why_not_ready(&self) -> Option<NotReady> {
-        let busy_since = self.counters.busy_since.load(Ordering::Relaxed);
-        if busy_since != 0 && now_micros() - busy_since > STUCK_AFTER_US {
-            let secs = ((now_micros() - busy_since) / 1_000_000) as u64;
-            return Some(NotReady::WriterStuck { secs });
-        }
-        if self.counters.failing.load(Ordering::Relaxed) {
-            return Some(NotReady::WriteFailing);
+        if let Some(why) = self.counters.writer.not_ready() {
+            return Some(why);
         }
         let stats = self.stats();
         self.admission
@@ -392,8 +375,8 @@ fn start_checkpointer(
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                let commits = counters.commits.load(Ordering::Relaxed);
-                let idle = commits == seen && counters.busy_since.load(Ordering::Relaxed) == 0;
+                let commits = counters.writer.commits.load(Ordering::Relaxed);
+                let idle = commits == seen && counters.writer.idle();
                 let mode = if idle && !truncated {
                     "TRUNCATE"
                 } else {
@@ -511,11 +494,9 @@ impl WriterState {
                 self.take_waiting(&mut rx, &mut batch);
             }
             last_batch = batch.len();
-            self.counters
-                .busy_since
-                .store(now_micros(), Ordering::Relaxed);
+            self.counters.writer.batch_began();
             self.write_batch(&mut batch);
-            self.counters.busy_since.store(0, Ordering::Relaxed);
+            self.counters.writer.batch_ended();
         }
         tracing::debug!("journal writer stopped: every intake has gone");
     }
@@ -538,18 +519,10 @@ impl WriterState {
         let result = self.apply(batch.drain(..), &mut answers);
         match result {
             Ok(new_rows) => {
-                self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                self.counters
-                    .committed_requests
-                    .fetch_add(new_rows, Ordering::Relaxed);
-                self.counters
-                    .largest_batch
-                    .fetch_max(new_rows, Ordering::Relaxed);
-                self.counters
-                    .accepted
-                    .store(self.last_seq, Ordering::Relaxed);
-                self.counters.cursor.store(self.cursor, Ordering::Relaxed);
-                self.counters.failing.store(false, Ordering::Relaxed);
+                let c = &self.counters.writer;
+                c.accepted.store(self.last_seq, Ordering::Relaxed);
+                c.cursor.store(self.cursor, Ordering::Relaxed);
+                c.committed(new_rows);
                 self.ack_counters.publish(&self.ack_delta);
                 // Before the answers, so that a client that saw its ticket finds a mark at least
                 // that far along soon after; the mark thread writes it meanwhile.
@@ -559,6 +532,7 @@ impl WriterState {
                         Answer::Ticket(tx, ticket) => {
                             if ticket.retransmission {
                                 self.counters
+                                    .writer
                                     .retransmissions
                                     .fetch_add(1, Ordering::Relaxed);
                             }
@@ -581,8 +555,7 @@ impl WriterState {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 (self.last_seq, self.last_at, self.cursor) = (seq_before, at_before, cursor_before);
                 self.last_chain = chain_before;
-                self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
-                self.counters.failing.store(true, Ordering::Relaxed);
+                self.counters.writer.failed();
                 let message = e.to_string();
                 for answer in answers {
                     let error = JournalError::Unavailable(message.clone());
@@ -832,38 +805,27 @@ impl Journal for SqliteJournal {
     }
 
     fn stats(&self) -> JournalStats {
-        let c = &self.counters;
-        let accepted = c.accepted.load(Ordering::Relaxed);
-        let cursor = c.cursor.load(Ordering::Relaxed);
-        let commits = c.commits.load(Ordering::Relaxed);
-        let committed_requests = c.committed_requests.load(Ordering::Relaxed);
         JournalStats {
-            accepted,
-            cursor,
-            queue_depth: accepted - cursor.min(accepted),
-            retransmissions: c.retransmissions.load(Ordering::Relaxed),
-            commits,
-            committed_requests,
-            mean_batch: JournalStats::mean_batch_of(commits, committed_requests),
-            largest_batch: c.largest_batch.load(Ordering::Relaxed),
-            write_failures: c.write_failures.load(Ordering::Relaxed),
-            refused_disk_reserve: c.refused_disk_reserve.load(Ordering::Relaxed),
-            refused_queue_full: c.refused_queue_full.load(Ordering::Relaxed),
+            refused_disk_reserve: self.counters.refused_disk_reserve.load(Ordering::Relaxed),
+            ..self.counters.writer.stats()
         }
     }
 
     fn admission(&self) -> Result<(), Refusal> {
         let c = &self.counters;
         let depth = c
+            .writer
             .accepted
             .load(Ordering::Relaxed)
-            .saturating_sub(c.cursor.load(Ordering::Relaxed));
+            .saturating_sub(c.writer.cursor.load(Ordering::Relaxed));
         let verdict = self.admission.check(depth);
         match &verdict {
             Err(Refusal::DiskReserve { .. }) => {
                 c.refused_disk_reserve.fetch_add(1, Ordering::Relaxed)
             }
-            Err(Refusal::QueueFull { .. }) => c.refused_queue_full.fetch_add(1, Ordering::Relaxed),
+            Err(Refusal::QueueFull { .. }) => {
+                c.writer.refused_queue_full.fetch_add(1, Ordering::Relaxed)
+            }
             Ok(()) => 0,
         };
         verdict
@@ -881,6 +843,7 @@ impl Journal for SqliteJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::counters::STUCK_AFTER_US;
 
     fn request(n: u32) -> NewRequest {
         NewRequest {
@@ -951,13 +914,18 @@ mod tests {
         let journal = SqliteJournal::open(dir.path(), options).unwrap();
         assert_eq!(journal.not_ready(), None);
         let since = now_micros() - STUCK_AFTER_US - 1_000_000;
-        journal.counters.busy_since.store(since, Ordering::Relaxed);
+        journal
+            .counters
+            .writer
+            .busy_since
+            .store(since, Ordering::Relaxed);
         assert!(matches!(
             journal.not_ready(),
             Some(NotReady::WriterStuck { secs: 11.. })
         ));
         journal
             .counters
+            .writer
             .busy_since
             .store(now_micros(), Ordering::Relaxed);
         assert_eq!(journal.not_ready(), None, "a batch just begun is not stuck");

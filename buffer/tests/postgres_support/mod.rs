@@ -3,7 +3,7 @@
 //! end of data went out and when its reply came, and the checks of the handover against it.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -265,4 +265,76 @@ pub async fn drain(nodes: &[&Barrage]) -> Vec<serde_json::Value> {
         received.extend(rows);
     }
     received
+}
+
+/// The three waits of [`burst_through_fault`], named for the panic when one never ends.
+pub struct Waits<'a> {
+    /// For the first 250s, before the fault.
+    pub before: &'a str,
+    /// For a temporary error once the fault is in.
+    pub during: &'a str,
+    /// For 200 more 250s once it is recovered.
+    pub after: &'a str,
+}
+
+/// What [`burst_through_fault`] saw.
+pub struct FaultOutcome {
+    /// Every request as its client saw it.
+    pub sent: Vec<Sent>,
+    /// Every row the registration system received, in the order received.
+    pub received: Vec<serde_json::Value>,
+    /// 250s counted when the fault went in.
+    pub accepted_before: usize,
+    /// The other reply codes counted by the time the 250s after the recovery were in, including
+    /// refusals before the data, which `sent` does not record.
+    pub refused: BTreeMap<u16, usize>,
+}
+
+/// Two nodes on `url` (data dirs `a` and `b` in `dir`) under a burst of `clients` each: 150
+/// 250s, then `fault`, a temporary error, then `recover` and 200 more 250s. The faults block,
+/// so they run outside the async workers. Drains the handover and checks it against the clients
+/// ([`check_handover`]) and that no request answered 451 is stored (contract: Refusals).
+pub async fn burst_through_fault(
+    dir: &Path,
+    url: &str,
+    clients: usize,
+    waits: Waits<'_>,
+    fault: impl FnOnce(),
+    recover: impl FnOnce(),
+) -> FaultOutcome {
+    let a = node(&dir.join("a"), url, &[]);
+    let b = node(&dir.join("b"), url, &[]);
+    let mut burst = Burst::new();
+    burst.spawn(a.smtp, "a", clients, 100_000);
+    burst.spawn(b.smtp, "b", clients, 100_000);
+    burst.wait_for(waits.before, |b| b.accepted >= 150).await;
+    tokio::task::block_in_place(fault);
+    let accepted_before = burst.accepted;
+    burst
+        .wait_for(waits.during, |b| {
+            b.refused.keys().any(|code| (400..500).contains(code))
+        })
+        .await;
+    tokio::task::block_in_place(recover);
+    let target = burst.accepted + 200;
+    burst.wait_for(waits.after, |b| b.accepted >= target).await;
+    let refused = burst.refused.clone();
+    let sent = burst.finish().await;
+
+    let received = drain(&[&a, &b]).await;
+    let stored = check_handover(&received, &sent);
+    let stored: HashSet<&String> = stored.values().collect();
+    for s in sent.iter().filter(|s| s.code == 451) {
+        assert!(
+            !stored.contains(&s.message_id),
+            "{} was answered 451 but stored",
+            s.message_id
+        );
+    }
+    FaultOutcome {
+        sent,
+        received,
+        accepted_before,
+        refused,
+    }
 }

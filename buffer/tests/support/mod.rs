@@ -11,8 +11,6 @@ pub mod certs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use barrage::endpoints::Endpoints;
@@ -164,51 +162,10 @@ impl Drop for Barrage {
 }
 
 /// Spawns `command` as a child that the kernel kills (SIGKILL) when this test process dies,
-/// however it dies: the parent-death signal is set between fork and exec.
-///
-/// The signal fires when the *thread* that forked the child ends, not the process, and test
-/// threads end with their test (a barrage shared by several tests would die with the first).
-/// So every child is forked by one spawner thread that lives as long as the process.
-pub fn spawn_tied(mut command: Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch only the child.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl: then nobody would ever send the signal.
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    let jobs = SPAWNER
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(|| {
-            let (jobs, queue) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("child-spawner".into())
-                .spawn(move || {
-                    for (mut command, reply) in queue {
-                        let _ = reply.send(command.spawn());
-                    }
-                })
-                .expect("spawner thread starts");
-            jobs
-        })
-        .clone();
-    let (reply, spawned) = mpsc::channel();
-    jobs.send((command, reply)).expect("spawner thread runs");
-    spawned
-        .recv()
-        .expect("spawner thread answers")
-        .expect("barrage binary starts")
+/// however it dies, even when the test's thread that asked has ended (a barrage shared by
+/// several tests outlives the first): see [`pgcluster::spawn_tied`].
+pub fn spawn_tied(command: Command) -> Child {
+    pgcluster::spawn_tied(command).expect("barrage binary starts")
 }
 
 /// Runs `command` to its end as a [`spawn_tied`] child and returns what it printed.

@@ -7,25 +7,11 @@
 //! worker threads (or the main thread), which live as long as landrush, not from a
 //! `spawn_blocking` thread.
 
-use nix::sys::signal::Signal;
-use nix::unistd::{Pid, getppid};
 use tokio::process::Command;
 
 /// Makes `command`'s process die with landrush (see the module doc).
 pub fn dies_with_landrush(command: &mut Command) -> &mut Command {
-    let parent = Pid::this();
-    command.kill_on_drop(true);
-    // SAFETY: between fork and exec only async-signal-safe calls are made (prctl, getppid,
-    // kill), no allocation and no locks.
-    unsafe {
-        command.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // landrush died before the death signal was armed: follow it now.
-            if getppid() != parent {
-                nix::sys::signal::kill(Pid::this(), Signal::SIGKILL)?;
-            }
-            Ok(())
-        });
-    }
-    command
+    // The same hook on the std command tokio forks from.
+    pgcluster::dies_with_parent(command.as_std_mut());
+    command.kill_on_drop(true)
 }

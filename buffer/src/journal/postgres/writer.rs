@@ -104,10 +104,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let c = &self.counters;
-            c.busy_since.store(now_micros(), Ordering::Relaxed);
+            self.counters.writer.batch_began();
             self.write_batch(&mut batch).await;
-            c.busy_since.store(0, Ordering::Relaxed);
+            self.counters.writer.batch_ended();
         }
         tracing::debug!("journal writer stopped: every intake has gone");
     }
@@ -157,18 +156,13 @@ impl Writer {
     }
 
     fn committed(&self, written: Written) -> Vec<Result<Ticket, JournalError>> {
-        let c = &self.counters;
-        c.commits.fetch_add(1, Ordering::Relaxed);
-        c.committed_requests
-            .fetch_add(written.new_rows, Ordering::Relaxed);
-        c.largest_batch
-            .fetch_max(written.new_rows, Ordering::Relaxed);
+        let c = &self.counters.writer;
         c.accepted
             .fetch_max(written.head.last_seq, Ordering::Relaxed);
         c.cursor.fetch_max(written.head.cursor, Ordering::Relaxed);
-        c.failing.store(false, Ordering::Relaxed);
+        c.committed(written.new_rows);
         if written.acks > 0 {
-            c.acks_queued.notify_one();
+            self.counters.acks_queued.notify_one();
         }
         let conflict = || {
             JournalError::Conflict(
@@ -194,8 +188,7 @@ impl Writer {
 
     fn refused(&self, n: usize, error: &str) -> Vec<Result<Ticket, JournalError>> {
         tracing::error!("journal write failed, batch of {n} refused: {error}");
-        self.counters.write_failures.fetch_add(1, Ordering::Relaxed);
-        self.counters.failing.store(true, Ordering::Relaxed);
+        self.counters.writer.failed();
         (0..n).map(|_| Err(unavailable(error))).collect()
     }
 
