@@ -32,5 +32,4 @@ async fn the_database_restarted_mid_burst_gives_451s_then_recovery() {
     let answered_451 = sent.iter().any(|s| s.code == 451);
     assert!(answered_451 || refused.contains_key(&451), "{refused:?}");
     assert!(sent.iter().all(|s| s.code != 250 || s.ticket.is_some()));
-    assert!(outcome.accepted_before >= 150);
 }
