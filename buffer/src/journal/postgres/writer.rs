@@ -209,7 +209,6 @@ impl Writer {
     /// The batch in two round trips, so that the counter row is held briefly: BEGIN, the lock
     /// and the dedup lookup pipelined; then the inserts, the counter's move and COMMIT
     /// pipelined.
-    // `&mut`: the mutant build (below) takes the batch's replies to answer it early.
     async fn transact_on(&self, client: &Client, batch: &mut [Append]) -> Result<Written, Failure> {
         // The mutant build (below) answers early, through the replies taken here.
         #[cfg(feature = "mutant-reply-before-commit")]
