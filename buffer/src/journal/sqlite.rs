@@ -83,7 +83,7 @@ const FULL_ENOUGH: usize = 16;
 /// Whether the writer waits `commit_delay` for more before committing a batch of `len`
 /// (PostgreSQL's commit_delay, for SQLite): only when the batch before held several commands, so
 /// that requests are arriving together and a wait lets one fsync serve more of them (with 50
-/// sessions, 300 µs took batches from 7–11 to 20–23 and throughput up a quarter); a lone
+/// sessions, 300 µs took batches from 7–13 to 17–23 and throughput up 8–36%); a lone
 /// request on a quiet day is never held. A batch of [`FULL_ENOUGH`] commits at once.
 fn gather(commit_delay: Duration, last_batch: usize, len: usize) -> bool {
     !commit_delay.is_zero() && last_batch > 1 && len < FULL_ENOUGH
