@@ -18,7 +18,8 @@ pub struct StorageOptions {
     pub min_free_percent: f64,
     /// Most requests accepted and not yet handed over; 0: no bound.
     pub max_queue_depth: u64,
-    /// What the WAL is truncated to after a checkpoint (`PRAGMA journal_size_limit`), bytes.
+    /// What the checkpointer truncates the WAL to when it restarts it (`PRAGMA
+    /// journal_size_limit`), bytes; the writer never truncates it.
     pub wal_size_limit: u64,
     /// A page of the handover API stops after this many bytes (at least one row).
     pub page_bytes: usize,
