@@ -17,6 +17,8 @@ use std::time::Duration;
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::counters::WriterCounters;
@@ -170,6 +172,32 @@ impl PostgresJournal {
     async fn client(&self) -> Result<deadpool_postgres::Client, JournalError> {
         self.pool.get().await.map_err(unavailable)
     }
+
+    /// Runs `sql` on a pooled connection, prepared once per connection (parsed and planned once,
+    /// one round trip per call after).
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, JournalError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        client.query(&statement, params).await.map_err(unavailable)
+    }
+
+    /// [`Self::query`] for a statement that returns exactly one row.
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, JournalError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(unavailable)?;
+        client
+            .query_one(&statement, params)
+            .await
+            .map_err(unavailable)
+    }
 }
 
 /// A pool to the database at `url`, tried host by host as the URL lists them.
@@ -306,19 +334,10 @@ impl Journal for PostgresJournal {
             return Ok(Vec::new());
         };
         let limit = limit.min(MAX_FETCH) as i64;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT seq, accepted_at, intake, message_id, sender, ack_to, domain, fields,
-                        CASE WHEN $3 THEN raw END, raw_sha256, chain
-                 FROM requests WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .await
-            .map_err(unavailable)?;
-        let rows = client
-            .query(&statement, &[&after, &limit, &with_raw])
-            .await
-            .map_err(unavailable)?;
+        let sql = "SELECT seq, accepted_at, intake, message_id, sender, ack_to, domain, fields,
+                          CASE WHEN $3 THEN raw END, raw_sha256, chain
+                   FROM requests WHERE seq > $1 ORDER BY seq LIMIT $2";
+        let rows = self.query(sql, &[&after, &limit, &with_raw]).await?;
         // Bounded by bytes as well as rows; always at least one row.
         let (mut page, mut bytes) = (Vec::new(), 0);
         for r in rows {
@@ -347,16 +366,8 @@ impl Journal for PostgresJournal {
     }
 
     async fn last_seq(&self) -> Result<u64, JournalError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT last_seq FROM barrage_counter WHERE id = 1")
-            .await
-            .map_err(unavailable)?;
-        let last: i64 = client
-            .query_one(&statement, &[])
-            .await
-            .map_err(unavailable)?
-            .get(0);
+        let sql = "SELECT last_seq FROM barrage_counter WHERE id = 1";
+        let last: i64 = self.query_one(sql, &[]).await?.get(0);
         self.counters
             .writer
             .accepted
@@ -366,25 +377,15 @@ impl Journal for PostgresJournal {
 
     async fn commit_cursor(&self, through: u64) -> Result<u64, JournalError> {
         let last = self.last_seq().await?;
-        let client = self.client().await?;
         if through > last {
             return Err(JournalError::Invalid(format!(
                 "cursor {through} is beyond the last accepted seq {last}"
             )));
         }
         // GREATEST under the row's lock: two nodes committing cursors never move it back.
-        let statement = client
-            .prepare_cached(
-                "UPDATE barrage_cursor SET through = GREATEST(through, $1) WHERE id = 1
-                 RETURNING through",
-            )
-            .await
-            .map_err(unavailable)?;
-        let cursor: i64 = client
-            .query_one(&statement, &[&(through as i64)])
-            .await
-            .map_err(unavailable)?
-            .get(0);
+        let sql = "UPDATE barrage_cursor SET through = GREATEST(through, $1) WHERE id = 1
+                   RETURNING through";
+        let cursor: i64 = self.query_one(sql, &[&(through as i64)]).await?.get(0);
         self.counters
             .writer
             .cursor

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use tokio_postgres::types::ToSql;
 
-use super::{PostgresJournal, unavailable};
+use super::PostgresJournal;
 use crate::journal::JournalError;
 use crate::journal::outbox::{AckCounts, AckMark, AckOutbox, PendingAck};
 
@@ -50,8 +50,6 @@ impl AckOutbox for PostgresJournal {
         now: i64,
         limit: usize,
     ) -> Result<Vec<PendingAck>, JournalError> {
-        let client = self.client().await?;
-        let claim = client.prepare_cached(CLAIM).await.map_err(unavailable)?;
         let params: [&(dyn ToSql + Sync); 5] = [
             &(after.min(i64::MAX as u64) as i64),
             &now,
@@ -59,7 +57,7 @@ impl AckOutbox for PostgresJournal {
             &self.settings.node,
             &self.settings.ack_lease_us,
         ];
-        let rows = client.query(&claim, &params).await.map_err(unavailable)?;
+        let rows = self.query(CLAIM, &params).await?;
         Ok(rows
             .iter()
             .map(|r| PendingAck {
@@ -81,13 +79,10 @@ impl AckOutbox for PostgresJournal {
         if marks.is_empty() {
             return Ok(());
         }
-        let columns = Marks::of(&marks);
-        let client = self.client().await?;
-        let mark = client.prepare_cached(MARK).await.map_err(unavailable)?;
-        let c = &columns;
+        let c = Marks::of(&marks);
         let params: [&(dyn ToSql + Sync); 5] =
             [&c.seq, &c.state, &c.done_at, &c.next_attempt, &c.error];
-        let changed = client.query(&mark, &params).await.map_err(unavailable)?;
+        let changed = self.query(MARK, &params).await?;
         // Fresh on this node at once; the journal's refresh recounts all nodes' now and then.
         for row in changed {
             match row.get::<_, &str>(0) {
