@@ -178,18 +178,12 @@ impl SqliteJournal {
         found
             .write(dir)
             .with_context(|| format!("cannot write {}", identity::path(dir).display()))?;
-        // Only the checkpointer truncates the WAL: the writer restarting a WAL that outgrew the
-        // limit (checkpoints cannot catch up while commits go on) truncated it inside a commit,
-        // a stall of about 100 ms once per busy spell on the historical day.
-        let size_limit = format!(
-            "PRAGMA journal_size_limit={};",
-            options.storage.wal_size_limit
-        );
         let admission = Admission::new(dir, options.storage.clone())?;
 
         let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
-        let checkpointer = start_checkpointer(&path, &size_limit, counters.clone())?;
+        let checkpointer =
+            start_checkpointer(&path, options.storage.wal_size_limit, counters.clone())?;
         // Checkpoints copy the WAL into the database file and fsync it: a stall of milliseconds
         // that SQLite would otherwise run inside whichever commit crosses the threshold. The
         // checkpointer thread does it beside the writer instead (WAL lets both run at once).
@@ -363,11 +357,14 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// WAL file (it gives up at once if a reader holds the WAL, rather than stall the writer).
 fn start_checkpointer(
     path: &Path,
-    size_limit: &str,
+    wal_size_limit: u64,
     counters: Arc<Counters>,
 ) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
     let conn = open_connection(path)?;
-    conn.execute_batch(size_limit)?;
+    // Only the checkpointer truncates the WAL: the writer restarting a WAL that outgrew the
+    // limit (checkpoints cannot catch up while commits go on) truncated it inside a commit, a
+    // stall of about 100 ms once per busy spell on the historical day.
+    conn.execute_batch(&format!("PRAGMA journal_size_limit={wal_size_limit};"))?;
     conn.busy_timeout(std::time::Duration::ZERO)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
