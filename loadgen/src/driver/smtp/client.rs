@@ -375,16 +375,18 @@ async fn wait_to_start(
     stop: &CancellationToken,
 ) -> Option<Instant> {
     let bytes = match session.staged {
-        Staged::Rcpt => b"DATA\r\n".to_vec(),
-        Staged::Data if !request.slow => message.to_vec(),
-        _ => return sleep_until(intended, stop).await.then(Instant::now),
+        Staged::Rcpt => Some(b"DATA\r\n".to_vec()),
+        Staged::Data if !request.slow => Some(message.to_vec()),
+        _ => None,
     };
-    let Some(fired) = ctx.firing.load(intended, &mut session.conn, bytes) else {
-        return sleep_until(intended, stop).await.then(Instant::now);
-    };
+    let shot = bytes.and_then(|bytes| ctx.firing.load(intended, &mut session.conn, bytes));
     // The firing threads answer every shot; only a torn-down run drops one (the connection is
     // lost with it, and the normal path opens another).
-    let Ok(fired) = fired.await else {
+    let fired = match shot {
+        Some(shot) => shot.await.ok(),
+        None => None,
+    };
+    let Some(fired) = fired else {
         return sleep_until(intended, stop).await.then(Instant::now);
     };
     session.conn = Some(fired.conn);
