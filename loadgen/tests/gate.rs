@@ -1,6 +1,8 @@
 //! `landrush gate --runs`: judges run folders made before, writes junit.xml and summary.md, and
 //! exits 1 when a threshold fails (0 when all pass; skipped ones do not fail).
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -116,4 +118,69 @@ fn a_run_folder_with_records_is_refused_without_overwrite() {
             "{command} left the records alone"
         );
     }
+}
+
+/// The gate's guard on group commit fails a real barrage that commits every request on its own
+/// (`journal.max_batch = 1`): its throughput alone could still pass a ratio to Postfix, whose
+/// fsyncs cost more per mail than one SQLite commit does.
+#[test]
+fn a_barrage_without_group_commit_fails_the_batch_threshold() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("barrage-no-group-commit");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n\
+             # landrush's own barrage, told to commit every request alone.\n\
+             prev=\n\
+             for a; do [ \"$prev\" = --config ] && printf '\\n[journal]\\nmax_batch = 1\\n' >> \"$a\"; prev=$a; done\n\
+             exec {} buffer \"$@\"\n",
+            env!("CARGO_BIN_EXE_landrush")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let closed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/ci-closed.toml"),
+    )
+    .unwrap()
+    .replace("requests = 6000", "requests = 600");
+    std::fs::write(dir.path().join("closed.toml"), closed).unwrap();
+    std::fs::write(
+        dir.path().join("gate.toml"),
+        format!(
+            r#"
+            [[run]]
+            name = "closed"
+            scenario = "closed.toml"
+            barrage = "{}"
+            thresholds = ["verdict == pass", "rehearse.commits.mean_batch >= 1.5"]
+            "#,
+            wrapper.display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_landrush"));
+    command
+        .arg("gate")
+        .arg(dir.path().join("gate.toml"))
+        .arg("--out")
+        .arg(dir.path().join("out"));
+    let output = support::output_within(command, support::TEST_LIMIT);
+    let table = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{table}\n{stderr}");
+    let config = std::fs::read_to_string(dir.path().join("out/closed/barrage.toml")).unwrap();
+    assert!(config.contains("max_batch = 1"), "{config}");
+    let line = |what: &str| {
+        table
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no line for {what}: {table}"))
+            .to_owned()
+    };
+    assert!(line("verdict == pass").contains("pass"), "{table}");
+    let batch = line("mean_batch");
+    assert!(batch.contains(" 1 ") && batch.contains("FAIL"), "{table}");
 }

@@ -19,6 +19,9 @@ pub struct WriterCounters {
     pub cursor: AtomicU64,
     pub retransmissions: AtomicU64,
     pub commits: AtomicU64,
+    /// Commits that wrote at least one new request: the group commits proper, without the
+    /// transactions of ack marks and cursor moves alone.
+    pub request_commits: AtomicU64,
     pub committed_requests: AtomicU64,
     pub largest_batch: AtomicU64,
     pub write_failures: AtomicU64,
@@ -48,6 +51,9 @@ impl WriterCounters {
     /// A batch committed with `new_rows` new requests: the journal writes again.
     pub fn committed(&self, new_rows: u64) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if new_rows > 0 {
+            self.request_commits.fetch_add(1, Ordering::Relaxed);
+        }
         self.committed_requests
             .fetch_add(new_rows, Ordering::Relaxed);
         self.largest_batch.fetch_max(new_rows, Ordering::Relaxed);
@@ -66,6 +72,7 @@ impl WriterCounters {
         let accepted = self.accepted.load(Ordering::Relaxed);
         let cursor = self.cursor.load(Ordering::Relaxed);
         let commits = self.commits.load(Ordering::Relaxed);
+        let request_commits = self.request_commits.load(Ordering::Relaxed);
         let committed_requests = self.committed_requests.load(Ordering::Relaxed);
         JournalStats {
             accepted,
@@ -74,8 +81,9 @@ impl WriterCounters {
             queue_depth: accepted - cursor.min(accepted),
             retransmissions: self.retransmissions.load(Ordering::Relaxed),
             commits,
+            request_commits,
             committed_requests,
-            mean_batch: JournalStats::mean_batch_of(commits, committed_requests),
+            mean_batch: JournalStats::mean_batch_of(request_commits, committed_requests),
             largest_batch: self.largest_batch.load(Ordering::Relaxed),
             write_failures: self.write_failures.load(Ordering::Relaxed),
             refused_disk_reserve: 0,

@@ -82,9 +82,11 @@ pub struct JournalStats {
     pub retransmissions: u64,
     /// Transactions committed (each is one fsync).
     pub commits: u64,
+    /// Those of them that wrote at least one new request.
+    pub request_commits: u64,
     /// Requests written in those transactions.
     pub committed_requests: u64,
-    /// Mean requests per commit: the group-commit factor.
+    /// Mean new requests per commit that wrote any: the group-commit factor.
     pub mean_batch: f64,
     pub largest_batch: u64,
     /// Batches whose write failed (their requests were answered with a temporary error).
@@ -96,12 +98,12 @@ pub struct JournalStats {
 }
 
 impl JournalStats {
-    /// Requests per commit, the group-commit factor (0 before the first commit).
-    pub fn mean_batch_of(commits: u64, committed_requests: u64) -> f64 {
-        if commits == 0 {
+    /// Requests per commit that wrote any, the group-commit factor (0 before the first).
+    pub fn mean_batch_of(request_commits: u64, committed_requests: u64) -> f64 {
+        if request_commits == 0 {
             0.0
         } else {
-            committed_requests as f64 / commits as f64
+            committed_requests as f64 / request_commits as f64
         }
     }
 }

@@ -383,15 +383,12 @@ pub fn summary(r: &Rehearsal) -> String {
             }
         );
     }
-    let (commits, requests) = r.commits.iter().fold((0, 0), |(c, q), n| {
-        (c + n.commits, q + n.committed_requests)
-    });
-    if commits > 0 {
+    let commits: u64 = r.commits.iter().map(|n| n.commits).sum();
+    if let Some(mean) = crate::rehearse::rig::mean_batch(&r.commits) {
         let _ = writeln!(
             out,
-            "journal    {}: {commits} commits, mean batch {:.1} requests per commit",
+            "journal    {}: {commits} commits, mean batch {mean:.1} requests per commit that wrote any",
             r.layout.describe(),
-            requests as f64 / commits as f64
         );
     }
     for w in &r.run.info.warnings {

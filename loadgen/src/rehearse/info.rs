@@ -71,6 +71,6 @@ fn commits_json(commits: &[NodeCommits]) -> Value {
         "nodes": commits,
         "commits": n,
         "committed_requests": requests,
-        "mean_batch": (n > 0).then(|| requests as f64 / n as f64),
+        "mean_batch": super::rig::mean_batch(commits),
     })
 }

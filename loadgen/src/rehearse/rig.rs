@@ -346,7 +346,7 @@ impl Rig {
     }
 
     /// Each spawned node's group-commit counts since its last start (`commits`,
-    /// `committed_requests` of its `/v1/stats`), read before it stops.
+    /// `request_commits` and `committed_requests` of its `/v1/stats`), read before it stops.
     async fn node_commits(&self) -> Vec<NodeCommits> {
         let mut out = Vec::new();
         for (i, buffer) in self.nodes.iter().enumerate() {
@@ -359,6 +359,7 @@ impl Rig {
                 node: i as u32 + 1,
                 starts: buffer.starts(),
                 commits: stats["commits"].as_u64().unwrap_or(0),
+                request_commits: stats["request_commits"].as_u64().unwrap_or(0),
                 committed_requests: stats["committed_requests"].as_u64().unwrap_or(0),
             });
         }
@@ -392,5 +393,16 @@ pub struct NodeCommits {
     /// How many times it was started (a kill and restart resets its counts).
     pub starts: u32,
     pub commits: u64,
+    /// The commits that wrote at least one new request (not an ack mark or a cursor move alone).
+    pub request_commits: u64,
     pub committed_requests: u64,
+}
+
+/// The nodes' group-commit factor: new requests per commit that wrote any, over all nodes;
+/// `None` before the first such commit.
+pub fn mean_batch(nodes: &[NodeCommits]) -> Option<f64> {
+    let (commits, requests) = nodes.iter().fold((0, 0), |(c, r), node| {
+        (c + node.request_commits, r + node.committed_requests)
+    });
+    (commits > 0).then(|| requests as f64 / commits as f64)
 }
