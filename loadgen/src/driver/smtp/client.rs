@@ -59,6 +59,8 @@ pub struct Ctx {
     pub tls: Option<std::sync::Arc<super::tls::ClientTls>>,
     /// Where pre-connected clients leave their first write for the instant.
     pub firing: Firing,
+    /// The pre-connected clients, who QUIT together once the last has its answers.
+    pub crowd: super::crowd::Crowd,
 }
 
 /// A client group as the driver plays it.
@@ -291,6 +293,9 @@ pub async fn run_client(
     let mut session = Session::default();
     let mut message = Vec::with_capacity(4096);
     let mut requests = plan.requests_of(client).peekable();
+    if group.pre_connect {
+        ctx.crowd.join();
+    }
     if group.pre_connect
         && let Some(&first) = requests.peek()
     {
@@ -343,6 +348,9 @@ pub async fn run_client(
         if closed {
             next_closed = ready_at + plan.think_time();
         }
+    }
+    if group.pre_connect {
+        ctx.crowd.leave(ctx.deadline, &stop).await;
     }
     session.quit().await;
     ctx.stats.lock().unwrap().add(stats);

@@ -11,6 +11,7 @@
 pub mod adversary;
 pub mod client;
 pub mod collider;
+pub mod crowd;
 pub mod firing;
 pub mod targets;
 pub mod tls;
@@ -82,6 +83,7 @@ pub async fn run_scenario(
         groups,
         tls: options.tls.clone(),
         firing: firing::Firing::new(),
+        crowd: crowd::Crowd::default(),
     });
     let idle_held_at_end = play_clients(scenario, &ctx, sink, &options).await;
     let finished_at = times.clock.stamp(Instant::now());
