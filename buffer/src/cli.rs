@@ -2,7 +2,7 @@
 //! that `landrush` can run the very same buffer as a child process of its own binary.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -129,38 +129,7 @@ where
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => {
-            let mut config = match &args.config {
-                Some(path) => Config::load(path)?,
-                None => Config::default(),
-            };
-            if let Some(dir) = args.data_dir {
-                config.data_dir = dir;
-            }
-            if let Some(url) = args.journal {
-                config.journal.url = Some(url);
-            }
-            if let Some(addr) = args.smtp {
-                config.smtp.listen = addr;
-            }
-            if let Some(addr) = args.http {
-                config.http.listen = addr;
-            }
-            if let Some(addr) = args.web {
-                config.web.listen = addr;
-                config.web.enabled = true;
-            }
-            if args.no_web {
-                config.web.enabled = false;
-            }
-            apply_token(&mut config, args.api_token, args.api_token_file)?;
-            crate::server::prepare_process();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(config.worker_threads())
-                .enable_all()
-                .build()?;
-            runtime.block_on(crate::server::serve(config))
-        }
+        Command::Serve(args) => serve(args),
         Command::Backup { data_dir, out } => {
             crate::journal::privacy::restrict_umask();
             let rows = crate::journal::sqlite::backup(&data_dir, &out)?;
@@ -171,38 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Audit { data_dir, journal } => {
-            let (outcome, what) = match (&data_dir, &journal) {
-                (_, Some(url)) => {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let outcome = runtime.block_on(crate::audit::postgres::audit(url))?;
-                    let what = format!(
-                        "the journal in {} does not verify; keep a copy of the database \
-                         (pg_dump) as evidence",
-                        crate::journal::postgres::describe(url)
-                    );
-                    (outcome, what)
-                }
-                (Some(dir), None) => {
-                    let what = format!(
-                        "the journal of {} does not verify; keep a copy of the data dir as \
-                         evidence",
-                        dir.display()
-                    );
-                    (crate::audit::audit(dir)?, what)
-                }
-                (None, None) => anyhow::bail!("give --data-dir DIR or --journal URL"),
-            };
-            match outcome {
-                Ok(summary) => {
-                    println!("{summary}");
-                    Ok(())
-                }
-                Err(finding) => Err(anyhow::Error::new(finding).context(what)),
-            }
-        }
+        Command::Audit { data_dir, journal } => audit(data_dir.as_deref(), journal.as_deref()),
         Command::Ack(AckCommand::Preview { config }) => {
             let config = Config::load(&config)?;
             let Some(ack) = &config.ack else {
@@ -211,6 +149,74 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::ack::preview(ack, &config.hostname)?);
             Ok(())
         }
+    }
+}
+
+/// `barrage serve`: the config file, then the flags over it, then the server until a signal.
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(url) = args.journal {
+        config.journal.url = Some(url);
+    }
+    if let Some(addr) = args.smtp {
+        config.smtp.listen = addr;
+    }
+    if let Some(addr) = args.http {
+        config.http.listen = addr;
+    }
+    if let Some(addr) = args.web {
+        config.web.listen = addr;
+        config.web.enabled = true;
+    }
+    if args.no_web {
+        config.web.enabled = false;
+    }
+    apply_token(&mut config, args.api_token, args.api_token_file)?;
+    crate::server::prepare_process();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
+        .enable_all()
+        .build()?;
+    runtime.block_on(crate::server::serve(config))
+}
+
+/// `barrage audit`: the journal of a data dir or a PostgreSQL database, verified; a finding is
+/// an error that says what to keep as evidence.
+fn audit(data_dir: Option<&Path>, journal: Option<&str>) -> anyhow::Result<()> {
+    let (outcome, what) = match (data_dir, journal) {
+        (_, Some(url)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(crate::audit::postgres::audit(url))?;
+            let what = format!(
+                "the journal in {} does not verify; keep a copy of the database (pg_dump) as \
+                 evidence",
+                crate::journal::postgres::describe(url)
+            );
+            (outcome, what)
+        }
+        (Some(dir), None) => {
+            let what = format!(
+                "the journal of {} does not verify; keep a copy of the data dir as evidence",
+                dir.display()
+            );
+            (crate::audit::audit(dir)?, what)
+        }
+        (None, None) => anyhow::bail!("give --data-dir DIR or --journal URL"),
+    };
+    match outcome {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(())
+        }
+        Err(finding) => Err(anyhow::Error::new(finding).context(what)),
     }
 }
 
