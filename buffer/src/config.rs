@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::ack::AckConfig;
 use crate::anvil::ClientLimits;
+use crate::api::ApiLimits;
 use crate::intake::web::WebLimits;
 use crate::journal::postgres::PostgresOptions;
 use crate::journal::sqlite::SqliteOptions;
@@ -313,6 +314,16 @@ impl Config {
             mode: s.tls,
             certificates,
         }))
+    }
+
+    pub fn api_limits(&self) -> ApiLimits {
+        let h = &self.http;
+        ApiLimits {
+            max_connections: h.max_connections,
+            header_timeout: Duration::from_secs(h.header_timeout_secs),
+            request_timeout: Duration::from_secs(h.request_timeout_secs),
+            metrics_require_token: h.metrics_require_token,
+        }
     }
 
     pub fn web_limits(&self) -> WebLimits {

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, ApiLimits, ApiState};
+use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::descriptors::{self, ConnectionLimits};
 use crate::endpoints::Endpoints;
@@ -290,26 +290,15 @@ impl Services {
             signer.clone(),
             stop.clone(),
         )?;
-        let h = &config.http;
-        let limits = ApiLimits {
-            max_connections: h.max_connections,
-            header_timeout: std::time::Duration::from_secs(h.header_timeout_secs),
-            request_timeout: std::time::Duration::from_secs(h.request_timeout_secs),
-            metrics_require_token: h.metrics_require_token,
-        };
-        let state = Arc::new(ApiState {
+        let state = ApiState {
             journal,
             signer,
             intake: counters,
-            token: h.api_token.clone(),
+            token: config.http.api_token.clone(),
             extra: vec![acks.stats],
-            limits: limits.clone(),
-        });
-        let app = api::router(state);
-        let shutdown = stop.clone().cancelled_owned();
-        let http = tokio::spawn(async move {
-            api::listener::serve(listeners.http, app, &limits, shutdown).await
-        });
+            limits: config.api_limits(),
+        };
+        let http = spawn_api(listeners.http, state, stop);
         Ok(Services {
             smtp,
             web,
@@ -317,7 +306,21 @@ impl Services {
             ack_sender: acks.sender,
         })
     }
+}
 
+/// The handover and operations API on `listener`, until `stop`.
+fn spawn_api<J: Journal + AckOutbox>(
+    listener: TcpListener,
+    state: ApiState<J>,
+    stop: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let limits = state.limits.clone();
+    let app = api::router(Arc::new(state));
+    let shutdown = stop.clone().cancelled_owned();
+    tokio::spawn(async move { api::listener::serve(listener, app, &limits, shutdown).await })
+}
+
+impl Services {
     /// Waits for every service to finish once the stop token is cancelled.
     async fn finish(self) -> anyhow::Result<()> {
         self.smtp.await??;
