@@ -322,81 +322,40 @@ async fn metrics<J: Journal>(State(state): State<Arc<ApiState<J>>>) -> Response 
 
 /// The journal's and the intakes' part of `/metrics`.
 fn core_metrics(j: &JournalStats, i: &IntakeSnapshot) -> PrometheusText {
+    #[rustfmt::skip]
+    let metrics = [
+        ("accepted_seq", Gauge, "Highest seq accepted.", j.accepted),
+        ("cursor", Gauge, "Highest seq handed over.", j.cursor),
+        ("queue_depth", Gauge, "Requests accepted, not yet handed over.", j.queue_depth),
+        ("commits_total", Counter, "Journal transactions committed (fsyncs).", j.commits),
+        ("committed_requests_total", Counter, "Requests written by those commits.",
+            j.committed_requests),
+        ("write_failures_total", Counter, "Journal batches that failed to write.",
+            j.write_failures),
+        ("retransmissions_total", Counter, "Retransmissions answered with the original ticket.",
+            i.retransmissions),
+        ("refused_malformed_total", Counter, "Requests refused as malformed.",
+            i.refused_malformed),
+        ("refused_unavailable_total", Counter,
+            "Requests refused because the journal could not write.", i.refused_unavailable),
+        ("refused_disk_reserve_total", Counter,
+            "New requests refused before their data: the disk reserve was reached.",
+            j.refused_disk_reserve),
+        ("refused_queue_full_total", Counter,
+            "New requests refused before their data: the queue was at its bound.",
+            j.refused_queue_full),
+        ("accepted_tls_total", Counter, "Requests accepted over a STARTTLS session.",
+            i.accepted_tls),
+        ("unusable_message_ids_total", Counter,
+            "Accepted mails whose Message-ID was unusable (stored under a generated one).",
+            i.unusable_message_ids),
+        ("unusable_ack_addresses_total", Counter,
+            "Accepted mails with no usable ack address (not acked).", i.unusable_ack_addresses),
+    ];
     let mut text = PrometheusText::new();
-    text.metric("accepted_seq", Gauge, "Highest seq accepted.", j.accepted);
-    text.metric("cursor", Gauge, "Highest seq handed over.", j.cursor);
-    text.metric(
-        "queue_depth",
-        Gauge,
-        "Requests accepted, not yet handed over.",
-        j.queue_depth,
-    );
-    text.metric(
-        "commits_total",
-        Counter,
-        "Journal transactions committed (fsyncs).",
-        j.commits,
-    );
-    text.metric(
-        "committed_requests_total",
-        Counter,
-        "Requests written by those commits.",
-        j.committed_requests,
-    );
-    text.metric(
-        "write_failures_total",
-        Counter,
-        "Journal batches that failed to write.",
-        j.write_failures,
-    );
-    text.metric(
-        "retransmissions_total",
-        Counter,
-        "Retransmissions answered with the original ticket.",
-        i.retransmissions,
-    );
-    text.metric(
-        "refused_malformed_total",
-        Counter,
-        "Requests refused as malformed.",
-        i.refused_malformed,
-    );
-    text.metric(
-        "refused_unavailable_total",
-        Counter,
-        "Requests refused because the journal could not write.",
-        i.refused_unavailable,
-    );
-    text.metric(
-        "refused_disk_reserve_total",
-        Counter,
-        "New requests refused before their data: the disk reserve was reached.",
-        j.refused_disk_reserve,
-    );
-    text.metric(
-        "refused_queue_full_total",
-        Counter,
-        "New requests refused before their data: the queue was at its bound.",
-        j.refused_queue_full,
-    );
-    text.metric(
-        "accepted_tls_total",
-        Counter,
-        "Requests accepted over a STARTTLS session.",
-        i.accepted_tls,
-    );
-    text.metric(
-        "unusable_message_ids_total",
-        Counter,
-        "Accepted mails whose Message-ID was unusable (stored under a generated one).",
-        i.unusable_message_ids,
-    );
-    text.metric(
-        "unusable_ack_addresses_total",
-        Counter,
-        "Accepted mails with no usable ack address (not acked).",
-        i.unusable_ack_addresses,
-    );
+    for (name, kind, help, value) in metrics {
+        text.metric(name, kind, help, value);
+    }
     i.fair.write_metrics(&mut text);
     text
 }
