@@ -15,17 +15,17 @@ use crate::journal::outbox::{AckCounts, AckMark, AckOutbox, PendingAck};
 
 /// Claims up to $3 due acks after seq $1 for node $4, for $5 µs on the database's clock (leases
 /// are judged on one clock whatever the nodes' say).
-const CLAIM: &str = "WITH due AS (
-        SELECT seq FROM acks
+const CLAIM: &str = "WITH now AS (
+        SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us),
+    due AS (
+        SELECT seq FROM acks, now
         WHERE state = 'pending' AND seq > $1 AND next_attempt <= $2
-          AND (lease_until IS NULL
-               OR lease_until <= (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
-        ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED),
+          AND (lease_until IS NULL OR lease_until <= now.us)
+        ORDER BY seq LIMIT $3 FOR UPDATE OF acks SKIP LOCKED),
     claimed AS (
         UPDATE acks a
-        SET lease_owner = $4,
-            lease_until = (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + $5
-        FROM due WHERE a.seq = due.seq RETURNING a.seq, a.attempts)
+        SET lease_owner = $4, lease_until = now.us + $5
+        FROM due, now WHERE a.seq = due.seq RETURNING a.seq, a.attempts)
     SELECT c.seq, r.accepted_at, r.position, r.message_id, r.ack_to, r.domain, r.fields,
            c.attempts, r.chain
     FROM claimed c JOIN requests r ON r.seq = c.seq ORDER BY c.seq";
