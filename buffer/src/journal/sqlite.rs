@@ -2,8 +2,9 @@
 //! thread doing group commit, one reader connection for the handover API.
 //!
 //! Group commit: the writer takes every command waiting in its bounded channel (up to
-//! `max_batch`), applies them all in one transaction, commits — one fsync — and only then answers
-//! each waiter. So the fsync rate of the disk bounds batches per second, not requests per second.
+//! `max_batch`), applies them all in one transaction, commits — one fdatasync (see
+//! `.cargo/config.toml`) — and only then answers each waiter. So the sync rate of the disk
+//! bounds batches per second, not requests per second.
 //! Seqs are assigned inside the transaction; a failed transaction is rolled back whole, nobody
 //! gets a success, and the next batch reuses the same seqs, so seqs stay gap-free.
 
