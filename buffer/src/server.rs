@@ -306,21 +306,7 @@ impl Services {
             ack_sender: acks.sender,
         })
     }
-}
 
-/// The handover and operations API on `listener`, until `stop`.
-fn spawn_api<J: Journal + AckOutbox>(
-    listener: TcpListener,
-    state: ApiState<J>,
-    stop: &CancellationToken,
-) -> JoinHandle<std::io::Result<()>> {
-    let limits = state.limits.clone();
-    let app = api::router(Arc::new(state));
-    let shutdown = stop.clone().cancelled_owned();
-    tokio::spawn(async move { api::listener::serve(listener, app, &limits, shutdown).await })
-}
-
-impl Services {
     /// Waits for every service to finish once the stop token is cancelled.
     async fn finish(self) -> anyhow::Result<()> {
         self.smtp.await??;
@@ -334,6 +320,18 @@ impl Services {
         }
         Ok(())
     }
+}
+
+/// The handover and operations API on `listener`, until `stop`.
+fn spawn_api<J: Journal + AckOutbox>(
+    listener: TcpListener,
+    state: ApiState<J>,
+    stop: &CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    let limits = state.limits.clone();
+    let app = api::router(Arc::new(state));
+    let shutdown = stop.clone().cancelled_owned();
+    tokio::spawn(async move { api::listener::serve(listener, app, &limits, shutdown).await })
 }
 
 /// Rereads the certificates on every SIGHUP until `stop`; sessions already in TLS keep theirs.

@@ -295,11 +295,9 @@ pub async fn run_client(
     let mut requests = plan.requests_of(client).peekable();
     if group.pre_connect {
         ctx.crowd.join();
-    }
-    if group.pre_connect
-        && let Some(&first) = requests.peek()
-    {
-        pre_connect(&ctx, &mut session, &mut stats, first).await;
+        if let Some(&first) = requests.peek() {
+            pre_connect(&ctx, &mut session, &mut stats, first).await;
+        }
     }
 
     let mut next_closed = Instant::now().max(ctx.start);
