@@ -267,14 +267,7 @@ pub struct FaultRecord {
 
 /// The lowercase hex SHA-256 of `bytes`: the one digest of raw messages in the run records.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    use std::fmt::Write;
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest.iter() {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    crate::chain::raw_sha256(bytes)
 }
 
 /// Trace header fields a relay or a delivery agent prepends to a message (RFC 5321, 4.4).

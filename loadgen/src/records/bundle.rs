@@ -96,7 +96,7 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(super::provenance::hex(&hasher.finalize()))
+    Ok(contract::chain::hex(&hasher.finalize()))
 }
 
 /// Unpacks `bundle` into `into` and checks it against its manifest; returns the run folder.

@@ -12,7 +12,6 @@ use anyhow::Context;
 use reports::records::{ClockEstimate, RUN, SENT, SentRecord, read_all};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 /// The provenance keys of one shard's `run.json` (absent in older folders).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,12 +41,7 @@ pub fn host_name() -> String {
 /// parsed scenario gives the same digest whatever the file's layout, comments or defaults written.
 pub fn scenario_sha256(spec: &Value) -> String {
     let text = serde_json::to_string(&canonical(spec)).expect("a JSON value serializes");
-    hex(&Sha256::digest(text.as_bytes()))
-}
-
-/// A digest as lowercase hex.
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    contract::chain::raw_sha256(text.as_bytes())
 }
 
 fn canonical(value: &Value) -> Value {
