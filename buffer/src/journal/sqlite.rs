@@ -30,6 +30,7 @@ mod chain;
 mod dedup;
 mod identity;
 pub mod storage;
+mod wal;
 
 pub use backup::backup;
 pub use identity::FILE as HIGH_WATER_MARK_FILE;
@@ -183,8 +184,15 @@ impl SqliteJournal {
 
         let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
-        let checkpointer =
-            start_checkpointer(&path, options.storage.wal_size_limit, counters.clone())?;
+        let wal_size = options.storage.wal_size_limit;
+        let fill = wal_size.min(admission.spare() / 4);
+        if let Err(e) = wal::preallocate(&writer, &path, fill) {
+            tracing::warn!(
+                "the WAL is not filled to {fill} bytes ({e:#}): while it grows, commits also sync \
+                 its size"
+            );
+        }
+        let checkpointer = wal::start_checkpointer(&path, wal_size, counters.clone())?;
         // Checkpoints copy the WAL into the database file and fsync it: a stall of milliseconds
         // that SQLite would otherwise run inside whichever commit crosses the threshold. The
         // checkpointer thread does it beside the writer instead (WAL lets both run at once).
@@ -347,54 +355,6 @@ fn check_gap_free(conn: &Connection, path: &Path) -> anyhow::Result<u64> {
          restore the journal from a backup (or the standby) before starting barrage again",
         path.display()
     )
-}
-
-/// How often the checkpointer copies the WAL into the database file.
-const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Starts the thread that checkpoints the WAL off the commit path; it stops when the returned
-/// sender is dropped. While commits go on it checkpoints PASSIVE (never blocking the writer);
-/// once the writer has been idle for a whole interval it checkpoints TRUNCATE, which empties the
-/// WAL file (it gives up at once if a reader holds the WAL, rather than stall the writer).
-fn start_checkpointer(
-    path: &Path,
-    wal_size_limit: u64,
-    counters: Arc<Counters>,
-) -> anyhow::Result<std::sync::mpsc::Sender<()>> {
-    let conn = open_connection(path)?;
-    // Only the checkpointer truncates the WAL: the writer restarting a WAL that outgrew the
-    // limit (checkpoints cannot catch up while commits go on) truncated it inside a commit, a
-    // stall of about 100 ms once per busy spell on the historical day.
-    conn.execute_batch(&format!("PRAGMA journal_size_limit={wal_size_limit};"))?;
-    conn.busy_timeout(std::time::Duration::ZERO)?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("journal-checkpointer".into())
-        .spawn(move || {
-            let (mut seen, mut truncated) = (u64::MAX, false);
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(CHECKPOINT_INTERVAL)
-            {
-                let commits = counters.writer.commits.load(Ordering::Relaxed);
-                let idle = commits == seen && counters.writer.idle();
-                let mode = if idle && !truncated {
-                    "TRUNCATE"
-                } else {
-                    "PASSIVE"
-                };
-                seen = commits;
-                let sql = format!("PRAGMA wal_checkpoint({mode})");
-                match conn.query_row(&sql, [], |r| r.get::<_, i64>(0)) {
-                    Ok(busy) => truncated = idle && busy == 0,
-                    Err(e) if idle => tracing::debug!("idle WAL checkpoint deferred: {e}"),
-                    Err(e) => tracing::warn!(
-                        "WAL checkpoint failed (the WAL grows until one succeeds): {e}"
-                    ),
-                }
-                truncated &= idle;
-            }
-        })?;
-    Ok(stop)
 }
 
 fn load_instance_id(conn: &Connection) -> anyhow::Result<String> {

@@ -18,8 +18,8 @@ pub struct StorageOptions {
     pub min_free_percent: f64,
     /// Most requests accepted and not yet handed over; 0: no bound.
     pub max_queue_depth: u64,
-    /// What the checkpointer truncates the WAL to when it restarts it (`PRAGMA
-    /// journal_size_limit`), bytes; the writer never truncates it.
+    /// The WAL file's size (bytes): filled with zeros to it when the journal opens, and
+    /// emptied when idle only once it outgrew it (see `journal/sqlite/wal.rs`).
     pub wal_size_limit: u64,
     /// A page of the handover API stops after this many bytes (at least one row).
     pub page_bytes: usize,
@@ -70,6 +70,12 @@ impl Admission {
             u64::from(stat.f_bavail).saturating_mul(unit),
             u64::from(stat.f_blocks).saturating_mul(unit),
         ))
+    }
+
+    /// Bytes free beyond the reserve; 0 when the filesystem cannot say.
+    pub fn spare(&self) -> u64 {
+        self.space()
+            .map_or(0, |(free, total)| free.saturating_sub(self.reserve(total)))
     }
 
     pub fn page_bytes(&self) -> usize {
