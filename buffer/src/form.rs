@@ -89,7 +89,7 @@ fn validate(mut fields: BTreeMap<String, String>) -> Result<Form, String> {
 /// hyphens, not starting or ending with a hyphen, 253 characters at most.
 pub fn check_domain(name: &str) -> Result<String, String> {
     let name = name.trim().trim_end_matches('.').to_lowercase();
-    let shown: String = name.chars().take(80).collect();
+    let shown = Shown(&name);
     if name.is_empty() {
         return Err("the `domain` field is empty".into());
     }
@@ -124,6 +124,16 @@ pub fn check_domain(name: &str) -> Result<String, String> {
         return Err(format!("domain `{shown}` ends in a numeric label"));
     }
     Ok(name)
+}
+
+/// The first 80 characters of a name, as an error shows it; made only for an error.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        self.0.chars().take(80).try_for_each(|c| f.write_char(c))
+    }
 }
 
 #[cfg(test)]

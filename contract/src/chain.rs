@@ -235,7 +235,17 @@ mod tests {
 
     #[test]
     fn the_middle_and_the_ends_make_the_whole_object_in_jcs_order() {
-        let fields = BTreeMap::from([("zz".to_string(), "1".to_string())]);
+        // Keys whose UTF-8 and UTF-16 orders differ, and values that need escapes.
+        let members = [
+            ("zz", "1"),
+            ("a", "\"q\"\\\n"),
+            ("\u{1F600}", "é"),
+            ("\u{FF61}", "\u{7f}"),
+        ];
+        let fields: BTreeMap<String, String> = (members.iter())
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let fields_object = jcs_object(members.iter().map(|(k, v)| (*k, jcs_string(v))).collect());
         let entry = Entry {
             seq: 12,
             accepted_at: "2026-12-01T10:00:00.000001Z",
@@ -253,7 +263,7 @@ mod tests {
             ("message_id", jcs_string(entry.message_id)),
             ("sender", jcs_string(entry.sender)),
             ("domain", jcs_string(entry.domain)),
-            ("fields", jcs_object(vec![("zz", jcs_string("1"))])),
+            ("fields", fields_object),
             ("raw_sha256", jcs_string(entry.raw_sha256)),
         ]);
         assert_eq!(canonical(&entry), whole);

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mail_parser::{Address, MessageParser};
+use mail_parser::{Address, HeaderName, MessageParser};
 use serde::Deserialize;
 
 use super::IntakeCounters;
@@ -42,6 +42,9 @@ pub struct SmtpIntake<J> {
     hostname: String,
     generated_ids: AtomicU64,
     ack_recipient: AckRecipient,
+    /// Parses only the headers the intake reads: the MIME ones (for the body) and the ack's
+    /// addresses; the others it reads raw (`Message-ID`, `Auto-Submitted`) or not at all.
+    parser: MessageParser,
 }
 
 /// A request and what the counters must learn of it once it is stored.
@@ -59,6 +62,11 @@ impl<J: Journal> SmtpIntake<J> {
             hostname,
             generated_ids: AtomicU64::new(0),
             ack_recipient: AckRecipient::default(),
+            parser: MessageParser::new()
+                .with_mime_headers()
+                .header_address(HeaderName::From)
+                .header_address(HeaderName::ReplyTo)
+                .default_header_ignore(),
         }
     }
 
@@ -75,7 +83,8 @@ impl<J: Journal> SmtpIntake<J> {
 
     /// The request a mail stands for, or the reason it is refused.
     fn request(&self, envelope: &Envelope, message: Vec<u8>) -> Result<Parsed, String> {
-        let parsed = MessageParser::default()
+        let parsed = self
+            .parser
             .parse(&message)
             .ok_or("the message cannot be parsed as RFC 5322 mail")?;
         let body = parsed.body_text(0).unwrap_or_default();

@@ -2,7 +2,7 @@
 //! on the wire (RFC 5321 §4.2: reply text is 7-bit; whatever the client sent and a reply names
 //! goes through [`echo`]).
 
-use std::fmt::Write;
+use std::io::Write;
 
 /// Longest reply line, code and CRLF included (RFC 5321 §4.5.3.1.5); longer texts are cut.
 pub const MAX_LINE_LEN: usize = 512;
@@ -47,25 +47,24 @@ impl Reply {
     /// printable ASCII is written `\xHH`, so no reply can carry anything else, nor a line break
     /// it did not mean to.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let lines: Vec<&str> = self.text.split('\n').collect();
-        let mut wire = String::new();
-        for (i, line) in lines.iter().enumerate() {
-            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-            let start = wire.len();
-            let _ = write!(wire, "{}{}", self.code, sep);
+        let mut lines = self.text.split('\n').peekable();
+        while let Some(line) = lines.next() {
+            let sep = if lines.peek().is_none() { ' ' } else { '-' };
+            let start = out.len();
+            let _ = write!(out, "{}{}", self.code, sep);
             if let Some([a, b, c]) = self.esc {
-                let _ = write!(wire, "{a}.{b}.{c} ");
+                let _ = write!(out, "{a}.{b}.{c} ");
             }
-            let room = MAX_LINE_LEN - (wire.len() - start) - 2;
-            escape_into(line, &mut wire, room);
-            wire.push_str("\r\n");
-            debug_assert!(wire.len() - start <= MAX_LINE_LEN);
+            let room = MAX_LINE_LEN - (out.len() - start) - 2;
+            escape_into(line, out, room);
+            out.extend_from_slice(b"\r\n");
+            debug_assert!(out.len() - start <= MAX_LINE_LEN);
+            debug_assert!(
+                out[start..]
+                    .iter()
+                    .all(|&b| b == b'\r' || b == b'\n' || is_printable(b))
+            );
         }
-        debug_assert!(
-            wire.bytes()
-                .all(|b| b == b'\r' || b == b'\n' || is_printable(b))
-        );
-        out.extend_from_slice(wire.as_bytes());
     }
 }
 
@@ -76,7 +75,7 @@ fn is_printable(byte: u8) -> bool {
 /// Writes `text` in printable ASCII, in at most `room` bytes: every byte outside 0x20–0x7E (a
 /// control byte, each byte of a non-ASCII character's UTF-8 form) becomes `\xHH`; a text that
 /// does not fit is cut before an escape, never inside one, and ends with `...`.
-fn escape_into(text: &str, out: &mut String, room: usize) {
+fn escape_into(text: &str, out: &mut Vec<u8>, room: usize) {
     let width = |byte: u8| if is_printable(byte) { 1 } else { 4 };
     let whole: usize = text.bytes().map(width).sum();
     let budget = if whole <= room {
@@ -91,13 +90,13 @@ fn escape_into(text: &str, out: &mut String, room: usize) {
             break;
         }
         if is_printable(byte) {
-            out.push(char::from(byte));
+            out.push(byte);
         } else {
             let _ = write!(out, "\\x{byte:02X}");
         }
     }
     if whole > room {
-        out.push_str("...");
+        out.extend_from_slice(b"...");
     }
 }
 
@@ -107,12 +106,12 @@ fn escape_into(text: &str, out: &mut String, room: usize) {
 /// printable ASCII already, which [`Reply::write_to`] leaves as it is.
 pub fn echo(text: &str) -> String {
     let kept: String = text.chars().take(MAX_ECHO_CHARS).collect();
-    let mut out = String::new();
+    let mut out = Vec::new();
     escape_into(&kept.replace('\\', "\\\\"), &mut out, usize::MAX);
     if kept.len() < text.len() {
-        out.push_str("...");
+        out.extend_from_slice(b"...");
     }
-    out
+    String::from_utf8(out).expect("escape_into writes printable ASCII")
 }
 
 /// The replies the session itself gives; the handler decides the final reply to DATA.
