@@ -1,15 +1,15 @@
 //! The upkeep of the journal's WAL file, off the commit path: checkpoints on a thread of their
 //! own, and a WAL file that keeps its size.
 //!
-//! Why the size: on this project's disks (ext4) an fdatasync of a file that grew since the last
+//! Why the size: on ext4 (this project's disks) an fdatasync of a file that grew since the last
 //! one must also write its inode, a second synchronous write in every commit. A WAL that grows
 //! at each commit, as a freshly emptied one does all through a burst, paid it at every group
 //! commit. So the WAL file is filled with zeros when the journal opens (up to `wal_size_limit`,
 //! and at most a quarter of the space beyond the disk reserve), and an idle checkpoint only
 //! restarts it (the next commit writes from its start again, over blocks already there) rather
-//! than emptying it; only a WAL that outgrew `wal_size_limit` is emptied. Zeros past the last frame are what SQLite
-//! leaves itself after a restart (old frames): its recovery stops at the first frame whose
-//! checksum fails.
+//! than emptying it; only a WAL that outgrew `wal_size_limit` is emptied. Zeros past the last
+//! frame are like the old frames SQLite itself leaves there after a restart: its recovery stops
+//! at the first frame whose checksum fails.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -27,7 +27,7 @@ use super::{Counters, open_connection};
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The WAL file beside the database file `db`.
-pub(super) fn wal_path(db: &Path) -> PathBuf {
+fn wal_path(db: &Path) -> PathBuf {
     let mut path = db.as_os_str().to_owned();
     path.push("-wal");
     PathBuf::from(path)
