@@ -186,13 +186,7 @@ impl SqliteJournal {
         let ack_counters = Arc::new(AckCounters::load(&writer, &path)?);
         let reader = open_connection(&path)?;
         let wal_size = options.storage.wal_size_limit;
-        let fill = wal_size.min(admission.spare() / 4);
-        if let Err(e) = wal::preallocate(&writer, &path, fill) {
-            tracing::warn!(
-                "the WAL is not filled to {fill} bytes ({e:#}): while it grows, commits also sync \
-                 its size"
-            );
-        }
+        wal::fill_at_open(&writer, &path, wal_size, admission.spare());
         let checkpointer = wal::start_checkpointer(&path, wal_size, counters.clone())?;
         // Checkpoints copy the WAL into the database file and fsync it: a stall of milliseconds
         // that SQLite would otherwise run inside whichever commit crosses the threshold. The

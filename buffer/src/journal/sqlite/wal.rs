@@ -33,10 +33,22 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// Fills the WAL of the journal being opened up to `wal_size_limit`, and at most a quarter of
+/// `spare` (the bytes free beyond the disk reserve). A WAL it cannot fill only costs speed.
+pub(super) fn fill_at_open(conn: &Connection, db: &Path, wal_size_limit: u64, spare: u64) {
+    let size = wal_size_limit.min(spare / 4);
+    if let Err(e) = preallocate(conn, db, size) {
+        tracing::warn!(
+            "the WAL is not filled to {size} bytes ({e:#}): while it grows, commits also sync \
+             its size"
+        );
+    }
+}
+
 /// Fills the WAL file of `conn`'s database with zeros up to `size` bytes and syncs it, holding
 /// the write lock meanwhile so that no commit writes the WAL at the same time (`conn`'s busy
 /// timeout decides how long it waits for it). A fill that fails is undone.
-pub(super) fn preallocate(conn: &Connection, db: &Path, size: u64) -> anyhow::Result<()> {
+fn preallocate(conn: &Connection, db: &Path, size: u64) -> anyhow::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let filled = fill_with_zeros(&wal_path(db), size);
     conn.execute_batch("ROLLBACK")?;
