@@ -7,7 +7,8 @@
 # once with session reuse (-d) and once with a new connection per message, and prints msg/s, the
 # ratios barrage/postfix and barrage/smtp-sink, and the CPU time (user + system, from
 # /proc/PID/stat) barrage and smtp-sink spent per mail in the same run (README.md, "Performance").
-# With ROUNDS > 1 the three servers are measured in turn that many times, for the spread.
+# With ROUNDS > 1 the three servers are measured in turn that many times, for the spread, and
+# the medians of the ratios and of the CPU per mail close the table.
 #
 # Usage: ci/bench-accept.sh [MESSAGES] [SESSIONS] [ROUNDS]      (defaults: 12000 50 1)
 # Needs root for apt-get and for starting Postfix. Loopback only; every run is bounded.
@@ -98,6 +99,21 @@ per_mail() {
   echo "$r $(echo "($after - $before) / $MESSAGES" | bc -l)"
 }
 
+# postfix_idle: waits (at most a minute) until Postfix has discarded what it queued, so that its
+# queue manager and delivery agents do not share the cores with the next measurement.
+postfix_idle() {
+  for _ in $(seq 600); do
+    postqueue -p 2>/dev/null | grep -q "Mail queue is empty" && return
+    sleep 0.1
+  done
+  echo "warning: Postfix's queue did not empty within a minute" >&2
+}
+
+# median: the median of the numbers on stdin, one per line.
+median() {
+  sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '\n%-30s %9s %9s %9s %8s %8s %9s %9s\n' "mode ($MESSAGES mails, $SESSIONS sessions)" \
   barrage postfix smtp-sink "/postfix" "/sink" "CPU/mail" "sink CPU"
@@ -105,13 +121,29 @@ for round in $(seq "$ROUNDS"); do
   for mode in reuse new; do
     flags=""; label="session reuse (-d)"
     if [ "$mode" = reuse ]; then flags="-d"; else label="new connection per message"; fi
-    read -r b b_cpu < <(per_mail "barrage-$mode-$round" $BARRAGE_PORT "$flags" "$BARRAGE_PID")
+    # barrage and smtp-sink back to back, in turns of order, so that neither always runs on
+    # the heels of Postfix's work or of the other; Postfix last, then until its queue is empty.
+    if [ $((round % 2)) = 1 ]; then
+      read -r b b_cpu < <(per_mail "barrage-$mode-$round" $BARRAGE_PORT "$flags" "$BARRAGE_PID")
+      read -r s s_cpu < <(per_mail "sink-$mode-$round" $SINK_PORT "$flags" "$SINK_PID")
+    else
+      read -r s s_cpu < <(per_mail "sink-$mode-$round" $SINK_PORT "$flags" "$SINK_PID")
+      read -r b b_cpu < <(per_mail "barrage-$mode-$round" $BARRAGE_PORT "$flags" "$BARRAGE_PID")
+    fi
     p=$(rate "postfix-$mode-$round" $POSTFIX_PORT "$flags")
-    read -r s s_cpu < <(per_mail "sink-$mode-$round" $SINK_PORT "$flags" "$SINK_PID")
+    postfix_idle
     printf '%-30s %9.0f %9.0f %9.0f %7.1fx %7.2fx %7.1fµs %7.1fµs\n' "$label" "$b" "$p" "$s" \
       "$(echo "$b / $p" | bc -l)" "$(echo "$b / $s" | bc -l)" "$b_cpu" "$s_cpu"
+    echo "$mode $(echo "$b / $p" | bc -l) $(echo "$b / $s" | bc -l) $b_cpu $s_cpu" >>"$WORK/ratios"
   done
 done
+if [ "$ROUNDS" -gt 1 ]; then
+  for mode in reuse new; do
+    col() { awk -v m="$mode" -v c="$1" '$1 == m { print $c }' "$WORK/ratios" | median; }
+    printf '%-30s %9s %9s %9s %7.1fx %7.2fx %7.1fµs %7.1fµs\n' "median of $ROUNDS, $mode" "" "" "" \
+      "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)"
+  done
+fi
 echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(CPU/mail: user + system time of the server process per mail; smtp-source's is not counted)"
 
