@@ -187,6 +187,10 @@ pub struct SentRecord {
     /// STARTTLS, so each handshake counts once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_handshake_us: Option<u64>,
+    /// The buffer node the message went to (`ADDRESS:PORT` of its SMTP or web intake), when
+    /// it was sent; several nodes show which one took what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn default_intake() -> String {
@@ -462,6 +466,7 @@ mod tests {
             group: None,
             raw_sha256: None,
             tls_handshake_us: None,
+            node: None,
         };
         let mut w = JsonlWriter::create(&path).unwrap();
         w.write(&record).unwrap();

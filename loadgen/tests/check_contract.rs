@@ -68,6 +68,7 @@ fn sent(
         group: None,
         raw_sha256: None,
         tls_handshake_us: None,
+        node: None,
     }
 }
 

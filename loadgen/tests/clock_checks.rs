@@ -32,6 +32,7 @@ fn sent(n: u32, client: u32, sent: i64, replied: i64, seq: u64) -> SentRecord {
         group: None,
         raw_sha256: None,
         tls_handshake_us: None,
+        node: None,
     }
 }
 

@@ -782,8 +782,11 @@ async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() 
             got.into_iter().map(move |g| (g.landrush_id, n))
         })
         .collect();
+    let addrs = [a.addr, b.addr];
     for r in &sent {
         assert_eq!(at[&r.id], targets.preferred(s.seed, r.client), "{r:?}");
+        // The record names the node that took it.
+        assert_eq!(r.node, Some(addrs[at[&r.id]].to_string()), "{r:?}");
     }
     let nodes_used: BTreeSet<usize> = at.values().copied().collect();
     assert_eq!(nodes_used.len(), 2, "both nodes got clients");
@@ -807,6 +810,11 @@ async fn clients_spread_over_nodes_and_go_to_the_next_one_when_theirs_is_down() 
         "{sent:?}"
     );
     assert_eq!(c.handler.got.lock().unwrap().len(), sent.len());
+    let node_c = Some(c.addr.to_string());
+    assert!(
+        sent.iter().all(|r| r.node == node_c),
+        "all went to the node up"
+    );
     // Each client opens one connection and keeps it: one move to the next node per client.
     let rescued = sent
         .iter()

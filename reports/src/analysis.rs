@@ -568,6 +568,7 @@ mod tests {
             group: None,
             raw_sha256: None,
             tls_handshake_us: None,
+            node: None,
         }
     }
 
@@ -616,9 +617,40 @@ mod tests {
             (5, 2, 2)
         );
         assert_eq!(report.by_kind.intake["smtp"].transmissions, 7);
+        assert!(report.by_kind.node.is_empty(), "no record names a node");
         // Replies after data: two accepted and two refused; no timeouts.
         assert_eq!(report.latency_ms.reply.percentiles.count, 4);
         assert_eq!(report.latency_ms.reply.timeouts, 0);
+    }
+
+    #[test]
+    fn a_request_sent_to_two_nodes_counts_at_each() {
+        let on = |mut s: SentRecord, node: &str| {
+            s.node = Some(node.into());
+            s
+        };
+        let (one, two) = ("127.0.0.1:2525", "127.0.0.2:2525");
+        let records = RunRecords {
+            sent: vec![
+                on(sent("a", 1, 0, Outcome::Indeterminate, 0), one),
+                on(sent("a", 2, 100, Outcome::Accepted, 105), two),
+                on(sent("b", 1, 0, Outcome::Accepted, 3), one),
+                sent("c", 1, 0, Outcome::Failed, 0),
+            ],
+            ..RunRecords::default()
+        };
+        let nodes = analyze(&records, Checks::new()).by_kind.node;
+        let at = |node: &str| {
+            let o = &nodes[node];
+            (o.requests, o.transmissions, o.accepted, o.indeterminate)
+        };
+        assert_eq!(at(one), (2, 2, 1, 1));
+        assert_eq!(at(two), (1, 1, 1, 0));
+        assert_eq!(
+            nodes.len(),
+            2,
+            "a transmission sent to no node counts at none"
+        );
     }
 
     #[test]

@@ -88,7 +88,8 @@ pub const KIND_HEADER: [&str; 9] = [
     "p99 ms",
 ];
 
-/// One row per request kind, then one per intake (`intake smtp`).
+/// One row per request kind, then one per intake (`intake smtp`), then one per node when the
+/// requests went to several (`node 127.0.0.1:2525`).
 pub fn kind_rows(r: &Report) -> Vec<[String; 9]> {
     let k = &r.by_kind;
     let kinds = k.kind.iter().map(|(name, o)| kind_row(name.clone(), o));
@@ -96,7 +97,13 @@ pub fn kind_rows(r: &Report) -> Vec<[String; 9]> {
         .intake
         .iter()
         .map(|(name, o)| kind_row(format!("intake {name}"), o));
-    kinds.chain(intakes).collect()
+    let several = k.node.len() > 1;
+    let nodes = k
+        .node
+        .iter()
+        .filter(|_| several)
+        .map(|(name, o)| kind_row(format!("node {name}"), o));
+    kinds.chain(intakes).chain(nodes).collect()
 }
 
 fn kind_row(name: String, o: &Outcomes) -> [String; 9] {

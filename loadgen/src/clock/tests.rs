@@ -32,6 +32,7 @@ fn accepted(
         group: None,
         raw_sha256: None,
         tls_handshake_us: None,
+        node: None,
     }
 }
 

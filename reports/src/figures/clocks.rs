@@ -220,6 +220,7 @@ mod tests {
             group: None,
             raw_sha256: None,
             tls_handshake_us: None,
+            node: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! Outcomes and accept latency per kind of request and per intake ([`ByKind`]), and the reply
+//! Outcomes and accept latency per kind of request, per intake and per node ([`ByKind`]), and the reply
 //! latency with timeouts counted in ([`ReplyLatency`]).
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use crate::distribution::Percentiles;
 use crate::latency;
 use crate::records::SentRecord;
 
-/// Outcomes per request kind and per intake.
+/// Outcomes per request kind, per intake and per buffer node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ByKind {
     /// By the scenario's kind of the request's first transmission: `normal`, `hot`,
@@ -20,6 +20,11 @@ pub struct ByKind {
     pub kind: BTreeMap<String, Outcomes>,
     /// By intake: `smtp`, `http`.
     pub intake: BTreeMap<String, Outcomes>,
+    /// By the buffer node the transmissions went to (sent.jsonl's `node`): a request sent to
+    /// two nodes (after a failover) counts at each, with its transmissions there. Empty when
+    /// the records name no node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node: BTreeMap<String, Outcomes>,
 }
 
 /// The word a request's kind is reported under.
@@ -35,6 +40,7 @@ pub fn by_kind(sent: &[SentRecord]) -> ByKind {
     let requests = Requests::of(sent);
     let mut kind: BTreeMap<String, OutcomeTally> = BTreeMap::new();
     let mut intake: BTreeMap<String, OutcomeTally> = BTreeMap::new();
+    let mut node: BTreeMap<String, OutcomeTally> = BTreeMap::new();
     for id in &requests.order {
         let attempts = &requests.by_id[id];
         kind.entry(kind_of(attempts[0])).or_default().add(attempts);
@@ -42,13 +48,28 @@ pub fn by_kind(sent: &[SentRecord]) -> ByKind {
             .entry(attempts[0].intake.clone())
             .or_default()
             .add(attempts);
+        for (name, there) in by_node(attempts) {
+            node.entry(name.to_string()).or_default().add(&there);
+        }
     }
     let finish =
         |m: BTreeMap<String, OutcomeTally>| m.into_iter().map(|(k, t)| (k, t.finish())).collect();
     ByKind {
         kind: finish(kind),
         intake: finish(intake),
+        node: finish(node),
     }
+}
+
+/// A request's transmissions grouped by the node they went to (those sent to none left out).
+fn by_node<'a>(attempts: &[&'a SentRecord]) -> BTreeMap<&'a str, Vec<&'a SentRecord>> {
+    let mut nodes: BTreeMap<&str, Vec<&SentRecord>> = BTreeMap::new();
+    for s in attempts {
+        if let Some(node) = &s.node {
+            nodes.entry(node).or_default().push(s);
+        }
+    }
+    nodes
 }
 
 /// Reply after the end of data, over every transmission whose end of data was sent and that got

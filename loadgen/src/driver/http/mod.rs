@@ -97,6 +97,8 @@ struct Ctx {
     requester_domain: String,
     /// Client numbers of web users start here (after the SMTP clients).
     client_base: u32,
+    /// The web intake's address, as records name the node.
+    node: String,
     clock: Clock,
     start: Instant,
     /// Per user: forms posted so far, and when its next form is due (µs after `start`).
@@ -152,7 +154,9 @@ pub async fn run_http(
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let clock = Clock::now();
     let start = clock.instant(start_at);
-    let ctx = Arc::new(http_ctx(scenario, &part, out_dir, clock, start, tag)?);
+    let ctx = Arc::new(http_ctx(
+        scenario, &part, target, out_dir, clock, start, tag,
+    )?);
     let goose_dir = out_dir.join(GOOSE_DIR);
     std::fs::create_dir_all(&goose_dir)?;
     let reports: Vec<String> = REPORTS
@@ -196,6 +200,7 @@ pub async fn run_http(
 fn http_ctx(
     scenario: &ValidScenario,
     part: &HttpPart,
+    target: SocketAddr,
     out_dir: &Path,
     clock: Clock,
     start: Instant,
@@ -222,6 +227,7 @@ fn http_ctx(
         requesters: scenario.requests.requesters.max(1),
         requester_domain: scenario.requests.requester_domain.clone(),
         client_base: scenario.plan().clients(),
+        node: target.to_string(),
         clock,
         start,
         users,
@@ -512,6 +518,7 @@ fn record_of(ctx: &Ctx, u: usize, form: &Form, post: &Post, sent: Instant) -> Se
         group: Some(WEB_GROUP.into()),
         raw_sha256: None,
         tls_handshake_us: None,
+        node: Some(ctx.node.clone()),
     }
 }
 

@@ -133,12 +133,15 @@ pub(super) struct Session {
     fired: Option<Instant>,
     /// The STARTTLS handshake of the connection just opened, until a transmission records it.
     tls_handshake: Option<Duration>,
+    /// The node the last connection was open to.
+    node: Option<SocketAddr>,
 }
 
 impl Session {
     /// Takes `conn` as the session's connection.
     fn connected(&mut self, conn: Connection) {
         self.tls_handshake = conn.tls_handshake();
+        self.node = conn.peer();
         self.conn = Some(conn);
     }
 }
@@ -154,6 +157,8 @@ struct Transmission {
     after_data: bool,
     /// The STARTTLS handshake of the connection this transmission opened.
     tls_handshake: Option<Duration>,
+    /// The node the message was sent to (none when it was not sent).
+    node: Option<SocketAddr>,
 }
 
 impl Transmission {
@@ -165,6 +170,7 @@ impl Transmission {
             error: Some(error_class(error)),
             after_data: false,
             tls_handshake: None,
+            node: None,
         }
     }
 
@@ -183,6 +189,7 @@ impl Transmission {
             error: None,
             after_data: false,
             tls_handshake: None,
+            node: None,
         }
     }
 }
@@ -558,6 +565,7 @@ async fn transmit(
     // Recorded by the first transmission after the handshake (a pre-connected client's first
     // request included), so each handshake counts once.
     sent.tls_handshake = session.tls_handshake.take();
+    sent.node = sent.sent_at.and(session.node);
     sent
 }
 
@@ -690,6 +698,7 @@ async fn send_message(
         error: None,
         after_data: true,
         tls_handshake: None,
+        node: None,
     };
     if drop_after_dot {
         if let Some(conn) = session.conn.take() {
@@ -805,6 +814,7 @@ async fn emit(
         group: Some(ctx.group_name(request.group).to_string()),
         raw_sha256: Some(raw_sha256),
         tls_handshake_us: sent.tls_handshake.map(|d| d.as_micros() as u64),
+        node: sent.node.map(|node| node.to_string()),
     };
     // The recorder only goes away if it failed; the run then ends with its error.
     let _ = sink

@@ -196,5 +196,6 @@ fn web_record(
         group: Some(ctx.group_name(group).to_string()),
         raw_sha256: None,
         tls_handshake_us: None,
+        node: Some(c.target.to_string()),
     }
 }

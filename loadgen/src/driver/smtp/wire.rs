@@ -259,6 +259,16 @@ impl Connection {
         }
     }
 
+    /// The address this connection is open to: the buffer node it talks to (`None` once the
+    /// server has gone).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        let tcp = match &self.stream {
+            Either::Left(tcp) => tcp,
+            Either::Right(tls) => tls.get_ref().0,
+        };
+        tcp.peer_addr().ok()
+    }
+
     /// How long this connection's STARTTLS handshake took (`None`: it did none).
     pub fn tls_handshake(&self) -> Option<Duration> {
         self.tls_handshake
