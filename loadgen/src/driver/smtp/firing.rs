@@ -139,7 +139,7 @@ impl Firing {
                         .name("landrush-fire".into())
                         .spawn_scoped(scope, move || {
                             let ahead = run_ahead();
-                            sleep_until(start);
+                            sleep_until(start, stop);
                             fire_in_order(self.take_part(part), stop);
                             ahead
                         })
@@ -189,10 +189,11 @@ fn fire_in_order(mut shots: Vec<Shot>, stop: &CancellationToken) {
     let mut shots = VecDeque::from(shots);
     let mut written: Vec<(Instant, FireOutcome)> = Vec::with_capacity(shots.len());
     while let Some(shot) = shots.get(written.len()) {
-        if shot.due > Instant::now() {
+        // Once the run is stopped nothing is waited for: every shot left goes back unwritten.
+        if shot.due > Instant::now() && !stop.is_cancelled() {
             let due = shot.due;
             hand_back(&mut shots, &mut written);
-            sleep_until(due);
+            sleep_until(due, stop);
             continue;
         }
         let begun = Instant::now();
@@ -238,13 +239,20 @@ fn run_ahead() -> bool {
     unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_FIFO, &param) == 0 }
 }
 
-/// A thread's sleep until `at` (no-op when it has passed).
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
+/// A thread's sleep until `at` (no-op when it has passed), cut short when the run is stopped:
+/// a shot may be due minutes ahead, and a stopped run must not wait for it.
+fn sleep_until(at: Instant, stop: &CancellationToken) {
+    loop {
+        let now = Instant::now();
+        if at <= now || stop.is_cancelled() {
+            return;
+        }
+        std::thread::sleep((at - now).min(STOP_LOOK));
     }
 }
+
+/// How often a sleeping firing thread looks whether the run was stopped.
+const STOP_LOOK: std::time::Duration = std::time::Duration::from_millis(20);
 
 #[cfg(test)]
 mod tests {
@@ -348,5 +356,42 @@ mod tests {
         assert!(firing.load(due, &mut conn, b"DATA\r\n".to_vec()).is_none());
         // A firing started after the cancel has nothing to fire and returns at once.
         firing.fire_at(Instant::now(), &CancellationToken::new());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_stopped_while_its_shots_wait_gets_them_back_unwritten() {
+        let (addr, _received) = echo_after_ehlo().await;
+        let firing = std::sync::Arc::new(Firing::new());
+        let due = Instant::now() + Duration::from_secs(3600);
+        let mut shots = Vec::new();
+        for _ in 0..3 {
+            shots.push(firing.load(due, &mut connect(addr).await, b"DATA\r\n".to_vec()));
+        }
+        let stop = CancellationToken::new();
+        let (fire, stopped) = (firing.clone(), stop.clone());
+        // A thread of its own, not the runtime's blocking pool: the runtime would wait for it
+        // at the end of a failed test.
+        let fired = std::thread::spawn(move || fire.fire_at(Instant::now(), &stopped));
+        // Loading closes when a firing thread takes its part: from then on it sleeps to the
+        // due hour, and only the stop can wake it.
+        let mut probe = connect(addr).await;
+        while let Some(taken) = firing.load(due, &mut probe, Vec::new()) {
+            shots.push(Some(taken));
+            probe = connect(addr).await;
+            tokio::task::yield_now().await;
+        }
+        stop.cancel();
+        // Bounded only so that a firing thread that sleeps on to the due hour fails the test
+        // rather than hangs it.
+        let back = async {
+            for shot in shots {
+                let fired = shot.unwrap().await.unwrap();
+                assert_eq!(fired.outcome, FireOutcome::NotWritten);
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), back)
+            .await
+            .expect("a stopped run's shots come back before they are due");
+        fired.join().unwrap();
     }
 }
