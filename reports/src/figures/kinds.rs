@@ -1,5 +1,5 @@
-//! Outcomes and accept latency per kind of request, per intake and per node ([`ByKind`]), and the reply
-//! latency with timeouts counted in ([`ReplyLatency`]).
+//! Outcomes and accept latency per kind of request, per intake and per node ([`ByKind`]), and
+//! the reply latency with timeouts counted in ([`ReplyLatency`]).
 
 use std::collections::BTreeMap;
 
