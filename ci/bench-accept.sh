@@ -132,16 +132,19 @@ for round in $(seq "$ROUNDS"); do
     fi
     p=$(rate "postfix-$mode-$round" $POSTFIX_PORT "$flags")
     postfix_idle
+    to_postfix=$(echo "$b / $p" | bc -l)
+    to_sink=$(echo "$b / $s" | bc -l)
     printf '%-30s %9.0f %9.0f %9.0f %7.1fx %7.2fx %7.1fµs %7.1fµs\n' "$label" "$b" "$p" "$s" \
-      "$(echo "$b / $p" | bc -l)" "$(echo "$b / $s" | bc -l)" "$b_cpu" "$s_cpu"
-    echo "$mode $(echo "$b / $p" | bc -l) $(echo "$b / $s" | bc -l) $b_cpu $s_cpu" >>"$WORK/ratios"
+      "$to_postfix" "$to_sink" "$b_cpu" "$s_cpu"
+    echo "$mode $to_postfix $to_sink $b_cpu $s_cpu" >>"$WORK/ratios"
   done
 done
+# col MODE N: the median of column N of the rounds' ratios in MODE.
+col() { awk -v m="$1" -v c="$2" '$1 == m { print $c }' "$WORK/ratios" | median; }
 if [ "$ROUNDS" -gt 1 ]; then
   for mode in reuse new; do
-    col() { awk -v m="$mode" -v c="$1" '$1 == m { print $c }' "$WORK/ratios" | median; }
     printf '%-30s %9s %9s %9s %7.1fx %7.2fx %7.1fµs %7.1fµs\n' "median of $ROUNDS, $mode" "" "" "" \
-      "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)"
+      "$(col "$mode" 2)" "$(col "$mode" 3)" "$(col "$mode" 4)" "$(col "$mode" 5)"
   done
 fi
 echo "load after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
